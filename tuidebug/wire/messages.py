@@ -1,0 +1,176 @@
+"""The typed messages that travel between probe, supervisor and console.
+
+Every message is a tagged msgspec Struct; the tag (the class name) is the message kind. Every
+message carries the rank of the training process it concerns and the step it was made at, so a
+console can place anything on the timeline and tell the ranks of a job apart.
+
+Compatibility rules, so that a newer peer can talk to an older one:
+- ``PROTOCOL`` changes only when an existing message changes meaning.
+- New kinds may be added freely: a receiver skips kinds it does not know (see ``codec``).
+- New fields are added with defaults, at the end.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+PROTOCOL = 1
+
+Role = Literal["probe", "console"]
+RunStateName = Literal["starting", "running", "finished", "crashed", "stopped"]
+
+
+class Message(msgspec.Struct, tag=True, kw_only=True, omit_defaults=True):
+    """Base of every message: which rank it concerns and at which step it was made."""
+
+    rank: int = 0
+    step: int = 0
+
+
+# --- handshake --------------------------------------------------------------------------------
+
+
+class Hello(Message):
+    """First frame from any client: who it is and the run's secret token."""
+
+    role: Role
+    token: str
+    protocol: int = PROTOCOL
+    pid: int = 0
+    world_size: int = 1
+
+
+class Welcome(Message):
+    """The supervisor accepted the Hello."""
+
+    run_id: str
+    protocol: int = PROTOCOL
+
+
+class Reject(Message):
+    """The supervisor refused the Hello; the connection closes after this frame."""
+
+    reason: str
+
+
+# --- probe -> supervisor -> consoles ----------------------------------------------------------
+
+
+class StepPoint(msgspec.Struct, array_like=True):
+    """One step boundary: its number, wall-clock time, loss and named scalars."""
+
+    step: int
+    time: float
+    loss: float | None = None
+    scalars: dict[str, float] = {}
+
+
+class Steps(Message):
+    """A batch of step boundaries. The probe sends a batch every few tens of milliseconds."""
+
+    points: list[StepPoint]
+
+
+class Boundary(Message):
+    """How the probe found the step boundary: "hook" (dbg.step), "optimizer" or "backward"."""
+
+    source: str
+    detail: str = ""
+
+
+class ModelSeen(Message):
+    """A model the probe found (a root module called by the script) or was given."""
+
+    name: str
+    class_name: str
+    parameters: int
+    trainable: int
+    modules: int
+
+
+class OptimizerSeen(Message):
+    """An optimizer the probe found or was given."""
+
+    class_name: str
+    lr: float | None = None
+    param_groups: int = 1
+
+
+class ScriptError(Message):
+    """The script raised: the exception and its traceback as the user would see it."""
+
+    exc_type: str
+    text: str
+    traceback: str
+
+
+# --- supervisor -> consoles -------------------------------------------------------------------
+
+
+class RunInfo(Message):
+    """What a console needs to know about the run when it attaches (sent first, and on change)."""
+
+    run_id: str
+    script: str
+    args: list[str]
+    cwd: str
+    started: float
+    state: RunStateName
+    pid: int = 0
+    exit_code: int | None = None
+    ended: float | None = None
+
+
+class Output(Message):
+    """Bytes the script wrote to its terminal (the pty), in order."""
+
+    data: bytes
+
+
+class HistoryDone(Message):
+    """Everything stored before this console attached has been sent; live data follows."""
+
+    steps: int = 0
+
+
+# --- consoles -> supervisor (-> probes) -------------------------------------------------------
+
+
+class Command(Message):
+    """A request from a console: "stop-run" is handled by the supervisor, others go to probes."""
+
+    name: str
+    args: dict[str, str] = {}
+
+
+class Input(Message):
+    """Keystrokes for the script's terminal (used by the debugger bridge)."""
+
+    data: bytes
+
+
+class Resize(Message):
+    """The size of the console's terminal, applied to the script's pty."""
+
+    cols: int
+    rows: int
+
+
+AnyMessage = (
+    Hello
+    | Welcome
+    | Reject
+    | Steps
+    | Boundary
+    | ModelSeen
+    | OptimizerSeen
+    | ScriptError
+    | RunInfo
+    | Output
+    | HistoryDone
+    | Command
+    | Input
+    | Resize
+)
