@@ -223,31 +223,36 @@ class MinMaxHistory:
         pad = self._cap - half
 
         def pairs_min(v: list[float]) -> list[float]:
-            return [a if a < b else b for a, b in zip(v[0:used:2], v[1:used:2])] + [_INF] * pad
+            return [a if a < b else b for a, b in zip(v[0:used:2], v[1:used:2], strict=True)] + [
+                _INF
+            ] * pad
 
         def pairs_max(v: list[float]) -> list[float]:
-            return [a if a > b else b for a, b in zip(v[0:used:2], v[1:used:2])] + [-_INF] * pad
+            return [a if a > b else b for a, b in zip(v[0:used:2], v[1:used:2], strict=True)] + [
+                -_INF
+            ] * pad
 
         def pairs_sum(v: list[float]) -> list[float]:
-            return [a + b for a, b in zip(v[0:used:2], v[1:used:2])] + [0.0] * pad
+            return [a + b for a, b in zip(v[0:used:2], v[1:used:2], strict=True)] + [0.0] * pad
 
         def pairs_isum(v: list[int]) -> list[int]:
-            return [a + b for a, b in zip(v[0:used:2], v[1:used:2])] + [0] * pad
+            return [a + b for a, b in zip(v[0:used:2], v[1:used:2], strict=True)] + [0] * pad
 
         count, nonfinite = self._count, self._nonfinite
-        n = [c + f for c, f in zip(count, nonfinite)]
+        n = [c + f for c, f in zip(count, nonfinite, strict=True)]
         left_full = n[0:used:2]
         right_full = n[1:used:2]
         fx, lx, last = self._first_x, self._last_x, self._last
         self._first_x = [
-            a if na else b for a, b, na in zip(fx[0:used:2], fx[1:used:2], left_full)
+            a if na else b for a, b, na in zip(fx[0:used:2], fx[1:used:2], left_full, strict=True)
         ] + [0] * pad
         self._last_x = [
-            b if nb else a for a, b, nb in zip(lx[0:used:2], lx[1:used:2], right_full)
+            b if nb else a for a, b, nb in zip(lx[0:used:2], lx[1:used:2], right_full, strict=True)
         ] + [0] * pad
         # The last *finite* value: the right bucket's if it has any finite value.
         self._last = [
-            b if cb else a for a, b, cb in zip(last[0:used:2], last[1:used:2], count[1:used:2])
+            b if cb else a
+            for a, b, cb in zip(last[0:used:2], last[1:used:2], count[1:used:2], strict=True)
         ] + [math.nan] * pad
         self._min = pairs_min(self._min)
         self._max = pairs_max(self._max)
@@ -310,7 +315,7 @@ class MinMaxHistory:
     def extend(self, steps: Iterable[int], values: Iterable[float]) -> None:
         """Append many points (a batch of messages folded once per frame)."""
         append = self.append
-        for step, value in zip(steps, values):
+        for step, value in zip(steps, values, strict=True):
             append(step, value)
 
     def mark(self, step: int, label: str) -> Marker:
