@@ -1,0 +1,215 @@
+"""The ``tuidebug`` command: run, attach, ls, ckpt.
+
+Start-up stays light: torch and Textual are imported only by the commands that need them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+from tuidebug import __version__
+
+SUPERVISOR_START_TIMEOUT = 15.0
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"tuidebug: {message}", file=sys.stderr)
+    return code
+
+
+# --- run ----------------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Start a script under a supervisor and open the console on it."""
+    from tuidebug.paths import UnsafeDirectory, new_run_id, run_paths
+    from tuidebug.supervisor.child import script_error
+    from tuidebug.wire.auth import write_token
+
+    problem = script_error(args.script)
+    if problem:
+        return _fail(problem)
+    if not args.detach and not (sys.stdin.isatty() and sys.stdout.isatty()):
+        return _fail("the console needs a terminal; use `tuidebug run --detach` for batch jobs")
+    try:
+        paths = run_paths(new_run_id())
+    except UnsafeDirectory as error:
+        return _fail(str(error))
+    write_token(paths.token)
+    paths.write_meta(
+        {
+            "run_id": paths.run_id,
+            "script": args.script,
+            "args": list(args.script_args),
+            "cwd": os.getcwd(),
+            "created": time.time(),
+            "state": "starting",
+        }
+    )
+    with open(paths.supervisor_log, "ab") as log_file:
+        supervisor = subprocess.Popen(
+            [sys.executable, "-m", "tuidebug.supervisor", paths.run_id],
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # neither SIGHUP nor the terminal's Ctrl-C reach it
+        )
+    deadline = time.monotonic() + SUPERVISOR_START_TIMEOUT
+    while not paths.socket.exists():
+        if supervisor.poll() is not None or time.monotonic() > deadline:
+            tail = paths.supervisor_log.read_text(errors="replace")[-2000:]
+            return _fail(f"the supervisor did not start:\n{tail}", 1)
+        time.sleep(0.02)
+    if args.detach:
+        print(f"tuidebug: run {paths.run_id} started ({args.script})")
+        print(f"  attach a console:  tuidebug attach {paths.run_id}")
+        print(f"  script output:     {paths.pty_log}")
+        return 0
+    return _open_console(paths, launched=True)
+
+
+def _open_console(paths: Any, launched: bool) -> int:
+    from tuidebug.console.app import ConsoleExit, run_console
+
+    result = run_console(paths)
+    if result.kind == ConsoleExit.LEFT_RUNNING:
+        print(f"tuidebug: run {paths.run_id} goes on; attach again with: tuidebug attach {paths.run_id}")
+        return 0
+    if result.kind == ConsoleExit.ERROR:
+        return _fail(result.message, 1)
+    if result.kind == ConsoleExit.STOPPED:
+        code = _wait_for_end(paths)
+        print(f"tuidebug: run {paths.run_id} stopped at step {result.steps}")
+        return code if code is not None else 0
+    # The run ended while the console was open (or before it was attached).
+    if result.steps == 0 and launched:
+        tail = paths.pty_log.read_bytes()[-4000:].decode(errors="replace") if paths.pty_log.exists() else ""
+        if tail.strip():
+            sys.stderr.write(tail if tail.endswith("\n") else tail + "\n")
+        code = result.exit_code
+        how = f"exited with code {code}" if code is not None else "ended"
+        return _fail(
+            f"{paths.run_id}: the script {how} before its first training step "
+            "(no optimizer.step(), backward() or dbg.step() was seen)",
+            code if code else 1,
+        )
+    return result.exit_code or 0
+
+
+def _wait_for_end(paths: Any, timeout: float = 20.0) -> int | None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        meta = paths.read_meta()
+        if meta.get("ended"):
+            code = meta.get("exit_code")
+            return int(code) if isinstance(code, int) else None
+        time.sleep(0.1)
+    return None
+
+
+# --- attach, ls ---------------------------------------------------------------------------------
+
+
+def cmd_attach(args: argparse.Namespace) -> int:
+    """Open a console on a live run (or on a finished run's history)."""
+    from tuidebug.paths import find_run
+
+    paths = find_run(args.run_id)
+    if paths is None:
+        which = f"no run matches {args.run_id!r}" if args.run_id else "no runs yet"
+        return _fail(f"{which}; see `tuidebug ls`")
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        return _fail("the console needs a terminal")
+    return _open_console(paths, launched=False)
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    """List runs, newest first."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from tuidebug.paths import list_runs
+
+    table = Table("run", "state", "script", "started", "exit", box=None)
+    for paths in list_runs()[: args.limit]:
+        meta = paths.read_meta()
+        started = meta.get("started") or meta.get("created")
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)) if started else "?"
+        state = meta.get("state", "?")
+        if state in ("starting", "running") and not paths.socket.exists():
+            state = "lost"  # the supervisor died without recording an ending
+        code = meta.get("exit_code")
+        table.add_row(
+            paths.run_id,
+            state,
+            " ".join([meta.get("script", "?"), *meta.get("args", [])]),
+            when,
+            "" if code is None else str(code),
+        )
+    Console().print(table)
+    return 0
+
+
+# --- parser -------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tuidebug",
+        description="A terminal console for debugging PyTorch training runs.",
+    )
+    parser.add_argument("--version", action="version", version=f"tuidebug {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run",
+        help="run a training script under the console",
+        description="Run SCRIPT with the probe installed and open the console on it. "
+        "The script needs no changes; arguments after SCRIPT are passed to it.",
+    )
+    run.add_argument("--detach", action="store_true", help="start the run without a console")
+    run.add_argument("script", help="the training script")
+    run.add_argument("script_args", nargs=argparse.REMAINDER, help="arguments for the script")
+    run.set_defaults(func=cmd_run)
+
+    attach = commands.add_parser(
+        "attach",
+        help="open a console on a run (the newest by default)",
+        description="Open a console on a live run, with its history so far; on a finished run, "
+        "show what it recorded.",
+    )
+    attach.add_argument("run_id", nargs="?", help="a run id or a unique prefix of one")
+    attach.set_defaults(func=cmd_attach)
+
+    ls = commands.add_parser("ls", help="list runs, newest first")
+    ls.add_argument("--limit", type=int, default=20, help="show at most this many (20)")
+    ls.set_defaults(func=cmd_ls)
+
+    try:
+        from tuidebug.ckpt.cli import add_parser as add_ckpt_parser
+    except ImportError:
+        pass
+    else:
+        add_ckpt_parser(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

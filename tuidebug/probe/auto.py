@@ -1,0 +1,87 @@
+"""Zero-code-change instrumentation through torch's global hooks.
+
+Three hooks, each owned here and removed in ``remove()``:
+- torch's global optimizer step post-hook: every ``optimizer.step()`` of any optimizer;
+- a wrapper around ``torch.autograd.backward`` (which ``Tensor.backward`` calls): the scalar a
+  script backpropagates is its loss. Torch has no global hook for this, so the function is
+  wrapped for as long as the probe lives and put back on removal;
+- a global module forward pre-hook, only until the first step ends: the modules called during
+  that step tell which root modules (the models) the script trains. It is removed right after,
+  because a global forward hook costs a few microseconds on every module call.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch.nn.modules.module import register_module_forward_pre_hook
+from torch.optim.optimizer import register_optimizer_step_post_hook
+from torch.utils.hooks import RemovableHandle
+
+if TYPE_CHECKING:
+    from tuidebug.probe.probe import Probe
+
+
+class AutoHooks:
+    """The global hooks of one probe."""
+
+    def __init__(self, probe: Probe) -> None:
+        self._probe = probe
+        self._called: dict[int, torch.nn.Module] = {}
+        self._discovery: RemovableHandle | None = register_module_forward_pre_hook(
+            self._on_module_call
+        )
+        self._optimizer_hook: RemovableHandle | None = register_optimizer_step_post_hook(
+            self._on_optimizer_step
+        )
+        self._original_backward = torch.autograd.backward
+        self._patched_backward = self._make_backward(self._original_backward)
+        torch.autograd.backward = self._patched_backward  # type: ignore[assignment]
+
+    def _make_backward(self, original: Any) -> Any:
+        probe = self._probe
+
+        @functools.wraps(original)
+        def backward(tensors: Any, *args: Any, **kwargs: Any) -> Any:
+            probe.on_backward(tensors)
+            return original(tensors, *args, **kwargs)
+
+        return backward
+
+    def _on_module_call(self, module: torch.nn.Module, _args: Any) -> None:
+        # Keep references only until the first step ends; then they are resolved and dropped.
+        self._called.setdefault(id(module), module)
+
+    def _on_optimizer_step(self, optimizer: Any, _args: Any, _kwargs: Any) -> None:
+        self._probe.on_optimizer_step(optimizer)
+
+    def first_step_done(self) -> None:
+        """Stop watching module calls and report the root modules that have parameters."""
+        if self._discovery is None:
+            return
+        self._discovery.remove()
+        self._discovery = None
+        called, self._called = self._called, {}
+        inner: set[int] = set()
+        for module in called.values():
+            inner.update(id(m) for m in module.modules() if m is not module)
+        roots = [
+            m
+            for key, m in called.items()
+            if key not in inner and any(True for _ in m.parameters())
+        ]
+        self._probe.on_models_found(roots)
+
+    def remove(self) -> None:
+        """Remove every hook and restore ``torch.autograd.backward`` if it is still ours."""
+        if self._discovery is not None:
+            self._discovery.remove()
+            self._discovery = None
+        if self._optimizer_hook is not None:
+            self._optimizer_hook.remove()
+            self._optimizer_hook = None
+        if torch.autograd.backward is self._patched_backward:
+            torch.autograd.backward = self._original_backward  # type: ignore[assignment]
+        self._called = {}

@@ -1,0 +1,95 @@
+"""Runs a user's script with the probe installed: ``python -m tuidebug.probe.bootstrap SCRIPT ARGS``.
+
+The supervisor starts the script this way. The script must not be able to tell the difference
+from ``python SCRIPT ARGS``: it sees its own ``sys.argv``, ``__name__ == "__main__"``, its own
+folder first on ``sys.path``, the working directory and environment it was started with (the
+probe's variables are taken out of ``os.environ`` before the script runs).
+
+If the supervisor cannot be reached, the script runs anyway, without the probe.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import runpy
+import sys
+import traceback
+from pathlib import Path
+from types import TracebackType
+
+from tuidebug.probe import runtime
+from tuidebug.probe.link import Link, LinkError
+from tuidebug.probe.probe import Probe
+
+ENV_SOCKET = "TUIDEBUG_SOCKET"
+ENV_TOKEN_FILE = "TUIDEBUG_TOKEN_FILE"
+
+
+def _connect(probe_env: dict[str, str]) -> Probe:
+    """The probe, connected to the supervisor when the environment says where it is."""
+    rank = int(os.environ.get("RANK", "0") or 0)
+    world_size = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    probe = Probe(None, rank=rank, world_size=world_size)
+    socket_path = probe_env.get(ENV_SOCKET)
+    token_file = probe_env.get(ENV_TOKEN_FILE)
+    if not socket_path or not token_file:
+        return probe
+    try:
+        token = Path(token_file).read_text().strip()
+        probe.link = Link.connect(socket_path, token, rank, world_size, probe.handle_command)
+    except (OSError, LinkError) as error:
+        print(f"tuidebug: running without the console ({error})", file=sys.stderr)
+    return probe
+
+
+def _user_traceback(script: str, tb: TracebackType | None) -> TracebackType | None:
+    """Skip the bootstrap's and runpy's frames so the traceback starts in the user's script."""
+    target = os.path.realpath(script)
+    cursor = tb
+    while cursor is not None:
+        if os.path.realpath(cursor.tb_frame.f_code.co_filename) == target:
+            return cursor
+        cursor = cursor.tb_next
+    return tb
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args:
+        print("usage: python -m tuidebug.probe.bootstrap SCRIPT [ARGS...]", file=sys.stderr)
+        sys.exit(2)
+    script = args[0]
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    probe_env = {key: os.environ.pop(key) for key in (ENV_SOCKET, ENV_TOKEN_FILE) if key in os.environ}
+
+    probe = _connect(probe_env)
+    runtime.install(probe)
+    probe.install_auto_hooks()
+
+    sys.argv = args
+    sys.path[0] = os.path.dirname(os.path.abspath(script))
+    try:
+        runpy.run_path(script, run_name="__main__")
+    except SystemExit:
+        raise
+    except KeyboardInterrupt:
+        raise
+    except BaseException as error:
+        text = "".join(
+            traceback.format_exception(type(error), error, _user_traceback(script, error.__traceback__))
+        )
+        sys.stderr.write(text)
+        sys.stderr.flush()
+        probe.report_error(error, text)
+        sys.exit(1)
+    finally:
+        probe.finish()
+        probe.remove_hooks()
+        runtime.install(None)
+        if probe.link is not None:
+            probe.link.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,171 @@
+"""The probe's connection to its supervisor, run by one background thread.
+
+The training thread never touches the socket: it appends messages to a bounded queue and
+reads a few flags. The I/O thread wakes every ``FLUSH_INTERVAL`` seconds (or when a command
+arrives), sends what is queued as frames, and hands commands to a callback. When the socket
+dies, the link goes quiet for good: the queue stops filling and training carries on.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import select
+import socket
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from tuidebug.wire import codec
+from tuidebug.wire.messages import Command, Hello, Message, Reject, StepPoint, Steps, Welcome
+
+log = logging.getLogger("tuidebug.probe")
+
+FLUSH_INTERVAL = 0.05  # seconds: 20 batches a second is smooth for a person, cheap for the run
+QUEUE_LIMIT = 200_000  # points kept while the supervisor is slow; the oldest go first
+CONNECT_TIMEOUT = 5.0
+
+
+class LinkError(Exception):
+    """The supervisor could not be reached or refused the probe."""
+
+
+class Link:
+    """A connected, authenticated socket to the supervisor plus the thread that serves it."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        run_id: str,
+        rank: int,
+        on_command: Callable[[Command], None],
+    ) -> None:
+        self.run_id = run_id
+        self.rank = rank
+        self.alive = True
+        self._sock = sock
+        self._on_command = on_command
+        self._points: collections.deque[StepPoint] = collections.deque(maxlen=QUEUE_LIMIT)
+        self._messages: collections.deque[Message] = collections.deque(maxlen=10_000)
+        self._stop = threading.Event()
+        self._wake_r, self._wake_w = os.pipe()
+        self._decoder = codec.FrameDecoder()
+        self._thread = threading.Thread(target=self._serve, name="tuidebug-probe-io", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def connect(
+        cls,
+        socket_path: str | Path,
+        token: str,
+        rank: int,
+        world_size: int,
+        on_command: Callable[[Command], None],
+    ) -> Link:
+        """Connect and authenticate, or raise ``LinkError`` saying why."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(CONNECT_TIMEOUT)
+        try:
+            sock.connect(str(socket_path))
+            hello = Hello(
+                role="probe", token=token, pid=os.getpid(), rank=rank, world_size=world_size
+            )
+            sock.sendall(codec.encode(hello))
+            reply = _read_one(sock)
+        except OSError as error:
+            sock.close()
+            raise LinkError(f"cannot reach the supervisor at {socket_path}: {error}") from None
+        if isinstance(reply, Reject):
+            sock.close()
+            raise LinkError(f"the supervisor refused the probe: {reply.reason}")
+        if not isinstance(reply, Welcome):
+            sock.close()
+            raise LinkError(f"unexpected first reply from the supervisor: {type(reply).__name__}")
+        return cls(sock, reply.run_id, rank, on_command)
+
+    # --- called from the training thread: cheap, never blocking, never raising -------------
+
+    def push_point(self, point: StepPoint) -> None:
+        """Queue one step boundary for the next batch."""
+        if self.alive:
+            self._points.append(point)
+
+    def send(self, message: Message) -> None:
+        """Queue any other message, sent in order after the points queued before it."""
+        if self.alive:
+            self._messages.append(message)
+            self._wake()
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Send what is queued (waiting up to ``timeout``), then close the socket."""
+        self._stop.set()
+        self._wake()
+        self._thread.join(timeout)
+        try:
+            self._sock.close()
+        finally:
+            for fd in (self._wake_r, self._wake_w):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+
+    # --- the I/O thread -----------------------------------------------------------------------
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:
+            pass
+
+    def _serve(self) -> None:
+        try:
+            self._sock.settimeout(CONNECT_TIMEOUT)  # a stalled supervisor must not block forever
+            while True:
+                stopping = self._stop.is_set()
+                readable, _, _ = select.select(
+                    [self._sock, self._wake_r], [], [], 0 if stopping else FLUSH_INTERVAL
+                )
+                if self._wake_r in readable:
+                    os.read(self._wake_r, 4096)
+                if self._sock in readable:
+                    data = self._sock.recv(65536)
+                    if not data:
+                        raise ConnectionError("the supervisor closed the connection")
+                    for message in self._decoder.feed(data):
+                        if isinstance(message, Command):
+                            self._on_command(message)
+                self._flush()
+                if stopping:
+                    return
+        except (OSError, ValueError, codec.ProtocolError) as error:
+            if not self._stop.is_set():
+                log.warning("tuidebug: lost the supervisor (%s); training continues", error)
+        finally:
+            self.alive = False
+
+    def _flush(self) -> None:
+        chunks: list[bytes] = []
+        # Points first: a message queued after a point (an error, a pause) must not overtake it.
+        if self._points:
+            points = [self._points.popleft() for _ in range(len(self._points))]
+            for start in range(0, len(points), 5000):
+                batch = points[start : start + 5000]
+                chunks.append(codec.encode(Steps(rank=self.rank, step=batch[-1].step, points=batch)))
+        while self._messages:
+            chunks.append(codec.encode(self._messages.popleft()))
+        if chunks:
+            self._sock.sendall(b"".join(chunks))
+
+
+def _read_one(sock: socket.socket) -> Message | None:
+    """Read exactly one message from a blocking socket (used for the handshake)."""
+    decoder = codec.FrameDecoder()
+    while True:
+        data = sock.recv(65536)
+        if not data:
+            raise ConnectionError("connection closed during the handshake")
+        messages = decoder.feed(data)
+        if messages:
+            return messages[0]

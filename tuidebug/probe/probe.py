@@ -1,0 +1,387 @@
+"""The live probe: finds step boundaries, reads the loss and scalars, reports them.
+
+Step boundary, in order of preference (see docs/design.md):
+1. ``dbg.step()`` of the hook object: once a script calls ``tuidebug.attach``, only its
+   ``step()`` calls count;
+2. an optimizer's ``step`` (torch's global optimizer step hook);
+3. the ``backward`` of a scalar, for loops that update weights by hand. Such a boundary is only
+   known to be one when the *next* backward starts without an optimizer step in between, so
+   step N is reported when backward N+1 begins (or when the script ends).
+
+The loss is the scalar passed to ``backward`` (the mean of them, when gradients are accumulated
+over several backwards) unless ``dbg.step(loss=...)`` names it.
+
+Rules: nothing here raises into the script (a failing probe disables itself and says so once),
+nothing here runs in a forked child (DataLoader workers inherit the probe but must not use it),
+and reading a CUDA value never waits on the device: the copy is started without blocking and
+the step's point is sent once the copy has landed, a step or so later.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from tuidebug.probe.hook import Hook
+from tuidebug.wire.messages import (
+    Boundary,
+    Command,
+    Message,
+    ModelSeen,
+    OptimizerSeen,
+    ScriptError,
+    StepPoint,
+)
+
+if TYPE_CHECKING:
+    import torch
+
+    from tuidebug.probe.link import Link
+
+log = logging.getLogger("tuidebug.probe")
+
+F = TypeVar("F", bound=Callable[..., Any])
+MAX_PENDING_LOSSES = 1024  # backwards between two boundaries (gradient accumulation) kept
+
+
+def guarded(method: F) -> F:
+    """Run a probe entry point so that it can never raise into, or run in a fork of, the run."""
+
+    @functools.wraps(method)
+    def wrapper(self: Probe, *args: Any, **kwargs: Any) -> Any:
+        if self.disabled or os.getpid() != self.pid:
+            return None
+        try:
+            return method(self, *args, **kwargs)
+        except Exception as error:  # the run matters more than the probe
+            self.disable(f"{method.__name__} failed: {error!r}")
+            return None
+
+    return wrapper  # type: ignore[return-value]
+
+
+class LiveHook(Hook):
+    """The hook object handed to the script while a probe is live."""
+
+    active = True
+
+    def __init__(self, probe: Probe) -> None:
+        self._probe = probe
+
+    def step(self, loss: Any = None, **scalars: Any) -> None:
+        """Mark a step boundary, logging ``loss`` and any named scalars (tensors or numbers)."""
+        self._probe.on_hook_step(loss, scalars)
+
+    def watch(self, *objects: Any) -> None:
+        """Add models or optimizers for the probe to follow."""
+        self._probe.follow(objects, {})
+
+    def detach(self) -> None:
+        """Stop following the run: remove every hook the probe installed."""
+        self._probe.remove_hooks()
+
+
+class _Deferred:
+    """A step's point whose tensor values are still being copied from the device."""
+
+    __slots__ = ("event", "host", "keys", "point")
+
+    def __init__(self, point: StepPoint, keys: list[str], host: Any, event: Any) -> None:
+        self.point = point
+        self.keys = keys
+        self.host = host
+        self.event = event
+
+    def ready(self) -> bool:
+        return bool(self.event.query())
+
+    def resolve(self) -> StepPoint:
+        values = self.host.tolist()
+        for key, value in zip(self.keys, values):
+            if key == "\0loss":
+                self.point.loss = float(value)
+            else:
+                self.point.scalars[key] = float(value)
+        return self.point
+
+
+class Probe:
+    """The probe of one training process (one rank)."""
+
+    def __init__(self, link: Link | None, rank: int = 0, world_size: int = 1) -> None:
+        self.link = link
+        self.rank = rank
+        self.world_size = world_size
+        self.pid = os.getpid()
+        self.step = 0
+        self.source: str | None = None  # "hook", "optimizer" or "backward" once known
+        self.disabled = False
+        self.disabled_reason = ""
+        self._pending_losses: list[torch.Tensor] = []
+        self._deferred: deque[_Deferred] = deque()
+        self._models: dict[int, tuple[str, weakref.ref[Any]]] = {}
+        self._optimizers: dict[int, weakref.ref[Any]] = {}
+        self._hook = LiveHook(self)
+        self._auto: Any = None  # AutoHooks, when installed
+        self._warned: set[str] = set()
+
+    # --- setup --------------------------------------------------------------------------------
+
+    def install_auto_hooks(self) -> None:
+        """Follow a script that never heard of tuidebug, through torch's global hooks."""
+        from tuidebug.probe.auto import AutoHooks
+
+        self._auto = AutoHooks(self)
+
+    def remove_hooks(self) -> None:
+        """Remove every hook and patch the probe installed (idempotent)."""
+        if self._auto is not None:
+            self._auto.remove()
+            self._auto = None
+
+    def attach(self, *objects: Any, **named: Any) -> Hook:
+        """``tuidebug.attach``: follow these objects and make ``dbg.step()`` the boundary."""
+        self.follow(objects, named)
+        self._set_source("hook", "tuidebug.attach(...).step()")
+        return self._hook
+
+    @guarded
+    def follow(self, objects: tuple[Any, ...], named: dict[str, Any]) -> None:
+        """Start following models and optimizers given by the script."""
+        import torch
+
+        items = [(None, obj) for obj in objects] + list(named.items())
+        for name, obj in items:
+            if isinstance(obj, torch.nn.Module):
+                self._see_model(obj, name)
+            elif isinstance(obj, torch.optim.Optimizer):
+                self.on_optimizer_seen(obj)
+
+    # --- events from the script ----------------------------------------------------------------
+
+    @guarded
+    def on_backward(self, tensor: Any) -> None:
+        """A ``backward`` is about to run on ``tensor`` (called by the auto hooks)."""
+        import torch
+
+        if not isinstance(tensor, torch.Tensor) or tensor.numel() != 1:
+            return
+        if self.source in (None, "backward") and self._pending_losses:
+            # A second backward with no optimizer step in between: the previous one ended a step.
+            self._set_source("backward", "backward() of a scalar (no optimizer step seen)")
+            self._boundary(None, {})
+        if len(self._pending_losses) < MAX_PENDING_LOSSES:
+            self._pending_losses.append(tensor.detach())
+
+    @guarded
+    def on_optimizer_step(self, optimizer: Any) -> None:
+        """An optimizer finished a ``step`` (called by torch's global optimizer hook)."""
+        if id(optimizer) not in self._optimizers:
+            self.on_optimizer_seen(optimizer)
+        if self.source == "hook":
+            return
+        if self.source != "optimizer":
+            self._set_source("optimizer", f"{type(optimizer).__name__}.step()")
+        self._boundary(None, {})
+
+    @guarded
+    def on_hook_step(self, loss: Any, scalars: dict[str, Any]) -> None:
+        """``dbg.step(loss=..., **scalars)``."""
+        if self.source != "hook":
+            self._set_source("hook", "dbg.step()")
+        self._boundary(loss, scalars)
+
+    def on_optimizer_seen(self, optimizer: Any) -> None:
+        """Remember an optimizer and tell the console about it."""
+        self._optimizers[id(optimizer)] = weakref.ref(optimizer)
+        groups = getattr(optimizer, "param_groups", [])
+        lr = groups[0].get("lr") if groups else None
+        self._send(
+            OptimizerSeen(
+                rank=self.rank,
+                step=self.step,
+                class_name=type(optimizer).__name__,
+                lr=float(lr) if isinstance(lr, (int, float)) else None,
+                param_groups=len(groups),
+            )
+        )
+
+    def on_models_found(self, modules: list[Any]) -> None:
+        """The auto hooks found the script's root modules during the first step."""
+        for module in modules:
+            self._see_model(module, None)
+
+    @guarded
+    def report_error(self, error: BaseException, traceback_text: str) -> None:
+        """The script raised ``error``; send it with the traceback the user sees."""
+        self._send(
+            ScriptError(
+                rank=self.rank,
+                step=self.step,
+                exc_type=type(error).__name__,
+                text=str(error),
+                traceback=traceback_text,
+            )
+        )
+
+    def handle_command(self, command: Command) -> None:
+        """A console's command, delivered by the link's I/O thread (never the training thread)."""
+        log.debug("command %s ignored: not handled by this probe version", command.name)
+
+    def finish(self) -> None:
+        """The script is over: report the last step and anything still in flight."""
+        if self.disabled or os.getpid() != self.pid:
+            return
+        try:
+            if self.source in (None, "backward") and self._pending_losses:
+                self._set_source("backward", "backward() of a scalar (no optimizer step seen)")
+                self._boundary(None, {})
+            self._release_deferred(wait=True)
+        except Exception as error:
+            self.disable(f"finish failed: {error!r}")
+
+    def disable(self, reason: str) -> None:
+        """Stop probing for good, say why once, and leave the run alone."""
+        if self.disabled:
+            return
+        self.disabled = True
+        self.disabled_reason = reason
+        log.warning("tuidebug: the probe stopped (%s); training continues", reason)
+        try:
+            self.remove_hooks()
+        except Exception:  # removing hooks must not turn one failure into two
+            log.exception("tuidebug: removing the probe's hooks failed")
+
+    # --- internals -----------------------------------------------------------------------------
+
+    def _send(self, message: Message) -> None:
+        if self.link is not None:
+            self.link.send(message)
+
+    def _set_source(self, source: str, detail: str) -> None:
+        if self.source == source:
+            return
+        self.source = source
+        self._send(Boundary(rank=self.rank, step=self.step, source=source, detail=detail))
+
+    def _see_model(self, module: Any, name: str | None) -> None:
+        if id(module) in self._models:
+            return
+        if name is None:
+            name = "model" if not self._models else f"model{len(self._models) + 1}"
+        self._models[id(module)] = (name, weakref.ref(module))
+        params = list(module.parameters())
+        self._send(
+            ModelSeen(
+                rank=self.rank,
+                step=self.step,
+                name=name,
+                class_name=type(module).__name__,
+                parameters=sum(p.numel() for p in params),
+                trainable=sum(p.numel() for p in params if p.requires_grad),
+                modules=sum(1 for _ in module.modules()),
+            )
+        )
+
+    def _boundary(self, loss: Any, scalars: dict[str, Any]) -> None:
+        """One step ended: number it, read its values without a device sync, queue it."""
+        self.step += 1
+        if self._auto is not None and self.step == 1:
+            self._auto.first_step_done()
+        losses, self._pending_losses = self._pending_losses, []
+        point = StepPoint(self.step, time.time(), None, {})
+        on_device: list[tuple[str, Any]] = []
+        if loss is None and losses:
+            loss = losses[0] if len(losses) == 1 else _mean(losses)
+        if loss is not None:
+            self._read_value("\0loss", loss, point, on_device)
+        for key, value in scalars.items():
+            self._read_value(key, value, point, on_device)
+        if on_device:
+            self._defer(point, on_device)
+        elif self._deferred:
+            # Keep the order: this point waits behind the ones still being copied.
+            self._deferred.append(_Deferred(point, [], _Done(), _Done()))
+        elif self.link is not None:
+            self.link.push_point(point)
+        if self._deferred:
+            self._release_deferred(wait=False)
+
+    def _read_value(
+        self, key: str, value: Any, point: StepPoint, on_device: list[tuple[str, Any]]
+    ) -> None:
+        number = _host_number(value)
+        if number is _ON_DEVICE:
+            on_device.append((key, value))
+            return
+        if number is None:
+            if key not in self._warned:
+                self._warned.add(key)
+                log.warning("tuidebug: %r is not a number or a one-element tensor; skipped", key)
+            return
+        if key == "\0loss":
+            point.loss = float(number)  # type: ignore[arg-type]
+        else:
+            point.scalars[key] = float(number)  # type: ignore[arg-type]
+
+    def _defer(self, point: StepPoint, on_device: list[tuple[str, Any]]) -> None:
+        import torch
+
+        stacked = torch.stack([v.detach().reshape(()).float() for _, v in on_device])
+        host = stacked.to("cpu", non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        self._deferred.append(_Deferred(point, [k for k, _ in on_device], host, event))
+
+    def _release_deferred(self, wait: bool) -> None:
+        while self._deferred and (wait or self._deferred[0].ready()):
+            item = self._deferred.popleft()
+            if wait and not isinstance(item.event, _Done):
+                item.event.synchronize()
+            if self.link is not None:
+                self.link.push_point(item.resolve())
+
+
+class _Done:
+    """Stands in for a finished CUDA event and an empty host tensor."""
+
+    def query(self) -> bool:
+        return True
+
+    def synchronize(self) -> None:
+        return None
+
+    def tolist(self) -> list[float]:
+        return []
+
+
+_ON_DEVICE = object()
+
+
+def _host_number(value: Any) -> float | object | None:
+    """A Python float for numbers and CPU scalars, ``_ON_DEVICE`` for device tensors, else None."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    numel = getattr(value, "numel", None)
+    if numel is None or numel() != 1:
+        return None
+    if value.device.type == "cpu":
+        return float(value.detach())
+    if value.device.type == "meta":
+        return None
+    return _ON_DEVICE
+
+
+def _mean(tensors: list[Any]) -> Any:
+    """The mean of scalar tensors, on their device (no sync); CPU ones as a float."""
+    if all(t.device.type == "cpu" for t in tensors):
+        return sum(float(t) for t in tensors) / len(tensors)
+    import torch
+
+    return torch.stack([t.reshape(()).float() for t in tensors]).mean()

@@ -1,0 +1,373 @@
+"""The supervisor: one per run, alive as long as the script, in its own session.
+
+It owns the script's pty, the run's folder (metadata, SQLite history, output log) and the
+socket that probes (the ranks of the job) and consoles connect to. It keeps the run going when
+consoles come and go, and gives a console that attaches late the whole history first.
+
+Everything runs on one asyncio loop; the only blocking work is SQLite, done in short batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from tuidebug.paths import RunPaths
+from tuidebug.supervisor.child import set_winsize, spawn_on_pty
+from tuidebug.supervisor.store import HistoryStore, event_body
+from tuidebug.wire import auth, codec
+from tuidebug.wire.messages import (
+    Boundary,
+    Command,
+    HistoryDone,
+    Hello,
+    Input,
+    Message,
+    ModelSeen,
+    OptimizerSeen,
+    Output,
+    Reject,
+    Resize,
+    RunInfo,
+    ScriptError,
+    Steps,
+    Welcome,
+)
+
+log = logging.getLogger("tuidebug.supervisor")
+
+HANDSHAKE_TIMEOUT = 5.0
+FLUSH_INTERVAL = 0.5
+OUTPUT_REPLAY_BYTES = 256 * 1024  # the tail of the script's output a new console is sent
+CONSOLE_BACKLOG_LIMIT = 8 * 1024 * 1024  # a console this far behind is dropped; it can re-attach
+STOP_GRACE = (5.0, 5.0)  # seconds after SIGINT before SIGTERM, and after SIGTERM before SIGKILL
+EVENT_KINDS = (Boundary, ModelSeen, OptimizerSeen, ScriptError)
+
+
+@dataclass(eq=False)
+class Client:
+    """One connected probe or console."""
+
+    role: str
+    rank: int
+    writer: asyncio.StreamWriter
+    pid: int = 0
+    closed: bool = field(default=False)
+
+    def send(self, frame: bytes) -> None:
+        if self.closed:
+            return
+        transport = self.writer.transport
+        if transport.is_closing():
+            self.closed = True
+            return
+        if transport.get_write_buffer_size() > CONSOLE_BACKLOG_LIMIT:
+            log.warning("dropping a %s that fell too far behind", self.role)
+            self.close()
+            return
+        self.writer.write(frame)
+
+    def close(self) -> None:
+        self.closed = True
+        with contextlib.suppress(Exception):
+            self.writer.close()
+
+
+class Supervisor:
+    """Runs one script and serves its probes and consoles."""
+
+    def __init__(self, paths: RunPaths) -> None:
+        self.paths = paths
+        meta = paths.read_meta()
+        self.script: str = meta["script"]
+        self.args: list[str] = list(meta.get("args", []))
+        self.cwd: str = meta.get("cwd") or os.getcwd()
+        self.token = auth.read_token(paths.token)
+        self.started = time.time()
+        self.state = "starting"
+        self.exit_code: int | None = None
+        self.ended: float | None = None
+        self.error_seen = False
+        self.stop_requested = False
+        self.steps_seen = 0
+        self.store = HistoryStore(paths.history)
+        self.probes: set[Client] = set()
+        self.consoles: set[Client] = set()
+        self.process: Any = None
+        self.master_fd = -1
+        self._output_log = open(paths.pty_log, "ab")  # noqa: SIM115 - lives as long as the run
+        self._done = asyncio.Event()
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        """Start the script, serve until it ends, and return its exit code."""
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(FileNotFoundError):
+            self.paths.socket.unlink()
+        old_umask = os.umask(0o177)  # the socket is born 0600
+        try:
+            server = await asyncio.start_unix_server(self._on_connect, path=str(self.paths.socket))
+        finally:
+            os.umask(old_umask)
+        os.chmod(self.paths.socket, 0o600)
+
+        env = dict(os.environ)  # the supervisor was started with the user's environment
+        env["TUIDEBUG_SOCKET"] = str(self.paths.socket)
+        env["TUIDEBUG_TOKEN_FILE"] = str(self.paths.token)
+        self.process, self.master_fd = spawn_on_pty(self.script, self.args, self.cwd, env)
+        self._write_meta()
+        loop.add_reader(self.master_fd, self._on_pty_readable)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        flusher = asyncio.create_task(self._flush_periodically())
+
+        code = await loop.run_in_executor(None, self.process.wait)
+        await self._drain_pty()
+        self._finish(code)
+        flusher.cancel()
+        self.store.close()
+        # Give consoles a moment to read the final state, then close everything.
+        await asyncio.sleep(0.2)
+        server.close()
+        for client in list(self.probes | self.consoles):
+            client.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.paths.socket.unlink()
+        self._output_log.close()
+        return code
+
+    def _finish(self, code: int) -> None:
+        self.exit_code = code
+        self.ended = time.time()
+        if self.stop_requested and code != 0:
+            self.state = "stopped"
+        elif code == 0 and not self.error_seen:
+            self.state = "finished"
+        else:
+            self.state = "crashed"
+        self._write_meta()
+        self._broadcast(codec.encode(self._run_info()))
+
+    def request_stop(self) -> None:
+        """Stop the script as Ctrl-C would, escalating to SIGTERM and SIGKILL if it lingers."""
+        if self.process is None or self.process.poll() is not None or self.stop_requested:
+            return
+        self.stop_requested = True
+        asyncio.get_running_loop().create_task(self._stop_escalating())
+
+    async def _stop_escalating(self) -> None:
+        for sig, wait in zip((signal.SIGINT, signal.SIGTERM, signal.SIGKILL), (*STOP_GRACE, 0)):
+            if self.process.poll() is not None:
+                return
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, sig)
+            if wait:
+                deadline = time.monotonic() + wait
+                while time.monotonic() < deadline and self.process.poll() is None:
+                    await asyncio.sleep(0.1)
+
+    async def _flush_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL)
+            self.store.flush()
+
+    # --- the script's terminal -----------------------------------------------------------------
+
+    def _on_pty_readable(self) -> None:
+        try:
+            data = os.read(self.master_fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:  # EIO: every holder of the slave side has gone
+            data = b""
+        if not data:
+            asyncio.get_running_loop().remove_reader(self.master_fd)
+            return
+        self._output_log.write(data)
+        self._output_log.flush()
+        self._broadcast(codec.encode(Output(data=data)))
+
+    async def _drain_pty(self) -> None:
+        """Read what the script wrote just before it exited (children may hold the pty open)."""
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            try:
+                data = os.read(self.master_fd, 65536)
+            except BlockingIOError:
+                await asyncio.sleep(0.05)
+                continue
+            except OSError:
+                break
+            if not data:
+                break
+            self._output_log.write(data)
+            self._broadcast(codec.encode(Output(data=data)))
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(self.master_fd)
+        os.close(self.master_fd)
+
+    # --- clients -------------------------------------------------------------------------------
+
+    async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        if sock is None or not auth.peer_is_owner(sock):
+            writer.close()
+            return
+        decoder = codec.FrameDecoder()
+        client: Client | None = None
+        try:
+            hello = await asyncio.wait_for(self._read_hello(reader, decoder), HANDSHAKE_TIMEOUT)
+            if hello is None or not auth.token_matches(self.token, hello.token):
+                writer.write(codec.encode(Reject(reason="bad token")))
+                await writer.drain()
+                return
+            client = Client(hello.role, hello.rank, writer, hello.pid)
+            writer.write(codec.encode(Welcome(run_id=self.paths.run_id)))
+            if hello.role == "probe":
+                self._on_probe_hello(client)
+            else:
+                self._send_history(client)
+            await self._serve(client, reader, decoder)
+        except (asyncio.TimeoutError, codec.ProtocolError, ConnectionError, OSError) as error:
+            log.info("closing a connection: %s", error)
+        finally:
+            if client is not None:
+                self.probes.discard(client)
+                self.consoles.discard(client)
+                client.close()
+            else:
+                writer.close()
+
+    async def _read_hello(
+        self, reader: asyncio.StreamReader, decoder: codec.FrameDecoder
+    ) -> Hello | None:
+        while True:
+            data = await reader.read(65536)
+            if not data:
+                return None
+            messages = decoder.feed(data)
+            if messages:
+                first = messages[0]
+                return first if isinstance(first, Hello) else None
+
+    def _on_probe_hello(self, client: Client) -> None:
+        self.probes.add(client)
+        if self.state == "starting":
+            self.state = "running"
+            self._write_meta()
+            self._broadcast(codec.encode(self._run_info()))
+
+    def _send_history(self, client: Client) -> None:
+        """Send a new console everything so far, then add it to the live fan-out.
+
+        There is no ``await`` between reading the store and joining ``consoles``, so no message
+        can slip between the history and the live stream.
+        """
+        self.store.flush()
+        client.send(codec.encode(self._run_info()))
+        for body in self.store.iter_event_bodies():
+            client.send(codec.HEADER.pack(len(body)) + body)
+        steps = 0
+        for message in self.store.iter_steps():
+            steps += len(message.points)
+            client.send(codec.encode(message))
+        tail = _file_tail(self.paths.pty_log, OUTPUT_REPLAY_BYTES)
+        if tail:
+            client.send(codec.encode(Output(data=tail)))
+        client.send(codec.encode(HistoryDone(steps=steps)))
+        self.consoles.add(client)
+
+    async def _serve(
+        self, client: Client, reader: asyncio.StreamReader, decoder: codec.FrameDecoder
+    ) -> None:
+        while True:
+            data = await reader.read(65536)
+            if not data:
+                return
+            for message in decoder.feed(data):
+                if client.role == "probe":
+                    self._on_probe_message(client, message)
+                else:
+                    self._on_console_message(message)
+
+    def _on_probe_message(self, client: Client, message: Message) -> None:
+        if isinstance(message, Steps):
+            message.rank = client.rank  # a probe speaks for its own rank only
+            self.store.add_points(client.rank, message.points)
+            self.steps_seen += len(message.points)
+        elif isinstance(message, EVENT_KINDS):
+            message.rank = client.rank
+            if isinstance(message, ScriptError):
+                self.error_seen = True
+            self.store.add_event(event_body(message))
+        else:
+            return  # probes have nothing else to say to consoles
+        self._broadcast(codec.encode(message))
+
+    def _on_console_message(self, message: Message) -> None:
+        if isinstance(message, Command):
+            if message.name == "stop-run":
+                self.request_stop()
+            else:
+                frame = codec.encode(message)
+                for probe in list(self.probes):
+                    if message.rank in (-1, probe.rank):
+                        probe.send(frame)
+        elif isinstance(message, Input) and self.master_fd >= 0:
+            with contextlib.suppress(OSError):
+                os.write(self.master_fd, message.data)
+        elif isinstance(message, Resize) and self.master_fd >= 0:
+            with contextlib.suppress(OSError):
+                set_winsize(self.master_fd, max(message.cols, 20), max(message.rows, 5))
+
+    def _broadcast(self, frame: bytes) -> None:
+        for console in list(self.consoles):
+            console.send(frame)
+            if console.closed:
+                self.consoles.discard(console)
+
+    # --- metadata ------------------------------------------------------------------------------
+
+    def _run_info(self) -> RunInfo:
+        return RunInfo(
+            run_id=self.paths.run_id,
+            script=self.script,
+            args=self.args,
+            cwd=self.cwd,
+            started=self.started,
+            state=self.state,  # type: ignore[arg-type]
+            pid=self.process.pid if self.process is not None else 0,
+            exit_code=self.exit_code,
+            ended=self.ended,
+        )
+
+    def _write_meta(self) -> None:
+        meta = self.paths.read_meta()
+        meta.update(
+            state=self.state,
+            pid=self.process.pid if self.process is not None else 0,
+            supervisor_pid=os.getpid(),
+            socket=str(self.paths.socket),
+            exit_code=self.exit_code,
+            started=self.started,
+            ended=self.ended,
+        )
+        self.paths.write_meta(meta)
+
+
+def _file_tail(path: os.PathLike[str], size: int) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            length = handle.tell()
+            handle.seek(max(0, length - size))
+            return handle.read()
+    except OSError:
+        return b""

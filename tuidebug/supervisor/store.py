@@ -1,0 +1,113 @@
+"""The run's history on disk: every step point and every event, in SQLite (WAL mode).
+
+The supervisor is the only writer. Rows are buffered and written in one transaction every
+``flush()`` (the supervisor flushes twice a second and before it replays history to a console),
+so a script doing 10,000 steps a second costs a handful of transactions, not 10,000.
+
+A console that attaches late, or a run opened after it ended, is fed from here.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgspec
+
+from tuidebug.wire.messages import Message, StepPoint, Steps
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS steps (
+    rank INTEGER NOT NULL,
+    step INTEGER NOT NULL,
+    time REAL NOT NULL,
+    loss REAL,
+    scalars BLOB
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY,
+    body BLOB NOT NULL
+);
+"""
+
+_encode = msgspec.msgpack.Encoder().encode
+_decode_scalars = msgspec.msgpack.Decoder(dict[str, float]).decode
+
+
+class HistoryStore:
+    """Append-only history of one run."""
+
+    def __init__(self, path: Path, readonly: bool = False) -> None:
+        self.path = path
+        if readonly:
+            self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        else:
+            self._db = sqlite3.connect(path)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+        self._rows: list[tuple[int, int, float, float | None, bytes | None]] = []
+        self._events: list[bytes] = []
+        self.steps_written = 0
+
+    def add_points(self, rank: int, points: list[StepPoint]) -> None:
+        """Buffer step points of ``rank`` for the next flush."""
+        self._rows.extend(
+            (rank, p.step, p.time, p.loss, _encode(p.scalars) if p.scalars else None)
+            for p in points
+        )
+
+    def add_event(self, frame_body: bytes) -> None:
+        """Buffer an event message (already msgpack-encoded) for the next flush."""
+        self._events.append(frame_body)
+
+    def flush(self) -> None:
+        """Write everything buffered in one transaction."""
+        if not self._rows and not self._events:
+            return
+        with self._db:
+            if self._rows:
+                self._db.executemany("INSERT INTO steps VALUES (?, ?, ?, ?, ?)", self._rows)
+            if self._events:
+                self._db.executemany(
+                    "INSERT INTO events (body) VALUES (?)", [(b,) for b in self._events]
+                )
+        self.steps_written += len(self._rows)
+        self._rows.clear()
+        self._events.clear()
+
+    def count_steps(self) -> int:
+        """Step points stored so far (buffered ones not counted)."""
+        return int(self._db.execute("SELECT COUNT(*) FROM steps").fetchone()[0])
+
+    def iter_steps(self, chunk: int = 5000) -> Iterator[Steps]:
+        """The stored step points, oldest first, as ``Steps`` messages of at most ``chunk``."""
+        cursor = self._db.execute("SELECT rank, step, time, loss, scalars FROM steps ORDER BY rowid")
+        while True:
+            rows = cursor.fetchmany(chunk)
+            if not rows:
+                return
+            by_rank: dict[int, list[StepPoint]] = {}
+            for rank, step, time, loss, scalars in rows:
+                point = StepPoint(step, time, loss, _decode_scalars(scalars) if scalars else {})
+                by_rank.setdefault(rank, []).append(point)
+            for rank, points in by_rank.items():
+                yield Steps(rank=rank, step=points[-1].step, points=points)
+
+    def iter_event_bodies(self) -> Iterator[bytes]:
+        """The stored events' msgpack bodies, oldest first."""
+        for (body,) in self._db.execute("SELECT body FROM events ORDER BY id"):
+            yield bytes(body)
+
+    def close(self) -> None:
+        """Flush and close."""
+        try:
+            self.flush()
+        finally:
+            self._db.close()
+
+
+def event_body(message: Message) -> bytes:
+    """The msgpack body of an event message, as stored."""
+    return _encode(message)
