@@ -151,8 +151,8 @@ class GpuPanelView:
             series = self.history.series(device.index)
             known = [v for v in series if v is not None]
             peak = f" peak {max(known) * 100:3.0f}%" if known else ""
-            chart_width = max(8, width - 6 - len(peak))
-            chart = Text("  hist")
+            chart_width = max(8, width - 7 - len(peak))
+            chart = Text("  hist ")
             chart.append(sparkline(series, chart_width), style=_level_style(fraction))
             chart.append(peak, style="dim")
             lines.append(chart)
