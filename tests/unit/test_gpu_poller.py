@@ -144,7 +144,9 @@ def test_count_failing_after_init_is_a_reason() -> None:
     assert poller.poll().reason == "NVML: Unknown Error"
 
 
-def test_poll_never_raises(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+def test_poll_never_raises(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG, logger="tuidebug.gpu")
     poller = GpuPoller(Nvml(module=_three_gpus()))
 

@@ -59,7 +59,9 @@ def decimate(values: list[float | None], width: int) -> list[float | None]:
     out: list[float | None] = []
     n = len(values)
     for column in range(width):
-        bucket = [v for v in values[column * n // width : (column + 1) * n // width] if v is not None]
+        bucket = [
+            v for v in values[column * n // width : (column + 1) * n // width] if v is not None
+        ]
         out.append(max(bucket) if bucket else None)
     return out
 

@@ -144,7 +144,9 @@ class Nvml:
             self._module.nvmlInit()
         except Exception as exc:
             self._reason = f"NVML: {describe_error(exc)}"
-            self._log_once("nvmlInit", _kind(exc), f"no GPU information: {self._reason}", quiet=True)
+            self._log_once(
+                "nvmlInit", _kind(exc), f"no GPU information: {self._reason}", quiet=True
+            )
             return
         self._initialised = True
         # _call, not query: query would wait for the lock that this initialisation holds.

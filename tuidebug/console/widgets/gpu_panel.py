@@ -143,6 +143,7 @@ class GpuPanelView:
         label = f" {_mem(device.memory_used, device.memory_total)}"
         fraction = device.memory_fraction
         label += f" ({fraction * 100:.0f}%)" if fraction is not None else ""
+        label = label.rjust(21)  # bars of the same length on every GPU, so they compare
         mem.append_text(_bar(fraction, max(8, width - 6 - len(label))))
         mem.append(label)
         lines.append(mem)
@@ -158,9 +159,12 @@ class GpuPanelView:
             lines.append(chart)
 
         if device.processes:
-            lines.append(Text(f"  {'':2}{'PID':>7}  {'PROCESS':<{max(8, width - 24)}}GPU MEM",
-                              style="dim"))
-            for proc in device.processes[:_MAX_PROCESSES]:
+            lines.append(
+                Text(f"  {'':2}{'PID':>7}  {'PROCESS':<{max(8, width - 24)}}GPU MEM", style="dim")
+            )
+            # Biggest first: the question this list answers is "what is using the memory".
+            ordered = sorted(device.processes, key=lambda p: -(p.used_memory or 0))
+            for proc in ordered[:_MAX_PROCESSES]:
                 own = proc.pid in self.own_pids
                 row = Text(
                     f"  {'▶ ' if own else '  '}{proc.pid:>7}  "
