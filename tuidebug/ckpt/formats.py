@@ -1,0 +1,886 @@
+"""Readers for every checkpoint kind the browser lists; none of them runs code from a file.
+
+* torch files (``.pt``/``.pth``/``.bin``/``.ckpt``, including Lightning dicts and our own
+  training states): ``torch.load(weights_only=True, mmap=True)``. With ``mmap`` the tensors'
+  data stays on disk; reading shapes and dtypes touches only the pickle, so a 1 GB file's detail
+  costs milliseconds.
+* safetensors: the JSON header is parsed here directly (8-byte length + JSON), with every
+  offset checked against the file size; no tensor data is read.
+* Hugging Face ``checkpoint-N/`` folders: ``trainer_state.json`` plus the model files above.
+* torch.distributed.checkpoint folders: torch reads their ``.metadata`` with plain ``pickle``,
+  so they are *trusted-only*: listed as unsafe with that reason until the caller opts in with
+  ``trust_dcp=True``.
+
+The content decides the reader, not the extension (a safetensors file named ``.pt`` is read as
+safetensors, and the info says so). Every failure is a :class:`CheckpointError` subclass with a
+one-line message; :func:`read_info` and :func:`list_checkpoints` do not raise for bad files at
+all, they return ``status="unreadable"`` or ``"unsafe"`` with a ``reason``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import os
+import pickle
+import pickletools
+import stat
+import struct
+import warnings
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from tuidebug.ckpt.errors import CheckpointError, UnreadableCheckpoint, UnsafeCheckpoint
+
+Status = Literal["ok", "unsafe", "unreadable"]
+
+TORCH_EXTS = {".pt", ".pth", ".bin", ".ckpt", ".tar", ".pkl", ".pickle"}
+SAFETENSORS_EXTS = {".safetensors"}
+CHECKPOINT_EXTS = TORCH_EXTS | SAFETENSORS_EXTS
+UNSAFE_REASON = "loading it would run code from the file"
+DCP_REASON = (
+    "torch.distributed.checkpoint folder: torch reads its .metadata with pickle, "
+    "so it is trusted-only; open it with trust_dcp=True (--trust-dcp) if you trust it"
+)
+_MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
+_MAX_PICKLE_SCAN = 64 * 1024 * 1024
+_ST_DTYPE_SIZES = {
+    "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U64": 8,
+    "U32": 4, "U16": 2, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1,
+    "C64": 8, "C128": 16,
+}  # fmt: skip
+_ST_DTYPE_NAMES = {
+    "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
+    "I32": "int32", "I16": "int16", "I8": "int8", "U64": "uint64", "U32": "uint32",
+    "U16": "uint16", "U8": "uint8", "BOOL": "bool", "F8_E4M3": "float8_e4m3fn",
+    "F8_E5M2": "float8_e5m2", "F8_E8M0": "float8_e8m0fnu", "C64": "complex64",
+    "C128": "complex128",
+}  # fmt: skip
+HF_MODEL_PATTERNS = (
+    "model.safetensors",
+    "model-*.safetensors",
+    "adapter_model.safetensors",
+    "pytorch_model.bin",
+    "pytorch_model-*.bin",
+    "adapter_model.bin",
+)
+
+
+# --------------------------------------------------------------------------- data types
+
+
+@dataclass
+class CheckpointInfo:
+    """One row of the browser: what a file or folder is, and whether it can be read safely.
+
+    ``format``: "tuidebug", "torch", "lightning", "safetensors", "hf", "dcp" or "unknown".
+    ``reason`` is one line: why it is unsafe/unreadable, or a note such as a wrong extension.
+    """
+
+    path: str
+    name: str
+    format: str
+    size: int
+    mtime: float
+    is_dir: bool = False
+    step: int | None = None
+    epoch: int | float | None = None
+    loss: float | None = None
+    status: Status = "ok"
+    reason: str = ""
+
+
+@dataclass
+class TensorEntry:
+    """A tensor described from metadata only."""
+
+    key: str
+    shape: tuple[int, ...]
+    dtype: str
+    numel: int
+    nbytes: int
+
+
+@dataclass
+class KeyNode:
+    """A node of the key tree: a container (children), a tensor, or a short scalar value."""
+
+    name: str
+    kind: Literal["dict", "list", "tensor", "value"]
+    children: list[KeyNode] = field(default_factory=list)
+    tensor: TensorEntry | None = None
+    value: str | None = None
+    numel: int = 0
+    nbytes: int = 0
+
+    def walk(self, depth: int = 0) -> Any:
+        """Yield ``(depth, node)`` in display order."""
+        yield depth, self
+        for c in self.children:
+            yield from c.walk(depth + 1)
+
+
+@dataclass
+class CheckpointDetail:
+    """The detail view: the key tree, a flat tensor list and totals."""
+
+    info: CheckpointInfo
+    root: KeyNode
+    tensors: list[TensorEntry]
+    param_count: int
+    tensor_bytes: int
+    metadata: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _one_line(exc: BaseException, limit: int = 200) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    text = lines[0] if lines else type(exc).__name__
+    if isinstance(exc, OSError) and exc.strerror:
+        text = exc.strerror
+    return text[:limit]
+
+
+def _stat_file(path: Path) -> os.stat_result:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise UnreadableCheckpoint(f"{path}: no such file") from None
+    except OSError as exc:
+        raise UnreadableCheckpoint(f"{path}: {_one_line(exc)}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise UnreadableCheckpoint(f"{path}: is a folder, not a checkpoint file")
+    if not stat.S_ISREG(st.st_mode):
+        raise UnreadableCheckpoint(f"{path}: not a regular file")
+    if st.st_size == 0:
+        raise UnreadableCheckpoint(f"{path.name}: empty file (0 bytes)")
+    return st
+
+
+def sniff(path: str | os.PathLike[str]) -> str:
+    """Guess the container from the first bytes: "zip", "pickle", "safetensors", "empty"...
+
+    torch >= 1.6 writes zip archives; older torch and plain ``pickle.dump`` write a pickle
+    stream (first byte 0x80); safetensors starts with an 8-byte header length followed by "{".
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError as exc:
+        raise UnreadableCheckpoint(f"{path}: {_one_line(exc)}") from None
+    if not head:
+        return "empty"
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
+        return "zip"
+    if len(head) >= 9 and head[8:9] == b"{":
+        return "safetensors"
+    if head[:1] == b"\x80" or head[:1] in (b"(", b"}", b"]", b"c"):
+        return "pickle"
+    return "unknown"
+
+
+def _pickle_needs_code(data: bytes) -> bool | None:
+    """True if ``data`` is well-formed pickle that imports globals (code could run on load).
+
+    Parsed with ``pickletools.genops``, which only decodes opcodes and never executes them.
+    None when the bytes are not a valid pickle stream.
+    """
+    stream = io.BytesIO(data)
+    found = False
+    parsed_any = False
+    try:
+        for _ in range(8):  # legacy torch files are several pickles back to back
+            if stream.tell() >= len(data):
+                break
+            for op, _arg, _pos in pickletools.genops(stream):
+                if op.name in ("GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "REDUCE"):
+                    found = True
+            parsed_any = True
+            if found:
+                break
+    except Exception:
+        return True if found else None
+    return found if parsed_any else None
+
+
+def _classify_unpickling(path: Path, kind: str, exc: BaseException) -> CheckpointError:
+    """Turn a weights_only refusal into "unsafe" (needs code) or "unreadable" (corrupt)."""
+    msg = str(exc)
+    if "GLOBAL" in msg or "Unsupported global" in msg:
+        return UnsafeCheckpoint(f"{path.name}: {UNSAFE_REASON}")
+    data: bytes | None = None
+    try:
+        if kind == "zip":
+            with zipfile.ZipFile(path) as zf:
+                names = [n for n in zf.namelist() if n.endswith("data.pkl")]
+                if names and zf.getinfo(names[0]).file_size <= _MAX_PICKLE_SCAN:
+                    data = zf.read(names[0])
+        elif path.stat().st_size <= _MAX_PICKLE_SCAN:
+            data = path.read_bytes()
+    except Exception:
+        data = None
+    if data is not None and _pickle_needs_code(data):
+        return UnsafeCheckpoint(f"{path.name}: {UNSAFE_REASON}")
+    detail = [ln.strip() for ln in msg.splitlines() if ln.strip()]
+    why = next((ln for ln in detail if "Unsupported" in ln or "truncated" in ln), "")
+    return UnreadableCheckpoint(
+        f"{path.name}: not a valid checkpoint pickle{' (' + why[:120] + ')' if why else ''}"
+    )
+
+
+def safe_torch_load(
+    path: str | os.PathLike[str], *, mmap: bool = True, map_location: Any = "cpu"
+) -> Any:
+    """``torch.load(weights_only=True)`` with every failure turned into a CheckpointError.
+
+    ``mmap`` is used for zip-format files (all torch >= 1.6 saves); legacy files are loaded
+    without it. There is no fallback to full unpickling: a file that needs it raises
+    :class:`UnsafeCheckpoint`.
+    """
+    import torch
+
+    p = Path(path)
+    _stat_file(p)
+    kind = sniff(p)
+    if kind == "safetensors":
+        raise UnreadableCheckpoint(f"{p.name}: safetensors content, not a torch file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(
+                p, map_location=map_location, weights_only=True, mmap=mmap and kind == "zip"
+            )
+    except pickle.UnpicklingError as exc:
+        raise _classify_unpickling(p, kind, exc) from None
+    except MemoryError:
+        raise UnreadableCheckpoint(f"{p.name}: too large to read (out of memory)") from None
+    except RecursionError:
+        raise UnreadableCheckpoint(f"{p.name}: nested too deeply to read") from None
+    except Exception as exc:
+        if kind not in ("zip", "pickle"):
+            raise UnreadableCheckpoint(
+                f"{p.name}: not a torch or safetensors file (unrecognised content)"
+            ) from None
+        raise UnreadableCheckpoint(f"{p.name}: corrupt or truncated ({_one_line(exc)})") from None
+
+
+def load_unsafe(
+    path: str | os.PathLike[str], *, i_accept_code_execution: bool, map_location: Any = "cpu"
+) -> Any:
+    """Fully unpickle a torch file. This can run arbitrary code from the file.
+
+    Only for files the user trusts and has confirmed, naming that risk; refused (raises
+    :class:`UnsafeCheckpoint`) unless ``i_accept_code_execution`` is True.
+    """
+    if i_accept_code_execution is not True:
+        raise UnsafeCheckpoint(
+            f"{Path(path).name}: refused: {UNSAFE_REASON}; pass i_accept_code_execution=True "
+            "only for a file you trust"
+        )
+    import torch
+
+    p = Path(path)
+    _stat_file(p)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(p, map_location=map_location, weights_only=False)
+    except Exception as exc:
+        raise UnreadableCheckpoint(f"{p.name}: {type(exc).__name__}: {_one_line(exc)}") from exc
+
+
+# --------------------------------------------------------------------------- safetensors
+
+
+@dataclass
+class SafetensorsHeader:
+    """A validated safetensors header: tensors by name and the free-form metadata."""
+
+    tensors: dict[str, TensorEntry]
+    metadata: dict[str, str]
+    data_start: int
+
+
+def read_safetensors_header(path: str | os.PathLike[str]) -> SafetensorsHeader:
+    """Parse and validate a safetensors header without reading tensor data."""
+    p = Path(path)
+    st = _stat_file(p)
+    size = st.st_size
+    if size < 8:
+        raise UnreadableCheckpoint(f"{p.name}: too short for safetensors ({size} bytes)")
+    try:
+        with open(p, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            if n < 2 or n > min(size - 8, _MAX_SAFETENSORS_HEADER):
+                raise UnreadableCheckpoint(
+                    f"{p.name}: safetensors header length {n} does not fit the file "
+                    f"({size} bytes); truncated or not safetensors"
+                )
+            raw = f.read(n)
+    except OSError as exc:
+        raise UnreadableCheckpoint(f"{p.name}: {_one_line(exc)}") from None
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise UnreadableCheckpoint(f"{p.name}: safetensors header is not valid JSON") from None
+    if not isinstance(header, dict):
+        raise UnreadableCheckpoint(f"{p.name}: safetensors header is not a JSON object")
+    data_len = size - 8 - n
+    meta_raw = header.pop("__metadata__", None) or {}
+    metadata = {str(k): str(v) for k, v in meta_raw.items()} if isinstance(meta_raw, dict) else {}
+    tensors: dict[str, TensorEntry] = {}
+    for key, entry in header.items():
+        bad = UnreadableCheckpoint(f"{p.name}: malformed safetensors entry {str(key)[:60]!r}")
+        if not isinstance(entry, dict):
+            raise bad
+        dt, shape, offs = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+        if not isinstance(dt, str) or not isinstance(shape, list) or not isinstance(offs, list):
+            raise bad
+        if len(offs) != 2 or not all(type(o) is int for o in offs):
+            raise bad
+        if not all(type(s) is int and s >= 0 for s in shape):
+            raise bad
+        start, end = offs
+        if not 0 <= start <= end <= data_len:
+            raise UnreadableCheckpoint(
+                f"{p.name}: tensor {str(key)[:60]!r} lies beyond the end of the file (truncated)"
+            )
+        numel = math.prod(shape)
+        item = _ST_DTYPE_SIZES.get(dt)
+        if item is not None and numel * item != end - start:
+            raise bad
+        tensors[key] = TensorEntry(
+            key, tuple(shape), _ST_DTYPE_NAMES.get(dt, dt.lower()), numel, end - start
+        )
+    return SafetensorsHeader(tensors, metadata, 8 + n)
+
+
+# --------------------------------------------------------------------------- trees
+
+
+def _tensor_entry(key: str, t: Any) -> TensorEntry:
+    from tuidebug.ckpt.diff import dtype_name
+
+    numel = int(t.numel())
+    return TensorEntry(key, tuple(int(s) for s in t.shape), dtype_name(t.dtype), numel,
+                       numel * int(t.element_size()))  # fmt: skip
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _tree_from_object(
+    obj: Any, name: str, prefix: str, out: list[TensorEntry], depth: int = 0
+) -> KeyNode:
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        entry = _tensor_entry(prefix or name, obj)
+        out.append(entry)
+        return KeyNode(name, "tensor", tensor=entry, numel=entry.numel, nbytes=entry.nbytes)
+    if depth > 64:
+        return KeyNode(name, "value", value="<nested too deeply>")
+    if isinstance(obj, Mapping):
+        node = KeyNode(name, "dict")
+        items = [(str(k), v) for k, v in obj.items()]
+    elif isinstance(obj, (list, tuple)) and any(
+        isinstance(v, (torch.Tensor, Mapping, list, tuple)) for v in obj
+    ):
+        node = KeyNode(name, "list")
+        items = [(str(i), v) for i, v in enumerate(obj)]
+    else:
+        return KeyNode(name, "value", value=_short(obj))
+    for k, v in items:
+        child = _tree_from_object(v, k, f"{prefix}.{k}" if prefix else k, out, depth + 1)
+        node.children.append(child)
+        node.numel += child.numel
+        node.nbytes += child.nbytes
+    return node
+
+
+def tree_from_flat(entries: list[TensorEntry], name: str = "") -> KeyNode:
+    """Build a key tree from dotted names ("layer.0.weight"), as safetensors stores them."""
+    root = KeyNode(name, "dict")
+    index: dict[tuple[str, ...], KeyNode] = {(): root}
+    for e in entries:
+        parts = e.key.split(".")
+        node = root
+        for i in range(1, len(parts)):
+            path = tuple(parts[:i])
+            nxt = index.get(path)
+            if nxt is None or nxt.kind == "tensor":
+                nxt = KeyNode(parts[i - 1], "dict")
+                node.children.append(nxt)
+                index[path] = nxt
+            node = nxt
+        leaf = KeyNode(parts[-1], "tensor", tensor=e, numel=e.numel, nbytes=e.nbytes)
+        node.children.append(leaf)
+        index.setdefault(tuple(parts), leaf)
+    _sum_tree(root)
+    return root
+
+
+def _sum_tree(node: KeyNode) -> None:
+    if node.kind == "tensor":
+        return
+    node.numel = node.nbytes = 0
+    for c in node.children:
+        _sum_tree(c)
+        node.numel += c.numel
+        node.nbytes += c.nbytes
+
+
+# --------------------------------------------------------------------------- torch objects
+
+
+def _num(x: Any) -> float | None:
+    try:
+        import torch
+
+        if isinstance(x, torch.Tensor):
+            if x.numel() != 1:
+                return None
+            x = x.item()
+    except Exception:
+        return None
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return None
+    v = float(x)
+    return v if math.isfinite(v) else None
+
+
+def _int(x: Any) -> int | None:
+    v = _num(x)
+    return int(v) if v is not None and v == int(v) else None
+
+
+def torch_object_format(obj: Any) -> str:
+    """Which convention a loaded torch object follows: tuidebug, lightning or plain torch."""
+    from tuidebug.ckpt.save import FORMAT_NAME
+
+    if isinstance(obj, Mapping):
+        if obj.get("format") == FORMAT_NAME:
+            return "tuidebug"
+        if "pytorch-lightning_version" in obj or (
+            isinstance(obj.get("state_dict"), Mapping) and "global_step" in obj
+        ):
+            return "lightning"
+    return "torch"
+
+
+def _progress_from_object(obj: Any, fmt: str) -> tuple[int | None, Any, float | None]:
+    if not isinstance(obj, Mapping):
+        return None, None, None
+    if fmt == "tuidebug":
+        meta = obj.get("metadata")
+        if not isinstance(meta, Mapping):
+            meta = {}
+        return _int(obj.get("step")), obj.get("epoch"), _num(meta.get("loss"))
+    step = None
+    for k in ("global_step", "step", "iteration", "iter"):
+        step = _int(obj.get(k))
+        if step is not None:
+            break
+    epoch_v = _num(obj.get("epoch"))
+    epoch: int | float | None = epoch_v
+    if epoch_v is not None and epoch_v == int(epoch_v):
+        epoch = int(epoch_v)
+    loss = None
+    for k in ("loss", "train_loss", "val_loss", "best_loss"):
+        loss = _num(obj.get(k))
+        if loss is not None:
+            break
+    return step, epoch, loss
+
+
+def _model_section(obj: Any, fmt: str) -> tuple[str, ...]:
+    """Which top-level key holds the model weights (for the parameter count)."""
+    if not isinstance(obj, Mapping):
+        return ()
+    if fmt == "tuidebug":
+        return ("models",)
+    for k in ("state_dict", "model_state_dict", "model", "module", "model_state"):
+        if isinstance(obj.get(k), Mapping):
+            return (k,)
+    return ()
+
+
+# --------------------------------------------------------------------------- info
+
+
+def _base_info(p: Path, fmt: str, is_dir: bool = False) -> CheckpointInfo:
+    try:
+        st = p.stat()
+        size, mtime = st.st_size, st.st_mtime
+    except OSError:
+        size, mtime = 0, 0.0
+    if is_dir:
+        size = _folder_size(p)
+    return CheckpointInfo(str(p), p.name, fmt, size, mtime, is_dir=is_dir)
+
+
+def _folder_size(p: Path) -> int:
+    total = 0
+    try:
+        for dirpath, _dirs, files in os.walk(p):
+            for f in files:
+                with contextlib.suppress(OSError):
+                    total += os.lstat(os.path.join(dirpath, f)).st_size
+    except OSError:
+        pass
+    return total
+
+
+def _ext_note(p: Path, kind: str) -> str:
+    ext = p.suffix.lower()
+    if kind == "safetensors" and ext not in SAFETENSORS_EXTS:
+        return f"safetensors content with a {ext or 'missing'} extension"
+    if kind in ("zip", "pickle") and ext in SAFETENSORS_EXTS:
+        return "torch content with a .safetensors extension"
+    return ""
+
+
+def is_hf_folder(p: Path) -> bool:
+    """A Hugging Face checkpoint folder: trainer_state.json or known model file names."""
+    if (p / "trainer_state.json").is_file():
+        return True
+    return any(any(p.glob(pat)) for pat in HF_MODEL_PATTERNS)
+
+
+def is_dcp_folder(p: Path) -> bool:
+    """A torch.distributed.checkpoint folder (it has a ``.metadata`` file)."""
+    return (p / ".metadata").is_file()
+
+
+def read_info(path: str | os.PathLike[str], *, trust_dcp: bool = False) -> CheckpointInfo:
+    """Describe one file or folder. Never raises: problems become ``status`` and ``reason``."""
+    p = Path(path)
+    try:
+        return _detail(p, trust_dcp=trust_dcp, want_tree=False).info
+    except UnsafeCheckpoint as exc:
+        info = _base_info(p, _guess_format(p), p.is_dir())
+        info.status, info.reason = "unsafe", _strip_name(str(exc), p)
+        return info
+    except CheckpointError as exc:
+        info = _base_info(p, _guess_format(p), p.is_dir())
+        info.status, info.reason = "unreadable", _strip_name(str(exc), p)
+        return info
+    except Exception as exc:  # a reader bug must not take the console down
+        info = _base_info(p, _guess_format(p), p.is_dir())
+        info.status = "unreadable"
+        info.reason = f"{type(exc).__name__}: {_one_line(exc)}"
+        return info
+
+
+def _strip_name(msg: str, p: Path) -> str:
+    for prefix in (f"{p}: ", f"{p.name}: "):
+        if msg.startswith(prefix):
+            return msg[len(prefix) :]
+    return msg
+
+
+def _guess_format(p: Path) -> str:
+    if p.is_dir():
+        if is_dcp_folder(p):
+            return "dcp"
+        return "hf" if is_hf_folder(p) else "unknown"
+    ext = p.suffix.lower()
+    if ext in SAFETENSORS_EXTS:
+        return "safetensors"
+    if ext == ".ckpt":
+        return "lightning"
+    return "torch" if ext in TORCH_EXTS else "unknown"
+
+
+def detail(path: str | os.PathLike[str], *, trust_dcp: bool = False) -> CheckpointDetail:
+    """The key tree with shapes, dtypes and sizes, and the parameter count, from metadata only.
+
+    Raises :class:`UnsafeCheckpoint` or :class:`UnreadableCheckpoint` (one-line message).
+    """
+    p = Path(path)
+    try:
+        return _detail(p, trust_dcp=trust_dcp, want_tree=True)
+    except CheckpointError:
+        raise
+    except Exception as exc:  # keep the documented contract: only our error types escape
+        raise UnreadableCheckpoint(f"{p.name}: {type(exc).__name__}: {_one_line(exc)}") from None
+
+
+def _detail(p: Path, *, trust_dcp: bool, want_tree: bool) -> CheckpointDetail:
+    if p.is_dir():
+        if is_dcp_folder(p):
+            return _detail_dcp(p, trust_dcp)
+        if is_hf_folder(p):
+            return _detail_hf(p)
+        raise UnreadableCheckpoint(f"{p.name}: folder is not a checkpoint (no model files)")
+    _stat_file(p)
+    kind = sniff(p)
+    if kind == "safetensors":
+        return _detail_safetensors(p, kind)
+    return _detail_torch(p, kind, want_tree)
+
+
+def _detail_safetensors(p: Path, kind: str) -> CheckpointDetail:
+    hdr = read_safetensors_header(p)
+    info = _base_info(p, "safetensors")
+    info.reason = _ext_note(p, kind)
+    info.step = _int(_maybe_float(hdr.metadata.get("step") or hdr.metadata.get("global_step")))
+    info.epoch = _num(_maybe_float(hdr.metadata.get("epoch")))
+    info.loss = _num(_maybe_float(hdr.metadata.get("loss")))
+    entries = list(hdr.tensors.values())
+    return CheckpointDetail(
+        info=info,
+        root=tree_from_flat(entries, p.name),
+        tensors=entries,
+        param_count=sum(e.numel for e in entries),
+        tensor_bytes=sum(e.nbytes for e in entries),
+        metadata=dict(hdr.metadata),
+    )
+
+
+def _maybe_float(s: str | None) -> float | None:
+    if s is None:
+        return None
+    try:
+        return float(s)
+    except ValueError:
+        return None
+
+
+def _detail_torch(p: Path, kind: str, want_tree: bool) -> CheckpointDetail:
+    obj = safe_torch_load(p, mmap=True)
+    fmt = torch_object_format(obj)
+    info = _base_info(p, fmt)
+    info.reason = _ext_note(p, kind)
+    info.step, info.epoch, info.loss = _progress_from_object(obj, fmt)
+    tensors: list[TensorEntry] = []
+    root = _tree_from_object(obj, p.name, "", tensors)
+    section = _model_section(obj, fmt)
+    if section:
+        params = sum(e.numel for e in tensors if e.key.split(".", 1)[0] in section)
+    else:
+        params = sum(e.numel for e in tensors)
+    metadata: dict[str, Any] = {}
+    if isinstance(obj, Mapping):
+        for k, v in obj.items():
+            if isinstance(v, (int, float, str, bool)) or v is None:
+                metadata[str(k)] = v
+        if fmt == "tuidebug" and isinstance(obj.get("metadata"), Mapping):
+            metadata.update({f"metadata.{k}": v for k, v in obj["metadata"].items()})
+    return CheckpointDetail(
+        info=info,
+        root=root,
+        tensors=tensors,
+        param_count=params,
+        tensor_bytes=_unique_bytes(obj, tensors),
+        metadata=metadata,
+    )
+
+
+def _unique_bytes(obj: Any, tensors: list[TensorEntry]) -> int:
+    """Bytes of distinct storages (tied weights counted once); falls back to the tensor sum."""
+    from tuidebug.ckpt.diff import flatten_tensors
+
+    try:
+        seen: dict[int, int] = {}
+        for t in flatten_tensors(obj).values():
+            s = t.untyped_storage()
+            seen[s.data_ptr()] = max(seen.get(s.data_ptr(), 0), s.nbytes())
+        return sum(seen.values())
+    except Exception:
+        return sum(e.nbytes for e in tensors)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise UnreadableCheckpoint(f"{path.parent.name}/{path.name}: {_one_line(exc)}") from None
+
+
+def _hf_model_files(p: Path) -> list[Path]:
+    files: list[Path] = []
+    for pat in HF_MODEL_PATTERNS:
+        files += sorted(x for x in p.glob(pat) if x.is_file())
+    st = [f for f in files if f.suffix == ".safetensors"]
+    return st or files  # HF writes one or the other; prefer safetensors when both exist
+
+
+def _detail_hf(p: Path) -> CheckpointDetail:
+    info = _base_info(p, "hf", is_dir=True)
+    ts_path = p / "trainer_state.json"
+    if ts_path.is_file():
+        ts = _read_json(ts_path)
+        if isinstance(ts, Mapping):
+            info.step = _int(ts.get("global_step"))
+            ep = _num(ts.get("epoch"))
+            info.epoch = int(ep) if ep is not None and ep == int(ep) else ep
+            logs = ts.get("log_history")
+            if isinstance(logs, list):
+                for rec in reversed(logs):
+                    if isinstance(rec, Mapping) and _num(rec.get("loss")) is not None:
+                        info.loss = _num(rec.get("loss"))
+                        break
+    files = _hf_model_files(p)
+    if not files:
+        raise UnreadableCheckpoint(f"{p.name}: Hugging Face folder without model weights")
+    root = KeyNode(p.name, "dict")
+    tensors: list[TensorEntry] = []
+    notes: list[str] = []
+    for f in files:
+        d = _detail_safetensors(f, "safetensors") if sniff(f) == "safetensors" else None
+        if d is None:
+            d = _detail_torch(f, sniff(f), True)
+        tensors += d.tensors
+        root.children.append(d.root)
+    root.numel = sum(c.numel for c in root.children)
+    root.nbytes = sum(c.nbytes for c in root.children)
+    others = sorted(x.name for x in p.iterdir() if x.is_file() and x not in files)
+    if others:
+        notes.append("other files: " + ", ".join(others))
+    return CheckpointDetail(
+        info=info,
+        root=root,
+        tensors=tensors,
+        param_count=sum(e.numel for e in tensors),
+        tensor_bytes=sum(e.nbytes for e in tensors),
+        notes=notes,
+    )
+
+
+def _detail_dcp(p: Path, trust: bool) -> CheckpointDetail:
+    if not trust:
+        raise UnsafeCheckpoint(f"{p.name}: {DCP_REASON}")
+    info = _base_info(p, "dcp", is_dir=True)
+    info.reason = "trusted: .metadata read with pickle on request"
+    try:
+        from torch.distributed.checkpoint import FileSystemReader
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            md = FileSystemReader(str(p)).read_metadata()
+    except Exception as exc:
+        raise UnreadableCheckpoint(f"{p.name}: .metadata unreadable ({_one_line(exc)})") from None
+    from tuidebug.ckpt.diff import dtype_name
+
+    tensors: list[TensorEntry] = []
+    others: list[str] = []
+    for key, m in md.state_dict_metadata.items():
+        props = getattr(m, "properties", None)
+        size = getattr(m, "size", None)
+        if props is None or size is None:
+            others.append(key)
+            continue
+        shape = tuple(int(s) for s in size)
+        numel = math.prod(shape)
+        dt = props.dtype
+        item = dt.itemsize if hasattr(dt, "itemsize") else 0
+        tensors.append(TensorEntry(key, shape, dtype_name(dt), numel, numel * item))
+    model = [e for e in tensors if e.key.startswith("model.")]
+    detail_ = CheckpointDetail(
+        info=info,
+        root=tree_from_flat(tensors, p.name),
+        tensors=tensors,
+        param_count=sum(e.numel for e in (model or tensors)),
+        tensor_bytes=sum(e.nbytes for e in tensors),
+        notes=[f"{len(others)} non-tensor entries: {', '.join(others[:8])}"] if others else [],
+    )
+    for k in ("step", "global_step"):
+        if k in others:
+            detail_.notes.append(f"{k!r} is stored as a pickled object (not read)")
+    return detail_
+
+
+# --------------------------------------------------------------------------- listing
+
+
+def list_checkpoints(
+    folder: str | os.PathLike[str], *, trust_dcp: bool = False
+) -> list[CheckpointInfo]:
+    """Every checkpoint file and checkpoint folder directly inside ``folder``, by name.
+
+    Temporary files of saves in progress, hidden files and ``manifest.json`` are skipped.
+    Raises :class:`UnreadableCheckpoint` only when ``folder`` itself cannot be listed.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise UnreadableCheckpoint(f"{root}: no such folder")
+    try:
+        entries = sorted(root.iterdir(), key=lambda x: x.name)
+    except OSError as exc:
+        raise UnreadableCheckpoint(f"{root}: {_one_line(exc)}") from None
+    out: list[CheckpointInfo] = []
+    for e in entries:
+        if e.name.startswith("."):
+            continue
+        if e.is_dir():
+            if is_dcp_folder(e) or is_hf_folder(e):
+                out.append(read_info(e, trust_dcp=trust_dcp))
+        elif e.suffix.lower() in CHECKPOINT_EXTS:
+            out.append(read_info(e))
+    return out
+
+
+# --------------------------------------------------------------------------- tensors for diff
+
+
+def _load_safetensors(p: Path) -> dict[str, Any]:
+    read_safetensors_header(p)  # validates offsets first: the loader never sees a bad header
+    try:
+        from safetensors.torch import load_file
+    except ImportError:
+        raise UnreadableCheckpoint(f"{p.name}: the safetensors package is not installed") from None
+    try:
+        return dict(load_file(str(p), device="cpu"))
+    except Exception as exc:
+        raise UnreadableCheckpoint(f"{p.name}: {_one_line(exc)}") from None
+
+
+def model_state(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The model weights of a checkpoint as a flat ``{dotted key: tensor}`` dict (for diffs).
+
+    Torch files are memory-mapped, so only the tensors a diff reads are paged in. Our training
+    states give their model(s) (prefixed by model name when there are several), Lightning dicts
+    their ``state_dict``, Hugging Face folders their model files.
+    """
+    from tuidebug.ckpt.diff import flatten_tensors
+
+    p = Path(path)
+    try:
+        if p.is_dir():
+            if is_dcp_folder(p):
+                raise UnreadableCheckpoint(
+                    f"{p.name}: diffing torch.distributed.checkpoint folders is not supported"
+                )
+            if not is_hf_folder(p):
+                raise UnreadableCheckpoint(f"{p.name}: folder is not a checkpoint")
+            out: dict[str, Any] = {}
+            for f in _hf_model_files(p):
+                out.update(model_state(f))
+            return out
+        _stat_file(p)
+        if sniff(p) == "safetensors":
+            return _load_safetensors(p)
+        obj = safe_torch_load(p, mmap=True)
+        fmt = torch_object_format(obj)
+        if fmt == "tuidebug":
+            models = obj.get("models") or {}
+            if len(models) == 1:
+                return flatten_tensors(next(iter(models.values())))
+            return flatten_tensors(models)
+        section = _model_section(obj, fmt)
+        return flatten_tensors(obj[section[0]] if section else obj)
+    except CheckpointError:
+        raise
+    except Exception as exc:
+        raise UnreadableCheckpoint(f"{p.name}: {type(exc).__name__}: {_one_line(exc)}") from None
