@@ -102,12 +102,13 @@ def nice_ticks(lo: float, hi: float, max_ticks: int) -> tuple[list[float], float
     span = hi - lo
     if span <= 0 or max_ticks < 2 or not math.isfinite(span):
         return [lo], 0.0
-    raw = span / (max_ticks - 1)
-    mag = 10.0 ** math.floor(math.log10(raw))
-    step = 10 * mag
-    for m in (1.0, 2.0, 5.0, 10.0):
-        if m * mag >= raw * (1 - 1e-9):
-            step = m * mag
+    # The densest 1-2-5 spacing that puts at most max_ticks ticks in the range (a fixed
+    # "span / n" spacing can leave a single tick in view).
+    mag = 10.0 ** math.floor(math.log10(span / max_ticks))
+    step = span
+    for candidate in (m * mag * 10**e for e in (0, 1, 2) for m in (1.0, 2.0, 5.0)):
+        if math.floor(hi / candidate + 1e-9) - math.ceil(lo / candidate - 1e-9) + 1 <= max_ticks:
+            step = candidate
             break
     first = math.ceil(lo / step - 1e-9)
     ticks: list[float] = []
@@ -528,14 +529,15 @@ def _place(
     occupied: list[tuple[int, int]],
     limit: int,
 ) -> bool:
-    """Write ``text`` at ``col`` (shifted left to fit) unless it overlaps another label."""
-    col = max(0, min(col, limit - len(text)))
-    end = col + len(text)
-    if any(col <= b and a <= end for a, b in occupied):
-        return False
-    canvas.text(row, col, text, style)
-    occupied.append((col, end))
-    return True
+    """Write ``text`` starting at ``col``, or ending there, unless it overlaps another label."""
+    for start in (col, col - len(text) + 1):
+        start = max(0, min(start, limit - len(text)))
+        end = start + len(text)
+        if not any(start <= b and a <= end for a, b in occupied):
+            canvas.text(row, start, text, style)
+            occupied.append((start, end))
+            return True
+    return False
 
 
 def _fill_gaps(columns: Sequence[Column | None]) -> list[Column | None]:
