@@ -368,8 +368,11 @@ class MinMaxHistory:
             a, b = fx[i], lx[i]
             if b < x0 or a > x1:
                 continue
-            a = max(a, x0)
-            b = min(b, x1)
+            # Plain comparisons rather than min()/max(): this loop runs per bucket per frame.
+            if a < x0:
+                a = x0
+            if b > x1:
+                b = x1
             if b - a < col_width:
                 # Narrower than a column: exactly one column, the one of its middle, so each
                 # value (and each spike) shows once and columns are not smeared.
@@ -378,7 +381,11 @@ class MinMaxHistory:
                 # Wider than a column (few points, or a zoomed-in view): every column it covers.
                 c0 = int((a - x0) * scale + 0.5)
                 c1 = int((b - x0) * scale + 0.5)
-            out.append((i, min(c0, last_col), min(c1, last_col)))
+            if c1 > last_col:
+                c1 = last_col
+                if c0 > last_col:
+                    c0 = last_col
+            out.append((i, c0, c1))
         return x0, x1, out
 
     def downsample(
@@ -401,7 +408,28 @@ class MinMaxHistory:
             when the column holds no finite value. Every bucket lands in at least one column, so
             the max of a column includes every spike of the buckets under it.
         """
+        return self._aggregate(self._column_map(columns, step_range), columns, smoothed)
+
+    def downsample_all(
+        self, columns: int, step_range: tuple[int, int] | None = None
+    ) -> tuple[list[Column | None], list[Column | None], list[int]]:
+        """``(downsample(raw), downsample(smoothed), nonfinite_columns)`` in one pass.
+
+        What a chart calls once per frame: the bucket-to-column mapping is computed once.
+        """
         mapping = self._column_map(columns, step_range)
+        return (
+            self._aggregate(mapping, columns, False),
+            self._aggregate(mapping, columns, True),
+            self._nonfinite_of(mapping, columns),
+        )
+
+    def _aggregate(
+        self,
+        mapping: tuple[int, int, list[tuple[int, int, int]]] | None,
+        columns: int,
+        smoothed: bool,
+    ) -> list[Column | None]:
         result: list[Column | None] = [None] * max(columns, 0)
         if mapping is None:
             return result
@@ -441,8 +469,12 @@ class MinMaxHistory:
         self, columns: int, step_range: tuple[int, int] | None = None
     ) -> list[int]:
         """Per column, how many NaN/inf values fell into it (the chart flags those columns)."""
+        return self._nonfinite_of(self._column_map(columns, step_range), columns)
+
+    def _nonfinite_of(
+        self, mapping: tuple[int, int, list[tuple[int, int, int]]] | None, columns: int
+    ) -> list[int]:
         result = [0] * max(columns, 0)
-        mapping = self._column_map(columns, step_range)
         if mapping is None:
             return result
         nonfinite = self._nonfinite

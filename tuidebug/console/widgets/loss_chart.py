@@ -218,11 +218,7 @@ class LossChartRenderable:
         if history is None or not len(history):
             empty: list[Column | None] = [None] * dot_cols
             return empty, list(empty), [0] * dot_cols
-        return (
-            history.downsample(dot_cols, self.step_range),
-            history.downsample(dot_cols, self.step_range, smoothed=True),
-            history.nonfinite_columns(dot_cols, self.step_range),
-        )
+        return history.downsample_all(dot_cols, self.step_range)
 
     def _y_range(
         self, raw: Sequence[Column | None], smooth: Sequence[Column | None]
