@@ -171,6 +171,11 @@ async def test_narrow_width_still_fits() -> None:
         lines = _text(panel).splitlines()
         assert all(len(line) <= 40 for line in lines)
         assert any("util  97%" in line for line in lines)
+        panel.detailed = False
+        await pilot.pause()
+        lines = _text(panel).splitlines()
+        assert all(len(line) <= 40 for line in lines)
+        assert "22.0/80.0 GiB" in lines[0]  # the numbers survive; the name is what gives way
 
 
 def test_snapshot_svg(snap_compare: object) -> None:

@@ -61,7 +61,11 @@ class GpuPoller:
     # --- public -----------------------------------------------------------------------------
 
     def poll(self) -> GpuSnapshot:
-        """One snapshot of every GPU and of the host. Never raises."""
+        """One snapshot of every GPU and of the host. Never raises.
+
+        Blocking (NVML and psutil calls): run it in a worker thread. Not re-entrant: one poll at
+        a time, which :meth:`snapshots` guarantees.
+        """
         now = self._clock()
         host = self._host()
         try:
