@@ -79,14 +79,14 @@ def cmd_ls(args: argparse.Namespace) -> int:
         _print_json([dataclasses.asdict(i) for i in infos])
         return 0
     table = Table(title=str(args.dir), title_justify="left")
-    width = min(40, max([len(i.name) + 1 for i in infos] + [4]))
+    width = min(20, max([len(i.name) + 1 for i in infos] + [4]))
     table.add_column("name", min_width=width, overflow="fold")
     table.add_column("format")
     table.add_column("size", justify="right", no_wrap=True)
     table.add_column("modified", no_wrap=True)
     for col in ("step", "epoch", "loss"):
         table.add_column(col, justify="right")
-    table.add_column("status")
+    table.add_column("status", min_width=10, overflow="fold")
     for i in infos:
         status = Text(i.status, style=_STATUS_STYLE.get(i.status, ""))
         if i.reason:
