@@ -14,6 +14,7 @@ from textual.app import App, ComposeResult
 
 from tuidebug.console.history import MinMaxHistory
 from tuidebug.console.widgets.loss_chart import LossChart, LossChartRenderable
+from tuidebug.console.widgets.sparkline_table import ScalarsTable
 
 
 def _history(n: int = 2000) -> MinMaxHistory:
@@ -133,3 +134,32 @@ def test_edge_cases_render() -> None:
 
 def test_snapshot(snap_compare: Any) -> None:
     assert snap_compare(ChartApp(_history()), terminal_size=(80, 24))
+
+
+class TableApp(App[None]):
+    def compose(self) -> ComposeResult:
+        yield ScalarsTable(spark_width=8)
+
+
+def test_scalars_table_updates_in_place() -> None:
+    asyncio.run(_scalars_table_updates_in_place())
+
+
+async def _scalars_table_updates_in_place() -> None:
+    lr, gnorm = MinMaxHistory(), MinMaxHistory()
+    lr.extend(range(100), [1e-3] * 100)
+    gnorm.extend(range(100), [1.0 + (50.0 if i == 40 else 0.0) for i in range(100)])
+    app = TableApp()
+    async with app.run_test(size=(80, 24)) as pilot:
+        table = app.query_one(ScalarsTable)
+        table.update_scalars({"lr": lr, "grad_norm": gnorm}, {"lr": 1, "grad_norm": 1})
+        await pilot.pause()
+        assert table.row_count == 2
+        assert str(table.get_cell("grad_norm", "max")) == "51.0"
+        assert "█" in str(table.get_cell("grad_norm", "trend"))  # the spike
+        gnorm.append(100, math.nan)
+        table.update_scalars({"lr": lr, "grad_norm": gnorm}, {"lr": 1, "grad_norm": 2})
+        await pilot.pause()
+        assert table.row_count == 2
+        assert str(table.get_cell("grad_norm", "last")) == "nan"
+        assert "!" in str(table.get_cell("grad_norm", "trend"))
