@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -78,12 +79,12 @@ def cmd_ls(args: argparse.Namespace) -> int:
     if args.json:
         _print_json([dataclasses.asdict(i) for i in infos])
         return 0
-    table = Table(title=str(args.dir), title_justify="left")
+    table = Table(title=str(args.dir), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     width = min(20, max([len(i.name) + 1 for i in infos] + [4]))
     table.add_column("name", min_width=width, overflow="fold")
     table.add_column("format")
-    table.add_column("size", justify="right", no_wrap=True)
-    table.add_column("modified", no_wrap=True)
+    table.add_column("size", justify="right")
+    table.add_column("modified")
     for col in ("step", "epoch", "loss"):
         table.add_column(col, justify="right")
     table.add_column("status", min_width=10, overflow="fold")
