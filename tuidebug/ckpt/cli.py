@@ -79,26 +79,34 @@ def cmd_ls(args: argparse.Namespace) -> int:
     if args.json:
         _print_json([dataclasses.asdict(i) for i in infos])
         return 0
-    table = Table(title=str(args.dir), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
-    width = min(20, max([len(i.name) + 1 for i in infos] + [4]))
-    table.add_column("name", min_width=width, overflow="fold")
-    table.add_column("format")
-    table.add_column("size", justify="right")
-    table.add_column("modified")
-    for col in ("step", "epoch", "loss"):
-        table.add_column(col, justify="right")
-    table.add_column("status", min_width=10, overflow="fold")
+    table = Table(
+        title=str(args.dir),
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        padding=(0, 1),
+        collapse_padding=True,
+        show_edge=False,
+    )
+    table.add_column("name", no_wrap=True, overflow="ellipsis", min_width=12)
+    table.add_column("format", no_wrap=True)
+    table.add_column("size", justify="right", no_wrap=True)
+    table.add_column("modified", no_wrap=True)
+    show_epoch = any(i.epoch is not None for i in infos)
+    for col in ("step", "epoch", "loss") if show_epoch else ("step", "loss"):
+        table.add_column(col, justify="right", min_width=4)
+    table.add_column("status", no_wrap=True)
+    reasons: list[Text] = []
     for i in infos:
-        status = Text(i.status, style=_STATUS_STYLE.get(i.status, ""))
+        status = Text(i.status + ("*" if i.reason else ""), style=_STATUS_STYLE.get(i.status, ""))
         if i.reason:
-            status.append(f": {i.reason}", style="dim" if i.status == "ok" else "")
+            reasons.append(Text.assemble(f"* {i.name}: ", (i.reason, "dim")))
         table.add_row(
             i.name + ("/" if i.is_dir else ""),
             i.format,
             human_bytes(i.size),
             time.strftime("%m-%d %H:%M", time.localtime(i.mtime)) if i.mtime else "-",
-            _fmt(i.step),
-            _fmt(i.epoch),
+            *([_fmt(i.step), _fmt(i.epoch)] if show_epoch else [_fmt(i.step)]),
             _fmt(i.loss),
             status,
         )
@@ -107,6 +115,8 @@ def cmd_ls(args: argparse.Namespace) -> int:
         console.print(f"no checkpoints in {args.dir}")
     else:
         console.print(table)
+        for r in reasons:
+            console.print(r)
     return 0
 
 
@@ -152,7 +162,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     table.add_column("key")
     table.add_column("shape / value")
     table.add_column("dtype")
-    table.add_column("size", justify="right")
+    table.add_column("size", justify="right", no_wrap=True)
     for depth, node in det.root.walk():
         if depth == 0 or (args.depth is not None and depth > args.depth):
             continue

@@ -146,6 +146,9 @@ def _one_line(exc: BaseException, limit: int = 200) -> str:
     text = lines[0] if lines else type(exc).__name__
     if isinstance(exc, OSError) and exc.strerror:
         text = exc.strerror
+    cut = text.find(". ")
+    if cut > 0:
+        text = text[:cut]
     return text[:limit]
 
 
