@@ -95,7 +95,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
     show_epoch = any(i.epoch is not None for i in infos)
     for col in ("step", "epoch", "loss") if show_epoch else ("step", "loss"):
         table.add_column(col, justify="right", min_width=4)
-    table.add_column("status", no_wrap=True)
+    table.add_column("status", no_wrap=True, min_width=11)
     reasons: list[Text] = []
     for i in infos:
         status = Text(i.status + ("*" if i.reason else ""), style=_STATUS_STYLE.get(i.status, ""))
