@@ -88,7 +88,11 @@ def cmd_ls(args: argparse.Namespace) -> int:
         collapse_padding=True,
         show_edge=False,
     )
-    table.add_column("name", no_wrap=True, overflow="ellipsis", min_width=12)
+    console = _console()
+    # the other columns need about 60 cells; the name gets the rest (ellipsized, never wrapped)
+    table.add_column(
+        "name", no_wrap=True, overflow="ellipsis", max_width=max(12, console.width - 62)
+    )
     table.add_column("format", no_wrap=True)
     table.add_column("size", justify="right", no_wrap=True)
     table.add_column("modified", no_wrap=True)
@@ -110,7 +114,6 @@ def cmd_ls(args: argparse.Namespace) -> int:
             _fmt(i.loss),
             status,
         )
-    console = _console()
     if not infos:
         console.print(f"no checkpoints in {args.dir}")
     else:
