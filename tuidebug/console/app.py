@@ -1,0 +1,160 @@
+"""The Textual console: a client of the run's supervisor.
+
+The app folds incoming message batches into a :class:`RunModel` as they arrive and, on a timer
+(``FRAME_RATE`` per second), asks the current screen to sync its widgets with the model; each
+widget redraws only when the part of the model it shows has a new version. So a script doing
+10,000 steps a second costs the console a few batches and fifteen redraws a second.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import ClassVar
+
+from textual import work
+from textual.app import App
+from textual.binding import Binding, BindingType
+
+from tuidebug.console.run_model import RunModel
+from tuidebug.console.screens.dashboard import DashboardScreen
+from tuidebug.console.screens.help import HelpScreen
+from tuidebug.console.screens.output import OutputScreen
+from tuidebug.console.screens.quit import QuitChoice, QuitScreen
+from tuidebug.console.sources import Source, open_source
+from tuidebug.console.widgets.loss_chart import LossChart
+from tuidebug.paths import RunPaths
+from tuidebug.wire.client import ConnectError
+from tuidebug.wire.messages import Command
+
+FRAME_RATE = 15
+
+
+class ConsoleExit(enum.Enum):
+    """How the console ended, for the command line to report."""
+
+    ENDED = "ended"  # the run had ended; nothing to decide
+    LEFT_RUNNING = "left-running"
+    STOPPED = "stopped"
+    ERROR = "error"
+
+
+@dataclass
+class ConsoleResult:
+    """What ``run_console`` returns."""
+
+    kind: ConsoleExit
+    steps: int = 0
+    exit_code: int | None = None
+    message: str = ""
+
+
+class TuidebugApp(App[ConsoleResult]):
+    """The console of one run."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "tuidebug"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("q", "quit_console", "Quit"),
+        Binding("ctrl+c", "quit_console", "Quit", show=False, priority=True),
+        Binding("question_mark", "help", "Help"),
+        Binding("l", "toggle_log_scale", "Log scale"),
+        Binding("o", "output", "Output"),
+    ]
+
+    def __init__(
+        self,
+        paths: RunPaths | None = None,
+        *,
+        model: RunModel | None = None,
+        source: Source | None = None,
+        exit_on_early_end: bool = False,
+    ) -> None:
+        super().__init__()
+        self.paths = paths
+        self.model = model or RunModel()
+        self.source = source
+        self.exit_on_early_end = exit_on_early_end
+        self.dashboard = DashboardScreen(self.model)
+
+    def on_mount(self) -> None:
+        self.push_screen(self.dashboard)
+        self.set_interval(1 / FRAME_RATE, self.sync_screen)
+        if self.source is not None or self.paths is not None:
+            self.pump_messages()
+
+    @work(exclusive=True, group="source")
+    async def pump_messages(self) -> None:
+        """Fold every batch from the source into the model, until the source ends."""
+        if self.source is None:
+            assert self.paths is not None
+            try:
+                self.source = await open_source(self.paths)
+            except ConnectError as error:
+                self.exit(ConsoleResult(ConsoleExit.ERROR, message=str(error)))
+                return
+        async for batch in self.source.batches():
+            self.model.fold(batch)
+        if self.source.live:
+            self.model.mark_connection_lost()
+        self.sync_screen()
+
+    def sync_screen(self) -> None:
+        """Bring the visible screen up to the model (at most ``FRAME_RATE`` times a second)."""
+        screen = self.screen
+        sync = getattr(screen, "sync", None)
+        if sync is not None:
+            sync()
+        if self.exit_on_early_end and self.model.ended and self.model.steps_seen == 0:
+            self.exit(self._result(ConsoleExit.ENDED))
+
+    def on_unmount(self) -> None:
+        if self.source is not None:
+            self.source.close()  # the run goes on; only this console's connection ends
+
+    # --- actions ---------------------------------------------------------------------------
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+    def action_output(self) -> None:
+        self.push_screen(OutputScreen(self.model.output))
+
+    def action_toggle_log_scale(self) -> None:
+        chart = self.dashboard.query_one(LossChart)
+        chart.log_scale = not chart.log_scale
+
+    def action_quit_console(self) -> None:
+        live = self.source is not None and self.source.live and not self.model.ended
+        if not live or self.model.state == "lost":
+            self.exit(self._result(ConsoleExit.ENDED))
+            return
+        self.push_screen(QuitScreen(), self._on_quit_choice)
+
+    def _on_quit_choice(self, choice: QuitChoice | None) -> None:
+        if choice == "stop" and self.source is not None:
+            self.source.send(Command(name="stop-run", rank=-1))
+            self.exit(self._result(ConsoleExit.STOPPED))
+        elif choice == "leave":
+            self.exit(self._result(ConsoleExit.LEFT_RUNNING))
+
+    def _result(self, kind: ConsoleExit) -> ConsoleResult:
+        info = self.model.info
+        return ConsoleResult(
+            kind,
+            steps=self.model.steps_seen,
+            exit_code=info.exit_code if info is not None else None,
+        )
+
+
+def run_console(paths: RunPaths, exit_on_early_end: bool = True) -> ConsoleResult:
+    """Run the console on ``paths`` until the user quits; the terminal is restored after."""
+    app = TuidebugApp(paths, exit_on_early_end=exit_on_early_end)
+    result = app.run()
+    if result is None and app.return_code:
+        # Textual printed the traceback; the run itself is in another process and goes on.
+        return ConsoleResult(
+            ConsoleExit.ERROR,
+            message=f"the console failed; the run goes on: tuidebug attach {paths.run_id}",
+        )
+    return result or ConsoleResult(ConsoleExit.ENDED, steps=app.model.steps_seen)

@@ -1,0 +1,148 @@
+"""RunModel: everything the console knows about a run, folded from wire messages.
+
+Plain Python, no Textual: tests feed it messages and read it back. The app folds each batch of
+messages as it arrives and redraws the screens at most once per frame, reading from here.
+Histories are :class:`MinMaxHistory` buckets, so memory and drawing cost stay the same at step
+100 and at step 10,000,000.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+
+from tuidebug.console.history import MinMaxHistory
+from tuidebug.console.terminal_text import TerminalText
+from tuidebug.wire.messages import (
+    Boundary,
+    HistoryDone,
+    Message,
+    ModelSeen,
+    OptimizerSeen,
+    Output,
+    RunInfo,
+    ScriptError,
+    Steps,
+)
+
+ENDED_STATES = ("finished", "crashed", "stopped")
+RATE_WINDOW = 5.0  # seconds of step times that steps/s is computed over
+
+
+class ScalarSeries:
+    """One named scalar: its history and its last value."""
+
+    __slots__ = ("history", "last", "last_step")
+
+    def __init__(self) -> None:
+        self.history = MinMaxHistory(capacity=256)
+        self.last: float | None = None
+        self.last_step = 0
+
+
+class RunModel:
+    """The console's state of one run."""
+
+    def __init__(self) -> None:
+        self.info: RunInfo | None = None
+        self.loss = MinMaxHistory()
+        self.scalars: dict[str, ScalarSeries] = {}
+        self.output = TerminalText()
+        self.models: list[ModelSeen] = []
+        self.optimizers: list[OptimizerSeen] = []
+        self.boundary: Boundary | None = None
+        self.error: ScriptError | None = None
+        self.step = 0
+        self.steps_seen = 0
+        self.last_loss: float | None = None
+        self.last_time: float | None = None
+        self.first_time: float | None = None
+        self.history_loaded = False
+        self.connection_lost = False
+        self.version = 0
+        """Bumped by every fold; views compare it to redraw only on change."""
+        self._rate: deque[tuple[float, int]] = deque()
+
+    # --- folding -------------------------------------------------------------------------------
+
+    def fold(self, messages: list[Message]) -> None:
+        """Fold a batch of messages into the state."""
+        for message in messages:
+            if isinstance(message, Steps):
+                self._fold_steps(message)
+            elif isinstance(message, Output):
+                self.output.feed(message.data)
+            elif isinstance(message, RunInfo):
+                self.info = message
+            elif isinstance(message, ModelSeen):
+                self.models.append(message)
+            elif isinstance(message, OptimizerSeen):
+                self.optimizers.append(message)
+            elif isinstance(message, Boundary):
+                self.boundary = message
+            elif isinstance(message, ScriptError):
+                self.error = message
+            elif isinstance(message, HistoryDone):
+                self.history_loaded = True
+        self.version += 1
+
+    def _fold_steps(self, message: Steps) -> None:
+        if message.rank != 0:
+            return  # the charts follow rank 0; other ranks are for the rank views
+        loss = self.loss
+        for point in message.points:
+            if point.loss is not None:
+                loss.append(point.step, point.loss)
+                self.last_loss = point.loss
+            for name, value in point.scalars.items():
+                series = self.scalars.get(name)
+                if series is None:
+                    series = self.scalars[name] = ScalarSeries()
+                series.history.append(point.step, value)
+                series.last = value
+                series.last_step = point.step
+        if message.points:
+            last = message.points[-1]
+            if self.first_time is None:
+                self.first_time = message.points[0].time
+            self.step = last.step
+            self.last_time = last.time
+            self.steps_seen += len(message.points)
+            self._rate.append((last.time, self.steps_seen))
+            while self._rate and last.time - self._rate[0][0] > RATE_WINDOW:
+                self._rate.popleft()
+
+    def mark_connection_lost(self) -> None:
+        """The supervisor went away (it exits when the run ends)."""
+        self.connection_lost = True
+        self.version += 1
+
+    # --- derived figures -----------------------------------------------------------------------
+
+    @property
+    def state(self) -> str:
+        """starting, running, finished, crashed, stopped; "connecting" before the first info."""
+        if self.info is None:
+            return "connecting"
+        if self.connection_lost and self.info.state not in ENDED_STATES:
+            return "lost"
+        return self.info.state
+
+    @property
+    def ended(self) -> bool:
+        """True once the script has exited."""
+        return self.state in ENDED_STATES
+
+    def steps_per_second(self) -> float | None:
+        """Steps per second over the last few seconds of step times (None until known)."""
+        if len(self._rate) < 2:
+            return None
+        (t0, n0), (t1, n1) = self._rate[0], self._rate[-1]
+        return (n1 - n0) / (t1 - t0) if t1 > t0 else None
+
+    def elapsed(self, now: float | None = None) -> float:
+        """Seconds since the run started, up to its end if it ended."""
+        if self.info is None:
+            return 0.0
+        end = self.info.ended if self.info.ended is not None else (now or time.time())
+        return max(0.0, end - self.info.started)

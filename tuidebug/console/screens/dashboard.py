@@ -1,0 +1,62 @@
+"""The dashboard: status, loss chart, scalars, how the run ended, and the script's output."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Footer, Static
+
+from tuidebug.console.run_model import RunModel
+from tuidebug.console.widgets.end_banner import EndBanner
+from tuidebug.console.widgets.loss_chart import LossChart
+from tuidebug.console.widgets.output_tail import OutputTail
+from tuidebug.console.widgets.run_header import RunHeader
+from tuidebug.console.widgets.sparkline_table import ScalarsTable
+
+
+class DashboardScreen(Screen[None]):
+    """The first screen: is the run alive, is the loss going down, what did it print."""
+
+    def __init__(self, model: RunModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def compose(self) -> ComposeResult:
+        yield RunHeader(self.model, id="header")
+        with Horizontal(id="top"):
+            with Vertical(id="chart-box"):
+                yield LossChart(self.model.loss, id="loss-chart")
+            with Vertical(id="side"):
+                yield ScalarsTable(id="scalars", spark_width=10)
+                yield Static(id="models")
+        yield EndBanner(self.model, id="end-banner")
+        yield OutputTail(self.model.output, id="output")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#chart-box").border_title = "loss"
+        self.query_one("#side").border_title = "scalars"
+        self._models_shown = -1
+
+    def sync(self) -> None:
+        """Bring every widget up to the model (once per frame; each redraws only on change)."""
+        self.query_one(RunHeader).sync()
+        model = self.model
+        self.query_one(ScalarsTable).update_scalars(
+            {name: series.history for name, series in model.scalars.items()},
+            {name: series.last_step for name, series in model.scalars.items()},
+        )
+        if self._models_shown != len(model.models) + len(model.optimizers):
+            self._models_shown = len(model.models) + len(model.optimizers)
+            self.query_one("#models", Static).update(self._describe_models())
+        self.query_one(EndBanner).sync()
+        self.query_one(OutputTail).sync()
+        chart = self.query_one(LossChart)
+        chart.version = self.model.version
+
+    def _describe_models(self) -> str:
+        lines = [f"[b]{m.name}[/b] {m.class_name} {m.parameters:,} params" for m in self.model.models]
+        lines += [f"[b]optim[/b] {o.class_name} lr={o.lr:g}" if o.lr is not None
+                  else f"[b]optim[/b] {o.class_name}" for o in self.model.optimizers]
+        return "\n".join(lines) or "[dim]waiting for the first step[/dim]"

@@ -1,0 +1,60 @@
+"""The help screen: what each key does, and where to read more."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from rich.table import Table
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Static
+
+KEYS = [
+    ("?", "this help"),
+    ("l", "loss chart: linear / log scale"),
+    ("o", "the script's full output"),
+    ("q / ctrl+c", "quit the console: asks whether to stop the run or leave it running"),
+    ("escape", "close a dialog or screen"),
+]
+
+ABOUT = (
+    "tuidebug shows a PyTorch training run live. The run goes on without the console: "
+    "quit and choose 'leave it running', then `tuidebug attach` brings the console back "
+    "with the whole history. `tuidebug ls` lists runs."
+)
+
+
+class HelpScreen(ModalScreen[None]):
+    """Key bindings and a few words on how the console works."""
+
+    DEFAULT_CSS = """
+    HelpScreen {
+        align: center middle;
+    }
+    HelpScreen > Vertical {
+        width: 76;
+        max-width: 100%;
+        height: auto;
+        max-height: 100%;
+        border: thick $primary;
+        background: $surface;
+        padding: 1 2;
+    }
+    """
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape,q,question_mark", "dismiss", "Close"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        table = Table(box=None, show_header=False, padding=(0, 2))
+        table.add_column(style="bold cyan", no_wrap=True)
+        table.add_column()
+        for key, what in KEYS:
+            table.add_row(key, what)
+        with Vertical():
+            yield Static("[b]tuidebug — keys[/b]\n")
+            yield Static(table)
+            yield Static(f"\n{ABOUT}", classes="about")

@@ -1,0 +1,66 @@
+"""The one-line status of a run: state, script, step, speed, time, loss."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.reactive import reactive
+from textual.widgets import Static
+
+from tuidebug.console.formatting import format_duration, format_rate, format_value
+from tuidebug.console.run_model import RunModel
+
+STATE_STYLES = {
+    "connecting": "dim",
+    "starting": "yellow",
+    "running": "bold green",
+    "finished": "bold blue",
+    "crashed": "bold white on red",
+    "stopped": "bold yellow",
+    "lost": "bold red",
+}
+
+
+class RunHeader(Static):
+    """Run state and the headline figures, redrawn when the model's version changes."""
+
+    DEFAULT_CSS = """
+    RunHeader {
+        height: 1;
+        background: $boost;
+        padding: 0 1;
+    }
+    """
+
+    version = reactive(-1, init=False)
+    """The RunModel version last drawn."""
+
+    def __init__(self, model: RunModel, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.model = model
+
+    def sync(self) -> None:
+        """Redraw if the model changed (called once per frame by the app)."""
+        self.version = self.model.version
+
+    def watch_version(self) -> None:
+        self.update(self.headline())
+
+    def headline(self) -> Text:
+        """The header's text for the model's current state."""
+        model = self.model
+        text = Text(no_wrap=True, overflow="ellipsis")
+        state = model.state
+        text.append(f" {state} ", style=STATE_STYLES.get(state, ""))
+        if model.info is not None:
+            if model.info.exit_code is not None and model.ended:
+                text.append(f" exit {model.info.exit_code}", style=STATE_STYLES.get(state, ""))
+            script = " ".join([model.info.script, *model.info.args])
+            text.append(f"  {script}", style="bold")
+        text.append(f"  step {model.step:,}")
+        text.append(f"  {format_rate(model.steps_per_second() if not model.ended else None)}")
+        text.append(f"  {format_duration(model.elapsed())}")
+        text.append("  loss ")
+        text.append(format_value(model.last_loss), style="bold")
+        if len(model.loss):
+            text.append(f" (smoothed {format_value(model.loss.smoothed_last())})", style="dim")
+        return text
