@@ -76,7 +76,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _open_console(paths: Any, launched: bool) -> int:
     from tuidebug.console.app import ConsoleExit, run_console
 
-    result = run_console(paths)
+    result = run_console(paths, exit_on_early_end=launched)
     if result.kind == ConsoleExit.LEFT_RUNNING:
         print(f"tuidebug: run {paths.run_id} goes on; attach again with: tuidebug attach {paths.run_id}")
         return 0
@@ -93,9 +93,9 @@ def _open_console(paths: Any, launched: bool) -> int:
             sys.stderr.write(tail if tail.endswith("\n") else tail + "\n")
         code = result.exit_code
         how = f"exited with code {code}" if code is not None else "ended"
+        why = "" if code else " (no optimizer.step(), backward() or dbg.step() was seen)"
         return _fail(
-            f"{paths.run_id}: the script {how} before its first training step "
-            "(no optimizer.step(), backward() or dbg.step() was seen)",
+            f"{paths.run_id}: the script {how} before its first training step{why}",
             code if code else 1,
         )
     return result.exit_code or 0

@@ -258,6 +258,11 @@ def safe_torch_load(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            if p.name.lower().endswith(".safetensors"):
+                # torch.load hands "*.safetensors" paths to safetensors by name; this file's
+                # content is torch, so pass an open file (no mmap for this odd case)
+                with open(p, "rb") as f:
+                    return torch.load(f, map_location=map_location, weights_only=True)
             return torch.load(
                 p, map_location=map_location, weights_only=True, mmap=mmap and kind == "zip"
             )
@@ -827,7 +832,7 @@ def list_checkpoints(
         if e.name.startswith("."):
             continue
         if e.is_dir():
-            if is_dcp_folder(e) or is_hf_folder(e):
+            if is_dcp_folder(e) or is_hf_folder(e) or e.suffix.lower() in CHECKPOINT_EXTS:
                 out.append(read_info(e, trust_dcp=trust_dcp))
         elif e.suffix.lower() in CHECKPOINT_EXTS:
             out.append(read_info(e))

@@ -157,12 +157,18 @@ class _HashingWriter:
         self._f = f
         self.hash = hashlib.sha256()
         self.size = 0
+        self.error: OSError | None = None
 
     def write(self, data: bytes) -> int:
         view = memoryview(data)
         self.hash.update(view)
         self.size += view.nbytes
-        return self._f.write(view)
+        try:
+            return self._f.write(view)
+        except OSError as exc:
+            # torch's C++ writer replaces this with "unexpected pos"; keep the real cause
+            self.error = exc
+            raise
 
     def flush(self) -> None:
         self._f.flush()
@@ -296,6 +302,7 @@ def atomic_save(
     loss = _finite_or_none(meta.get("loss")) if isinstance(meta, Mapping) else None
     result = SaveResult(ok=False, path=str(final), step=step, loss=loss)
     tmp = _tmp_name(final)
+    writer: _HashingWriter | None = None
     try:
         import torch
 
@@ -332,7 +339,8 @@ def atomic_save(
             os.unlink(tmp)
         if not isinstance(exc, Exception):
             raise
-        result.error = _one_line(exc)
+        cause = writer.error if writer is not None and writer.error is not None else exc
+        result.error = _one_line(cause)
     result.seconds = time.perf_counter() - t0
     return result
 
@@ -411,14 +419,16 @@ def prune(folder: str | os.PathLike[str], keep: int) -> list[str]:
 
         present.sort(key=order)
         doomed = present[: max(0, len(present) - keep)]
+        gone = {e["file"] for e in doomed}
+        kept = [e for e in entries if e["file"] not in gone and (root / e["file"]).is_file()]
+        # The manifest drops the entries first: a crash in between leaves an unlisted (but
+        # complete) file, never a manifest entry whose file is gone.
+        if kept != entries:
+            _write_manifest(root, kept)
         for e in doomed:
             with contextlib.suppress(OSError):
                 os.unlink(root / e["file"])
                 removed.append(e["file"])
-        gone = {e["file"] for e in doomed}
-        kept = [e for e in entries if e["file"] not in gone and (root / e["file"]).is_file()]
-        if kept != entries:
-            _write_manifest(root, kept)
     return removed
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import runpy
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -24,6 +25,8 @@ from tuidebug.probe.probe import Probe
 
 ENV_SOCKET = "TUIDEBUG_SOCKET"
 ENV_TOKEN_FILE = "TUIDEBUG_TOKEN_FILE"
+ENV_OUTPUT_LOG = "TUIDEBUG_OUTPUT_LOG"
+PROBE_VARIABLES = (ENV_SOCKET, ENV_TOKEN_FILE, ENV_OUTPUT_LOG)
 
 
 def _connect(probe_env: dict[str, str]) -> Probe:
@@ -41,6 +44,27 @@ def _connect(probe_env: dict[str, str]) -> Probe:
     except (OSError, LinkError) as error:
         print(f"tuidebug: running without the console ({error})", file=sys.stderr)
     return probe
+
+
+def _survive_hangup(output_log: str | None) -> None:
+    """If the supervisor dies, its pty hangs up: keep training, writing output to the log.
+
+    The pty is ours, never the user's SSH terminal (the script runs in a session of its own), so
+    a hangup can only mean the supervisor is gone. By default SIGHUP would kill the run, and
+    every later print would fail; instead stdio moves to the run's output log (or /dev/null).
+    A script that installs its own SIGHUP handler replaces this one.
+    """
+
+    def on_hangup(_signum: int, _frame: object) -> None:
+        target = os.open(output_log or os.devnull, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        os.dup2(target, 1)
+        os.dup2(target, 2)
+        os.close(target)
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.close(devnull)
+
+    signal.signal(signal.SIGHUP, on_hangup)
 
 
 def _user_traceback(script: str, tb: TracebackType | None) -> TracebackType | None:
@@ -61,7 +85,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     script = args[0]
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    probe_env = {key: os.environ.pop(key) for key in (ENV_SOCKET, ENV_TOKEN_FILE) if key in os.environ}
+    probe_env = {key: os.environ.pop(key) for key in PROBE_VARIABLES if key in os.environ}
+    if ENV_SOCKET in probe_env:
+        _survive_hangup(probe_env.get(ENV_OUTPUT_LOG))
 
     probe = _connect(probe_env)
     runtime.install(probe)

@@ -121,6 +121,7 @@ class Supervisor:
         env = dict(os.environ)  # the supervisor was started with the user's environment
         env["TUIDEBUG_SOCKET"] = str(self.paths.socket)
         env["TUIDEBUG_TOKEN_FILE"] = str(self.paths.token)
+        env["TUIDEBUG_OUTPUT_LOG"] = str(self.paths.pty_log)
         self.process, self.master_fd = spawn_on_pty(self.script, self.args, self.cwd, env)
         self._write_meta()
         loop.add_reader(self.master_fd, self._on_pty_readable)

@@ -1,0 +1,205 @@
+"""The supervisor, for real: detached runs, several consoles, hostile clients, crashes.
+
+Every test starts a real `tuidebug run --detach` (a supervisor process, a script on a pty, the
+probe in it) and talks to it over its real Unix socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import stat
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, start_detached, wait_for
+
+from tuidebug.paths import find_run
+from tuidebug.supervisor.store import HistoryStore
+from tuidebug.wire import codec
+from tuidebug.wire.client import ConnectError, RunConnection
+from tuidebug.wire.messages import Command, HistoryDone, Hello, Reject, RunInfo, Steps
+
+STEADY = ROOT / "tests" / "scripts" / "steady.py"
+
+
+def ended_meta(run_id: str, timeout: float = 60) -> dict:  # type: ignore[type-arg]
+    paths = find_run(run_id)
+    assert paths is not None
+    return wait_for(lambda: (m := paths.read_meta()).get("ended") and m, timeout, what="run end")
+
+
+async def collect(run_id: str, until_end: bool = True) -> tuple[list[int], int]:
+    """Steps a console receives (history, then live) until the run ends; and the history size."""
+    paths = find_run(run_id)
+    assert paths is not None
+    connection = await RunConnection.open(paths)
+    seen: list[int] = []
+    history = -1
+    async for batch in connection.batches():
+        for message in batch:
+            if isinstance(message, Steps):
+                seen += [p.step for p in message.points]
+            elif isinstance(message, HistoryDone):
+                history = message.steps
+                if not until_end:
+                    connection.close()
+                    return seen, history
+            elif isinstance(message, RunInfo) and message.ended is not None and until_end:
+                connection.close()
+                return seen, history
+    return seen, history
+
+
+def test_detached_run_records_history_output_and_metadata(run_env: dict[str, str]) -> None:
+    run_id = start_detached(STEADY, "30")
+    meta = ended_meta(run_id)
+    assert meta["state"] == "finished" and meta["exit_code"] == 0
+    paths = find_run(run_id)
+    assert paths is not None
+    store = HistoryStore(paths.history, readonly=True)
+    assert store.count_steps() == 30
+    store.close()
+    assert b"step 30 loss" in paths.pty_log.read_bytes()
+
+
+def test_private_files_and_socket(run_env: dict[str, str]) -> None:
+    run_id = start_detached(STEADY, "400", "0.01")
+    paths = find_run(run_id)
+    assert paths is not None
+    wait_for(paths.socket.exists, what="socket")
+    assert stat.S_IMODE(paths.socket.stat().st_mode) == 0o600
+    assert stat.S_IMODE(paths.token.stat().st_mode) == 0o600
+    assert stat.S_IMODE(paths.socket.parent.stat().st_mode) == 0o700
+    assert stat.S_IMODE(paths.folder.stat().st_mode) == 0o700
+    asyncio.run(_stop(run_id))
+    assert ended_meta(run_id)["state"] == "stopped"
+
+
+async def _stop(run_id: str) -> None:
+    paths = find_run(run_id)
+    assert paths is not None
+    connection = await RunConnection.open(paths)
+    connection.send(Command(name="stop-run", rank=-1))
+    await asyncio.sleep(0.2)
+    connection.close()
+
+
+def test_consoles_attaching_at_any_time_get_every_step_once(run_env: dict[str, str]) -> None:
+    run_id = start_detached(STEADY, "150", "0.01")
+    paths = find_run(run_id)
+    assert paths is not None
+    wait_for(paths.socket.exists, what="socket")
+
+    async def two_consoles() -> list[tuple[list[int], int]]:
+        first = asyncio.create_task(collect(run_id))
+        while _stored_steps(paths.history) < 20:  # the second console attaches mid-run
+            await asyncio.sleep(0.1)
+        second = asyncio.create_task(collect(run_id))
+        return await asyncio.gather(first, second)
+
+    (a, _), (b, b_history) = asyncio.run(two_consoles())
+    assert a == list(range(1, 151))
+    assert b == list(range(1, 151))
+    assert 0 < b_history < 150  # part came from the stored history, part live
+
+
+def _stored_steps(history: Path) -> int:
+    if not history.exists():
+        return 0
+    store = HistoryStore(history, readonly=True)
+    try:
+        return store.count_steps()
+    finally:
+        store.close()
+
+
+def raw_connect(path: Path) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(10)
+    sock.connect(str(path))
+    return sock
+
+
+def closed_by_server(sock: socket.socket) -> bool:
+    try:
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                return True
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    finally:
+        sock.close()
+
+
+def test_hostile_clients_lose_only_their_own_connection(run_env: dict[str, str]) -> None:
+    run_id = start_detached(STEADY, "200", "0.01")
+    paths = find_run(run_id)
+    assert paths is not None
+    wait_for(paths.socket.exists, what="socket")
+    token = paths.token.read_text()
+
+    garbage = raw_connect(paths.socket)
+    garbage.sendall(struct.pack(">I", 5) + b"\xc1\xc1\xc1\xc1\xc1")
+    assert closed_by_server(garbage)
+
+    huge = raw_connect(paths.socket)
+    huge.sendall(struct.pack(">I", 2**31))
+    assert closed_by_server(huge)
+
+    wrong = raw_connect(paths.socket)
+    wrong.sendall(codec.encode(Hello(role="console", token="not-the-token")))
+    reply = codec.FrameDecoder().feed(wrong.recv(65536))
+    assert isinstance(reply[0], Reject)
+    assert closed_by_server(wrong)
+
+    # A good console after a valid handshake that then sends garbage is dropped too.
+    rogue = raw_connect(paths.socket)
+    rogue.sendall(codec.encode(Hello(role="console", token=token)))
+    rogue.sendall(struct.pack(">I", 3) + b"\xc1\xc1\xc1")
+    assert closed_by_server(rogue)
+
+    steps, _ = asyncio.run(collect(run_id))
+    assert steps == list(range(1, 201))  # the run and a well-behaved console were untouched
+    assert ended_meta(run_id)["state"] == "finished"
+
+
+def test_a_console_with_a_stolen_path_but_no_token_is_refused(run_env: dict[str, str]) -> None:
+    run_id = start_detached(STEADY, "300", "0.01")
+    paths = find_run(run_id)
+    assert paths is not None
+    wait_for(paths.socket.exists, what="socket")
+    paths.token.write_text("guessed")
+    with pytest.raises(ConnectError, match="refused"):
+        asyncio.run(RunConnection.open(paths))
+
+
+def test_probe_without_a_supervisor_trains_quietly(tmp_path: Path) -> None:
+    env = {**os.environ, "TUIDEBUG_SOCKET": str(tmp_path / "gone.sock"), "TUIDEBUG_TOKEN_FILE": str(tmp_path / "t")}
+    (tmp_path / "t").write_text("x")
+    done = tmp_path / "done"
+    proc = subprocess.run(
+        [sys.executable, "-m", "tuidebug.probe.bootstrap", str(STEADY), "20", "0", str(done)],
+        env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "running without the console" in proc.stderr
+    assert done.read_text() == "20"
+
+
+def test_the_run_survives_its_supervisor_being_killed(run_env: dict[str, str], tmp_path: Path) -> None:
+    done = tmp_path / "done"
+    run_id = start_detached(STEADY, "200", "0.01", str(done))
+    paths = find_run(run_id)
+    assert paths is not None
+    meta = wait_for(lambda: (m := paths.read_meta()).get("state") == "running" and m, what="running")
+    os.kill(meta["supervisor_pid"], signal.SIGKILL)
+    wait_for(done.exists, timeout=60, what="the script to finish without its supervisor")
+    assert done.read_text() == "200"
+    assert b"done" in paths.pty_log.read_bytes()  # output went on into the run's log
