@@ -97,7 +97,6 @@ class TuidebugApp(App[ConsoleResult]):
             self.model.fold(batch)
         if self.source.live:
             self.model.mark_connection_lost()
-        self.sync_screen()
 
     def sync_screen(self) -> None:
         """Bring the visible screen up to the model (at most ``FRAME_RATE`` times a second)."""
