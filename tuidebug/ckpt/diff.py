@@ -173,8 +173,8 @@ def diff_state_dicts(
     fa = flatten_tensors(a)
     fb = flatten_tensors(b)
     d = StateDiff()
-    d.missing = sorted(k for k in fb if k not in fa)
-    d.unexpected = sorted(k for k in fa if k not in fb)
+    d.missing = [k for k in fb if k not in fa]  # in state-dict order, as the model lists them
+    d.unexpected = [k for k in fa if k not in fb]
     for key in fa:
         if key not in fb:
             continue
