@@ -33,8 +33,11 @@ def trained(model: nn.Module, steps: int = 2) -> torch.optim.Optimizer:
 
 def make_torch_file(path: Path, *, legacy: bool = False) -> Path:
     sd = small_model().state_dict()
-    torch.save({"model": sd, "step": 7, "epoch": 1, "loss": 0.25}, path,
-               _use_new_zipfile_serialization=not legacy)  # fmt: skip
+    torch.save(
+        {"model": sd, "step": 7, "epoch": 1, "loss": 0.25},
+        path,
+        _use_new_zipfile_serialization=not legacy,
+    )
     return path
 
 
@@ -126,8 +129,14 @@ def make_malicious_files(folder: Path, target: Path) -> list[Path]:
     torch.save({"x": Payload(target)}, p, _use_new_zipfile_serialization=False)
     files.append(p)
     p = folder / "evil_lightning.ckpt"
-    torch.save({"state_dict": small_model().state_dict(), "global_step": 5,
-                "hyper_parameters": Payload(target, "open")}, p)  # fmt: skip
+    torch.save(
+        {
+            "state_dict": small_model().state_dict(),
+            "global_step": 5,
+            "hyper_parameters": Payload(target, "open"),
+        },
+        p,
+    )
     files.append(p)
     hf = folder / "checkpoint-9"
     hf.mkdir()

@@ -40,8 +40,15 @@ def child(folder: Path, start_step: int) -> None:
     step = start_step
     while True:
         step += 1
-        r = save_now(folder, models={"m": model}, optimizers={"o": opt}, step=step, epoch=0,
-                     metadata={"loss": 1.0 / step}, keep=2)  # fmt: skip
+        r = save_now(
+            folder,
+            models={"m": model},
+            optimizers={"o": opt},
+            step=step,
+            epoch=0,
+            metadata={"loss": 1.0 / step},
+            keep=2,
+        )
         if not r.ok:
             os._exit(3)
 

@@ -30,8 +30,16 @@ def main() -> int:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # get EFBIG instead of being killed
         resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
     result = save_now(folder, models={"m": model}, optimizers={"o": opt}, step=2, epoch=0)
-    print(json.dumps({"ok": result.ok, "error": result.error, "path": result.path,
-                      "files": sorted(os.listdir(folder))}))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "ok": result.ok,
+                "error": result.error,
+                "path": result.path,
+                "files": sorted(os.listdir(folder)),
+            }
+        )
+    )
     return 0
 
 

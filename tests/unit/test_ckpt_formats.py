@@ -44,7 +44,12 @@ N_PARAMS = 4 * 8 + 8 + 8 * 2 + 2
 def test_torch_file(tmp_path: Path) -> None:
     info = read_info(make_torch_file(tmp_path / "a.pt"))
     assert (info.status, info.format, info.step, info.epoch, info.loss) == (
-        "ok", "torch", 7, 1, 0.25)  # fmt: skip
+        "ok",
+        "torch",
+        7,
+        1,
+        0.25,
+    )
     det = detail(tmp_path / "a.pt")
     assert det.param_count == N_PARAMS
     shapes = {t.key: (t.shape, t.dtype, t.nbytes) for t in det.tensors}
@@ -109,8 +114,9 @@ def test_dcp_folder_is_trusted_only(tmp_path: Path) -> None:
 def test_own_training_state(tmp_path: Path) -> None:
     model = small_model()
     opt = trained(model)
-    state = capture_training_state(models={"net": model}, optimizers={"adam": opt}, step=42,
-                                   epoch=2, metadata={"loss": 0.125})  # fmt: skip
+    state = capture_training_state(
+        models={"net": model}, optimizers={"adam": opt}, step=42, epoch=2, metadata={"loss": 0.125}
+    )
     assert atomic_save(state, tmp_path / "s.pt").ok
     info = read_info(tmp_path / "s.pt")
     assert (info.format, info.step, info.epoch, info.loss) == ("tuidebug", 42, 2, 0.125)

@@ -30,8 +30,13 @@ SCRIPT = HERE / "ckpt_train_script.py"
 def _start(*args: str) -> subprocess.Popen[str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
-    return subprocess.Popen([sys.executable, str(SCRIPT), *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, str(SCRIPT), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
 
 
 def _losses(proc: subprocess.Popen[str]) -> list[tuple[int, str]]:
@@ -99,11 +104,23 @@ def test_restore_sets_everything_back(tmp_path: Path) -> None:
     loader = ResumableLoader(list(range(10)), batch_size=3, seed=1)
     it = iter(loader)
     next(it)
-    state = capture_training_state(models={"m": model}, optimizers={"o": opt},
-                                   schedulers={"s": sched}, step=9, epoch=0,
-                                   loaders={"l": loader})  # fmt: skip
-    save_now(tmp_path, models={"m": model}, optimizers={"o": opt}, schedulers={"s": sched},
-             step=9, epoch=0, loaders={"l": loader})  # fmt: skip
+    state = capture_training_state(
+        models={"m": model},
+        optimizers={"o": opt},
+        schedulers={"s": sched},
+        step=9,
+        epoch=0,
+        loaders={"l": loader},
+    )
+    save_now(
+        tmp_path,
+        models={"m": model},
+        optimizers={"o": opt},
+        schedulers={"s": sched},
+        step=9,
+        epoch=0,
+        loaders={"l": loader},
+    )
     expect_rest = [b.tolist() for b in it]
     expect_draw = torch.rand(4)
 
@@ -114,13 +131,21 @@ def test_restore_sets_everything_back(tmp_path: Path) -> None:
     opt2 = torch.optim.Adam(model2.parameters(), lr=1e-2)
     sched2 = torch.optim.lr_scheduler.StepLR(opt2, 2)
     loader2 = ResumableLoader(list(range(10)), batch_size=3, seed=1)
-    got = resume(tmp_path / "step-00000009.pt", models={"m": model2}, optimizers={"o": opt2},
-                 schedulers={"s": sched2}, loaders={"l": loader2})  # fmt: skip
+    got = resume(
+        tmp_path / "step-00000009.pt",
+        models={"m": model2},
+        optimizers={"o": opt2},
+        schedulers={"s": sched2},
+        loaders={"l": loader2},
+    )
     assert got["step"] == 9 == state["step"]
-    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
-                                                 model2.state_dict().values(), strict=True))  # fmt: skip
-    assert torch.equal(opt2.state_dict()["state"][0]["exp_avg"],
-                       opt.state_dict()["state"][0]["exp_avg"])  # fmt: skip
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(model.state_dict().values(), model2.state_dict().values(), strict=True)
+    )
+    assert torch.equal(
+        opt2.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"]
+    )
     # the RNG was set back to the saved state (and the loader does not draw from it)
     assert [b.tolist() for b in loader2] == expect_rest
     assert torch.equal(torch.rand(4), expect_draw)
@@ -142,7 +167,7 @@ def test_resumable_loader_order() -> None:
     a = ResumableLoader(data, batch_size=4, seed=3)
     epoch0 = [b.tolist() for b in a]
     epoch1 = [b.tolist() for b in a]
-    assert sorted(sum(epoch0, [])) == data and epoch0 != epoch1
+    assert sorted(i for batch in epoch0 for i in batch) == data and epoch0 != epoch1
     b = ResumableLoader(data, batch_size=4, seed=3)
     b.load_state_dict({"seed": 3, "epoch": 1, "batches_done": 1})
     assert [x.tolist() for x in b] == epoch1[1:]

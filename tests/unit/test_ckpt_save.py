@@ -44,11 +44,21 @@ def test_state_loads_with_weights_only(tmp_path: Path) -> None:
     opt = trained(model)
     sched = torch.optim.lr_scheduler.StepLR(opt, 3)
     scaler = torch.amp.GradScaler("cpu")
-    meta = {"loss": torch.tensor(0.5, requires_grad=True), "args": argparse.Namespace(lr=0.1),
-            "path": Path("/x"), "np": np.float32(2.0)}  # fmt: skip
-    state = capture_training_state(models={"m": model}, optimizers={"o": opt},
-                                   schedulers={"s": sched}, scaler=scaler, step=3, epoch=None,
-                                   metadata=meta)  # fmt: skip
+    meta = {
+        "loss": torch.tensor(0.5, requires_grad=True),
+        "args": argparse.Namespace(lr=0.1),
+        "path": Path("/x"),
+        "np": np.float32(2.0),
+    }
+    state = capture_training_state(
+        models={"m": model},
+        optimizers={"o": opt},
+        schedulers={"s": sched},
+        scaler=scaler,
+        step=3,
+        epoch=None,
+        metadata=meta,
+    )
     res = atomic_save(state, tmp_path / "a.pt")
     assert res.ok, res.error
     # plain torch, no tuidebug code involved: the safe loader accepts every value
@@ -72,8 +82,14 @@ def test_manifest_verify_and_prune(tmp_path: Path) -> None:
     opt = trained(model)
     (tmp_path / "user_file.pt").write_bytes(b"mine")
     for step in range(1, 6):
-        r = save_now(tmp_path, models={"m": model}, optimizers={"o": opt}, step=step, epoch=0,
-                     metadata={"loss": 1.0 / step})  # fmt: skip
+        r = save_now(
+            tmp_path,
+            models={"m": model},
+            optimizers={"o": opt},
+            step=step,
+            epoch=0,
+            metadata={"loss": 1.0 / step},
+        )
         assert r.ok and r.sha256 == sha256_file(r.path)
     entries = read_manifest(tmp_path)
     assert [e["step"] for e in entries] == [1, 2, 3, 4, 5]
@@ -82,7 +98,10 @@ def test_manifest_verify_and_prune(tmp_path: Path) -> None:
     removed = prune(tmp_path, keep=2)
     assert sorted(removed) == [f"step-0000000{i}.pt" for i in (1, 2, 3)]
     assert sorted(p.name for p in tmp_path.glob("*.pt")) == [
-        "step-00000004.pt", "step-00000005.pt", "user_file.pt"]  # fmt: skip
+        "step-00000004.pt",
+        "step-00000005.pt",
+        "user_file.pt",
+    ]
     assert [e["step"] for e in read_manifest(tmp_path)] == [4, 5]
     r = save_now(tmp_path, models={"m": model}, optimizers={"o": opt}, step=6, epoch=0, keep=1)
     assert r.ok and r.removed == ["step-00000004.pt", "step-00000005.pt"]
@@ -107,9 +126,14 @@ def test_unpicklable_state_is_a_failed_save(tmp_path: Path) -> None:
 def test_full_disk_is_a_failed_save(tmp_path: Path) -> None:
     """EFBIG through RLIMIT_FSIZE stands in for ENOSPC: the write fails part way."""
     prev = atomic_save({"step": 1, "w": torch.ones(4)}, tmp_path / "prev.pt")
-    out = subprocess.run([sys.executable, str(HERE / "ckpt_save_failures.py"), "full-disk",
-                          str(tmp_path)], capture_output=True, text=True, env=_env(),
-                         timeout=60, check=True)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, str(HERE / "ckpt_save_failures.py"), "full-disk", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=60,
+        check=True,
+    )
     report = json.loads(out.stdout)
     assert report["ok"] is False and "too large" in report["error"].lower()
     assert report["files"] == sorted([".manifest.lock", "manifest.json", "prev.pt"])
@@ -134,9 +158,14 @@ def test_permission_error_is_a_failed_save(tmp_path: Path) -> None:
         if os.geteuid() == 0:
             kwargs["preexec_fn"] = _drop_dac_override
         try:
-            out = subprocess.run([sys.executable, str(HERE / "ckpt_save_failures.py"),
-                                  "permission", str(folder)], capture_output=True, text=True,
-                                 env=_env(), timeout=60, **kwargs)  # type: ignore[call-overload]  # fmt: skip
+            out = subprocess.run(
+                [sys.executable, str(HERE / "ckpt_save_failures.py"), "permission", str(folder)],
+                capture_output=True,
+                text=True,
+                env=_env(),
+                timeout=60,
+                **kwargs,
+            )  # type: ignore[call-overload]
         except subprocess.SubprocessError as exc:
             pytest.skip(f"cannot drop root's permission override here: {exc}")
         report = json.loads(out.stdout)
@@ -147,8 +176,12 @@ def test_permission_error_is_a_failed_save(tmp_path: Path) -> None:
 
 
 def test_stale_temp_files_are_cleaned(tmp_path: Path) -> None:
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)  # fmt: skip
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     stale = tmp_path / f".step-00000001.pt.tmp.{int(dead.stdout)}.abcdef123456"
     stale.write_bytes(b"partial")
     live = tmp_path / f".x.pt.tmp.{os.getppid()}.abcdef123456"  # a live process's save
@@ -160,9 +193,14 @@ def test_stale_temp_files_are_cleaned(tmp_path: Path) -> None:
 
 
 def test_kill_during_save_loop(tmp_path: Path) -> None:
-    out = subprocess.run([sys.executable, str(HERE / "ckpt_kill_saver.py"), str(tmp_path),
-                          "--kills", "20"], capture_output=True, text=True, env=_env(),
-                         timeout=120, check=True)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, str(HERE / "ckpt_kill_saver.py"), str(tmp_path), "--kills", "20"],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=120,
+        check=True,
+    )
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert report["kills"] == 20
     assert report["errors"] == []
