@@ -57,7 +57,7 @@ def _console(stderr: bool = False) -> Console:
 
 
 def _error(msg: str) -> int:
-    _console(stderr=True).print(Text(f"error: {msg}", style="red"))
+    _console(stderr=True).print(Text(f"error: {msg}", style="red"), soft_wrap=True)
     return 2
 
 
@@ -89,17 +89,18 @@ def cmd_ls(args: argparse.Namespace) -> int:
         show_edge=False,
     )
     console = _console()
-    # the other columns need about 60 cells; the name gets the rest (ellipsized, never wrapped)
+    # the other columns need about 66 cells; the name gets the rest (ellipsized, never wrapped)
     table.add_column(
-        "name", no_wrap=True, overflow="ellipsis", max_width=max(12, console.width - 62)
+        "name", no_wrap=True, overflow="ellipsis", max_width=max(12, console.width - 68)
     )
+    # status right after the name: on a narrow terminal Rich crops the last columns
+    table.add_column("status", no_wrap=True, min_width=11)
     table.add_column("format", no_wrap=True)
     table.add_column("size", justify="right", no_wrap=True)
     table.add_column("modified", no_wrap=True)
     show_epoch = any(i.epoch is not None for i in infos)
     for col in ("step", "epoch", "loss") if show_epoch else ("step", "loss"):
         table.add_column(col, justify="right", min_width=4)
-    table.add_column("status", no_wrap=True, min_width=11)
     reasons: list[Text] = []
     for i in infos:
         status = Text(i.status + ("*" if i.reason else ""), style=_STATUS_STYLE.get(i.status, ""))
@@ -107,12 +108,12 @@ def cmd_ls(args: argparse.Namespace) -> int:
             reasons.append(Text.assemble(f"* {i.name}: ", (i.reason, "dim")))
         table.add_row(
             i.name + ("/" if i.is_dir else ""),
+            status,
             i.format,
             human_bytes(i.size),
             time.strftime("%m-%d %H:%M", time.localtime(i.mtime)) if i.mtime else "-",
             *([_fmt(i.step), _fmt(i.epoch)] if show_epoch else [_fmt(i.step)]),
             _fmt(i.loss),
-            status,
         )
     if not infos:
         console.print(f"no checkpoints in {args.dir}")
