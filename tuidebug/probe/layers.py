@@ -1,0 +1,952 @@
+"""The layer sampler: per-module statistics on sampled steps, NaN/Inf forensics, in budget.
+
+How it stays cheap (docs/design.md, "Probe"):
+- On a step it does not sample, :meth:`LayerSampler.on_boundary` compares two integers and a
+  float; no tensor is touched and no hook is installed (except one forward pre-hook per root
+  model, which keeps a reference to the last batch for forensics: a few microseconds a step).
+- A sampled step gets ONE global module forward hook (one install however many modules) and a
+  post-accumulate-grad hook per parameter (cheap; it only records the backward order). Never
+  ``register_full_backward_hook`` (~220 µs per module per step). All are removed at the next
+  boundary, in ``finally``.
+- Statistics are 0-d tensors computed on the device in the hook (sum, L2 norm, aminmax, two
+  count_nonzero: ~25 µs a module on this CPU, where ``std_mean`` alone costs 150 µs) and the
+  parameter norms with ``torch._foreach_norm``; at the boundary everything is stacked into one
+  tensor and copied to the host once (on CUDA without blocking: the result is read at a later
+  boundary once its event has completed).
+- The cadence comes from :class:`~tuidebug.probe.schedule.Schedule`: the sampler times itself
+  (hooks, statistics, the copy; on CUDA the host side only) and samples as often as ``budget``
+  of the measured step time allows. ``every=N`` forces it.
+
+std is computed from the sum and the L2 norm (``E[x²] - E[x]²`` in float64 on the host): exact
+enough for a debugging view, far cheaper than a two-pass std on the device.
+
+Numerics: hooks read ``output.detach()`` and return None, so the forward result and the autograd
+graph are untouched; the sampler never changes train/eval mode and never draws random numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch.nn.modules.module import register_module_forward_hook
+
+from tuidebug.probe.nonfinite import (
+    Culprit,
+    Forensics,
+    GradEvent,
+    locate_backward,
+    locate_forward,
+    to_cpu,
+)
+from tuidebug.probe.schedule import Schedule
+from tuidebug.wire.layer_messages import Histogram, LayerStats, LayerTable, NonFinite
+from tuidebug.wire.messages import Message
+
+if TYPE_CHECKING:
+    from torch import nn
+    from torch.optim import Optimizer
+    from torch.utils.hooks import RemovableHandle
+
+__all__ = ["LayerSampler", "describe", "host_copy"]
+
+log = logging.getLogger("tuidebug.probe")
+
+BINS = 32
+HISTOGRAM_LAYERS = 2  # layers per sample that get histograms, round robin (+ the focused one)
+FORENSIC_TRIES = 3  # forensic samples after a non-finite value before giving up locating it
+_NEVER = 1 << 62
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+_FLOATS_PER_RECORD = 4  # sum, norm, min, max
+_SHAPE_CACHE_LIMIT = 4096
+
+
+def host_copy(tensor: torch.Tensor) -> list[float]:
+    """THE device-to-host copy of a CPU sample: one per sampled step (tests count calls)."""
+    values: list[float] = tensor.tolist()
+    return values
+
+
+# --- describing shapes ---------------------------------------------------------------------------
+
+_shape_strings: dict[tuple[int, ...], str] = {}
+
+
+def _shape(t: torch.Tensor) -> str:
+    shape = tuple(t.shape)
+    text = _shape_strings.get(shape)
+    if text is None:
+        text = "×".join(map(str, shape)) if shape else "()"
+        if len(_shape_strings) < _SHAPE_CACHE_LIMIT:
+            _shape_strings[shape] = text
+    return text
+
+
+def describe(obj: Any, depth: int = 0) -> str:
+    """A short text of the tensor shapes in ``obj``: ``128×256``, ``(4×8, {'h': 4×8})``."""
+    if isinstance(obj, torch.Tensor):
+        return _shape(obj)
+    if depth > 3:
+        return "…"
+    if isinstance(obj, (tuple, list)):
+        inner = ", ".join(describe(o, depth + 1) for o in obj[:8])
+        more = ", …" if len(obj) > 8 else ""
+        return f"({inner}{more})" if isinstance(obj, tuple) else f"[{inner}{more}]"
+    if isinstance(obj, dict):
+        items = list(obj.items())[:8]
+        inner = ", ".join(f"{k}: {describe(v, depth + 1)}" for k, v in items)
+        return "{" + inner + (", …" if len(obj) > 8 else "") + "}"
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        fields = dataclasses.fields(obj)[:8]
+        inner = ", ".join(f"{f.name}={describe(getattr(obj, f.name), depth + 1)}" for f in fields)
+        return f"{type(obj).__name__}({inner})"
+    if obj is None:
+        return "None"
+    if isinstance(obj, (int, float, bool, str)):
+        return type(obj).__name__
+    return type(obj).__name__
+
+
+def _primary(obj: Any, depth: int = 0) -> torch.Tensor | None:
+    """The first tensor of a (nested) output: the one the activation statistics describe."""
+    if isinstance(obj, torch.Tensor):
+        return obj
+    if depth > 3:
+        return None
+    if isinstance(obj, (tuple, list)):
+        for o in obj:
+            t = _primary(o, depth + 1)
+            if t is not None:
+                return t
+    elif isinstance(obj, dict):
+        for o in obj.values():
+            t = _primary(o, depth + 1)
+            if t is not None:
+                return t
+    elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        for f in dataclasses.fields(obj):
+            t = _primary(getattr(obj, f.name), depth + 1)
+            if t is not None:
+                return t
+    return None
+
+
+def _tensors(obj: Any, out: list[torch.Tensor], depth: int = 0) -> list[torch.Tensor]:
+    if isinstance(obj, torch.Tensor):
+        out.append(obj)
+    elif depth <= 3:
+        if isinstance(obj, (tuple, list)):
+            for o in obj:
+                _tensors(o, out, depth + 1)
+        elif isinstance(obj, dict):
+            for o in obj.values():
+                _tensors(o, out, depth + 1)
+    return out
+
+
+def _histogram(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    """BINS counts over [lo, hi] plus one count of non-finite values, all on x's device.
+
+    ``torch.histc`` wants its range as Python numbers (a host sync) and costs ~550 µs here; this
+    bins with a few element-wise ops and ``bincount`` (~70 µs), and takes the range as tensors.
+    """
+    flat = x.detach().reshape(-1).float()
+    lo = lo.float()
+    scale = BINS / (hi.float() - lo).clamp_min(1e-30)
+    index = ((flat - lo) * scale).clamp_(0, BINS - 1)
+    index = torch.nan_to_num_(index, nan=float(BINS))
+    return torch.bincount(index.long(), minlength=BINS + 1)[: BINS + 1]
+
+
+def _fmt_module(module: nn.Module) -> str:
+    return type(module).__name__
+
+
+# --- the sampler ----------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _Model:
+    name: str
+    root: weakref.ref[nn.Module]
+    base: int
+    count: int
+    pre_hook: RemovableHandle | None
+
+
+class _Sample:
+    """What the hooks of one sampled step collect (device tensors, not yet read)."""
+
+    __slots__ = (
+        "floats",
+        "forensic",
+        "grad_events",
+        "grad_order",
+        "hist",
+        "in_shapes",
+        "ints",
+        "last_out",
+        "meta",
+        "records",
+        "step",
+        "tensor_handles",
+    )
+
+    def __init__(self, step: int, forensic: bool) -> None:
+        self.step = step
+        self.forensic = forensic
+        self.records: list[tuple[int, int, int]] = []  # (layer, slot, numel); slot -1 = no stats
+        self.floats: list[torch.Tensor] = []  # 4 per slot: sum, norm, min, max
+        self.ints: list[torch.Tensor] = []  # per slot: nonzero, nonfinite (+ nan, in-nonfinite)
+        self.meta: dict[int, tuple[str, str, str]] = {}  # layer -> (out shape, dtype, device)
+        self.in_shapes: dict[int, str] = {}
+        self.hist: list[tuple[int, int, torch.Tensor]] = []  # (layer, slot, counts)
+        self.last_out: tuple[torch.Tensor, int] | None = None  # (tensor, slot)
+        self.grad_order: list[int] = []  # parameter indices in backward order
+        self.grad_events: list[tuple[GradEvent, torch.Tensor | None]] = []
+        self.tensor_handles: list[Any] = []
+
+
+class LayerSampler:
+    """Per-layer statistics on sampled steps, within a cost budget. See the module docstring.
+
+    Args:
+        send: Where messages go (the probe's link); called on the training thread.
+        rank: The rank stamped on messages.
+        budget: Fraction of the step time the sampler may cost (0.01 = 1%).
+        every: Sample every ``every`` steps whatever the cost.
+        pause_on_nonfinite: :meth:`on_boundary` returns True at the first non-finite value.
+        keep_last_finite: Keep the start-of-step weights of the last all-finite sample for
+            forensics (a copy of the parameters; on an accelerator it stays on the device until
+            a non-finite value is seen, then goes to the CPU).
+        histogram_layers: Layers per sample that get histograms (round robin), plus the one
+            chosen with :meth:`focus`.
+    """
+
+    def __init__(
+        self,
+        send: Callable[[Message], None],
+        rank: int,
+        *,
+        budget: float = 0.01,
+        every: int | None = None,
+        pause_on_nonfinite: bool = True,
+        keep_last_finite: bool = True,
+        histogram_layers: int = HISTOGRAM_LAYERS,
+    ) -> None:
+        self._send_fn = send
+        self.rank = rank
+        self.schedule = Schedule(budget, every)
+        self.schedule.next_step = _NEVER
+        self.pause_on_nonfinite = pause_on_nonfinite
+        self.keep_last_finite = keep_last_finite
+        self.histogram_layers = histogram_layers
+        self.pid = os.getpid()
+        self.disabled = False
+        self.forensics: Forensics | None = None
+        """Set at the first non-finite value: what was seen, where, and the data kept."""
+        self.samples = 0
+        self._models: list[_Model] = []
+        self._optimizers: list[weakref.ref[Optimizer]] = []
+        self._index: dict[int, int] = {}  # id(module) -> layer index
+        self._layer_names: list[str] = []
+        self._layer_model: list[int] = []
+        self._layer_params: list[list[int]] = []  # layer -> its own parameter indices
+        self._params: list[weakref.ref[torch.nn.Parameter]] = []
+        self._param_names: list[str] = []
+        self._param_layer: list[int] = []
+        self._need_plan = False
+        self._last_now: float | None = None
+        self._sample: _Sample | None = None
+        self._forward_handle: RemovableHandle | None = None
+        self._param_handles: list[RemovableHandle] = []
+        self._arm_params: list[tuple[int, torch.nn.Parameter]] = []
+        self._snapshot: list[torch.Tensor] = []
+        self._hist_layers: set[int] = set()
+        self._cost = 0.0
+        self._hist_cursor = 0
+        self._focus = -1
+        self._forensic_left = 0
+        self._pending: deque[tuple[Any, ...]] = deque()  # CUDA samples whose copy is in flight
+        self._last_inputs: Any = None
+        self._last_finite: tuple[int, list[torch.Tensor], list[int]] | None = None
+
+    # --- setup --------------------------------------------------------------------------------
+
+    def add_model(self, name: str, model: nn.Module) -> None:
+        """Follow ``model``: number its modules and parameters and send its :class:`LayerTable`."""
+        if not self._usable():
+            return
+        try:
+            self._add_model(name, model)
+        except Exception as error:
+            self._disable(f"add_model failed: {error!r}")
+
+    def _add_model(self, name: str, model: nn.Module) -> None:
+        if id(model) in self._index:
+            return
+        base = len(self._layer_names)
+        param_base = len(self._params)
+        names: list[str] = []
+        types: list[str] = []
+        depths: list[int] = []
+        own: list[int] = []
+        p_names: list[str] = []
+        p_layers: list[int] = []
+        p_shapes: list[str] = []
+        seen_params = {id(p()) for p in self._params if p() is not None}
+        position: dict[str, int] = {}
+        for qualified, module in model.named_modules():
+            if id(module) in self._index:
+                continue  # shared with a model already followed: stats go to the first one
+            index = base + len(names)
+            self._index[id(module)] = index
+            position[qualified] = len(names)
+            names.append(qualified)
+            types.append(_fmt_module(module))
+            depths.append(0 if not qualified else qualified.count(".") + 1)
+            mine: list[int] = []
+            count = 0
+            for pname, param in module.named_parameters(recurse=False):
+                count += param.numel()
+                if id(param) in seen_params:
+                    continue
+                seen_params.add(id(param))
+                mine.append(len(self._params))
+                self._params.append(weakref.ref(param))
+                full = f"{qualified}.{pname}" if qualified else pname
+                self._param_names.append(full)
+                self._param_layer.append(index)
+                p_names.append(full)
+                p_layers.append(index)
+                p_shapes.append(_shape(param))
+            own.append(count)
+            self._layer_names.append(qualified)
+            self._layer_model.append(len(self._models))
+            self._layer_params.append(mine)
+        # Totals per module (its subtree): add each module's own count to its ancestors.
+        totals = list(own)
+        for qualified, i in position.items():
+            if not qualified or not own[i]:
+                continue
+            parts = qualified.split(".")
+            for cut in range(len(parts)):
+                ancestor = ".".join(parts[:cut])
+                j = position.get(ancestor)
+                if j is not None:
+                    totals[j] += own[i]
+        pre_hook = model.register_forward_pre_hook(self._on_root_call, with_kwargs=True)
+        self._models.append(_Model(name, weakref.ref(model), base, len(names), pre_hook))
+        self._send(
+            LayerTable(
+                rank=self.rank,
+                model=name,
+                base=base,
+                names=names,
+                types=types,
+                depths=depths,
+                params=totals,
+                param_base=param_base,
+                param_names=p_names,
+                param_layers=p_layers,
+                param_shapes=p_shapes,
+            )
+        )
+        self._need_plan = True
+        self.schedule.next_step = 0  # the next boundary plans the first sample
+
+    def add_optimizer(self, optimizer: Optimizer) -> None:
+        """Remember an optimizer (its parameters are the ones whose updates are measured)."""
+        if not self._usable():
+            return
+        try:
+            self._optimizers.append(weakref.ref(optimizer))
+        except Exception as error:
+            self._disable(f"add_optimizer failed: {error!r}")
+
+    def focus(self, layer: int) -> None:
+        """Give ``layer`` histograms on every sample (the console's selected row); -1: none.
+
+        Safe to call from another thread (the link's): it only sets an int.
+        """
+        self._focus = int(layer)
+
+    def sample_next(self) -> None:
+        """Sample the next step whatever the budget (e.g. when the console asks for fresh data)."""
+        if self._models:
+            self.schedule.next_step = 0
+
+    # --- boundaries ----------------------------------------------------------------------------
+
+    def on_boundary(self, step: int, now: float, loss: float | None) -> bool:
+        """Step ``step`` ended. True when the run should pause here (see the module doc)."""
+        # The fast path of an unsampled step: a float check, one subtraction, two compares.
+        if self.disabled:
+            return False
+        last, self._last_now = self._last_now, now
+        if (
+            self._sample is None
+            and step + 1 < self.schedule.next_step
+            and not self._pending
+            and (loss is None or loss - loss == 0.0)
+        ):
+            if last is not None:
+                self.schedule.note_step(now - last)
+            return False
+        if os.getpid() != self.pid:
+            return False
+        try:
+            return self._slow_boundary(step, now, loss)
+        except Exception as error:
+            self._disable(f"on_boundary failed: {error!r}")
+            return False
+
+    def _slow_boundary(self, step: int, now: float, loss: float | None) -> bool:
+        pause = False
+        if self._pending:
+            pause |= self._drain(wait=False)
+        if self._sample is not None:
+            pause |= self._finish(step)
+        if loss is not None and loss - loss != 0.0:
+            pause |= self._nonfinite_loss(step, loss)
+        if self._models and self._sample is None:
+            if self._need_plan:
+                self._need_plan = False
+                self.schedule.first(step)
+            if step + 1 >= self.schedule.next_step:
+                self._arm(step + 1)
+        return pause
+
+    def on_loss(self, step: int, loss: float) -> bool:
+        """The loss of ``step`` arrived late (it was on the device). True: pause."""
+        if self.disabled or os.getpid() != self.pid:
+            return False
+        try:
+            if loss - loss != 0.0:
+                return self._nonfinite_loss(step, loss)
+        except Exception as error:
+            self._disable(f"on_loss failed: {error!r}")
+        return False
+
+    def close(self) -> None:
+        """Remove every hook the sampler installed. Idempotent; never raises."""
+        try:
+            self._remove_step_hooks()
+        except Exception:
+            log.exception("tuidebug: removing the layer hooks failed")
+        for model in self._models:
+            if model.pre_hook is not None:
+                try:
+                    model.pre_hook.remove()
+                except Exception:
+                    log.exception("tuidebug: removing a model hook failed")
+                model.pre_hook = None
+        self._sample = None
+        self._snapshot = []
+        self._arm_params = []
+        self._last_inputs = None
+        try:
+            self._drain(wait=True)
+        except Exception:
+            log.exception("tuidebug: reading the last layer sample failed")
+        self.schedule.next_step = _NEVER
+
+    # --- internals: arming ---------------------------------------------------------------------
+
+    def _usable(self) -> bool:
+        return not self.disabled and os.getpid() == self.pid
+
+    def _send(self, message: Message) -> None:
+        self._send_fn(message)
+
+    def _disable(self, reason: str) -> None:
+        if self.disabled:
+            return
+        self.disabled = True
+        log.warning("tuidebug: layer statistics stopped (%s); training continues", reason)
+        self.close()
+
+    def _on_root_call(self, _module: nn.Module, args: Any, kwargs: Any) -> None:
+        # Keep a reference (no copy: a few µs a step) to the last batch, for forensics.
+        self._last_inputs = (args, kwargs)
+
+    def _arm(self, step: int) -> None:
+        start = time.perf_counter()
+        forensic = self._forensic_left > 0
+        sample = _Sample(step, forensic)
+        params: list[tuple[int, torch.nn.Parameter]] = []
+        for i, ref in enumerate(self._params):
+            p = ref()
+            if p is not None and p.requires_grad:
+                params.append((i, p))
+        with torch.no_grad():
+            # Weights at the start of the step, for ||Δw|| at its end.
+            self._snapshot = [p.detach().clone() for _, p in params]
+        self._arm_params = params
+        self._hist_layers = self._pick_histogram_layers()
+        self._sample = sample
+        try:
+            self._forward_handle = register_module_forward_hook(self._on_forward, with_kwargs=True)
+            for i, p in params:
+                self._param_handles.append(
+                    p.register_post_accumulate_grad_hook(partial(self._on_param_grad, i))
+                )
+        except Exception:
+            self._remove_step_hooks()
+            self._sample = None
+            raise
+        self._cost = time.perf_counter() - start
+
+    def _pick_histogram_layers(self) -> set[int]:
+        chosen: set[int] = set()
+        n = len(self._layer_names)
+        if self._focus >= 0:
+            chosen.add(self._focus)
+        for _ in range(min(self.histogram_layers, n)):
+            chosen.add(self._hist_cursor % n)
+            self._hist_cursor += 1
+        return chosen
+
+    def _remove_step_hooks(self) -> None:
+        handles = [self._forward_handle, *self._param_handles]
+        if self._sample is not None:
+            handles.extend(self._sample.tensor_handles)
+            self._sample.tensor_handles = []
+        self._forward_handle = None
+        self._param_handles = []
+        for handle in handles:
+            if handle is not None:
+                handle.remove()
+
+    # --- internals: hooks (training thread, inside forward/backward) --------------------------
+
+    def _on_forward(self, module: nn.Module, args: Any, kwargs: Any, output: Any) -> None:
+        layer = self._index.get(id(module))
+        sample = self._sample
+        if layer is None or sample is None:
+            return
+        start = time.perf_counter()
+        try:
+            self._record(sample, layer, args, kwargs, output)
+        except Exception as error:
+            self._disable(f"forward hook failed on {type(module).__name__}: {error!r}")
+        self._cost += time.perf_counter() - start
+
+    def _record(self, sample: _Sample, layer: int, args: Any, kwargs: Any, output: Any) -> None:
+        x = _primary(output)
+        if layer not in sample.meta:
+            inputs = describe(args) if not kwargs else f"{describe(args)} {describe(kwargs)}"
+            sample.in_shapes[layer] = inputs
+            if x is not None:
+                sample.meta[layer] = (describe(output), str(x.dtype)[6:], str(x.device))
+            else:
+                sample.meta[layer] = (describe(output), "", "")
+        if x is None or type(x) is not torch.Tensor or not x.is_floating_point() or x.numel() == 0:
+            sample.records.append((layer, -1, 0))
+            return
+        last = sample.last_out
+        if last is not None and last[0] is x:
+            # A container returning its last child's output (Sequential): same numbers.
+            sample.records.append((layer, last[1], x.numel()))
+            return
+        slot = len(sample.floats) // _FLOATS_PER_RECORD
+        with torch.no_grad():
+            d = x.detach()
+            if d.dtype in _LOW_PRECISION:
+                # Sums of half floats overflow at 65504: accumulate and report in float32.
+                total = d.sum(dtype=torch.float32)
+                norm = torch.linalg.vector_norm(d, dtype=torch.float32)
+                lo, hi = torch.aminmax(d)
+                lo, hi = lo.float(), hi.float()
+            else:
+                total = d.sum()
+                norm = torch.linalg.vector_norm(d)
+                lo, hi = torch.aminmax(d)
+                if d.dtype != torch.float32:
+                    total, norm, lo, hi = total.float(), norm.float(), lo.float(), hi.float()
+            sample.floats += (total, norm, lo, hi)
+            # x - x is 0 for finite values and NaN for NaN and ±inf: one count of both.
+            sample.ints += (torch.count_nonzero(d), torch.count_nonzero(d - d))
+            if sample.forensic:
+                bad_in = [
+                    torch.count_nonzero(t.detach() - t.detach())
+                    for t in _tensors((args, kwargs), [])
+                    if t.is_floating_point()
+                ]
+                nan = torch.count_nonzero(d != d)
+                zero = torch.zeros((), dtype=nan.dtype, device=nan.device)
+                sample.ints += (nan, torch.stack(bad_in).sum().to(nan.device) if bad_in else zero)
+            if layer in self._hist_layers:
+                sample.hist.append((layer, slot, _histogram(d, lo, hi)))
+        sample.records.append((layer, slot, x.numel()))
+        sample.last_out = (x, slot)
+        if sample.forensic and torch.is_grad_enabled():
+            self._watch_grads(sample, layer, args, kwargs, output)
+
+    def _watch_grads(
+        self, sample: _Sample, layer: int, args: Any, kwargs: Any, output: Any
+    ) -> None:
+        # Forensic steps only: a gradient hook on the module's outputs and inputs, to see in
+        # which module's backward a gradient first went non-finite.
+        for kind, tensors in (("out", _tensors(output, [])), ("in", _tensors((args, kwargs), []))):
+            for t in tensors:
+                if t.requires_grad and t.is_floating_point():
+                    sample.tensor_handles.append(
+                        t.register_hook(partial(self._on_tensor_grad, layer, kind))
+                    )
+
+    def _on_tensor_grad(self, layer: int, kind: str, grad: torch.Tensor) -> None:
+        sample = self._sample
+        if sample is None:
+            return
+        try:
+            with torch.no_grad():
+                bad = torch.count_nonzero(grad.detach() - grad.detach())
+            sample.grad_events.append((GradEvent(layer, kind, id(grad)), bad))
+        except Exception as error:
+            self._disable(f"gradient hook failed: {error!r}")
+
+    def _on_param_grad(self, index: int, param: torch.Tensor) -> None:
+        sample = self._sample
+        if sample is None:
+            return
+        sample.grad_order.append(index)
+        if sample.forensic and param.grad is not None:
+            try:
+                with torch.no_grad():
+                    g = param.grad.detach()
+                    bad = torch.count_nonzero(g - g)
+                event = GradEvent(self._param_layer[index], "param", 0, index)
+                sample.grad_events.append((event, bad))
+            except Exception as error:
+                self._disable(f"parameter hook failed: {error!r}")
+
+    # --- internals: finishing a sample ---------------------------------------------------------
+
+    def _finish(self, step: int) -> bool:
+        start = time.perf_counter()
+        sample = self._sample
+        try:
+            self._remove_step_hooks()
+        finally:
+            self._sample = None
+        assert sample is not None
+        params, self._arm_params = self._arm_params, []
+        snapshot, self._snapshot = self._snapshot, []
+        with torch.no_grad():
+            grads: list[torch.Tensor] = []
+            grad_at: list[int] = []
+            for k, (_, p) in enumerate(params):
+                g = p.grad
+                if g is not None and not g.is_sparse:
+                    grads.append(g.detach())
+                    grad_at.append(k)
+            weights = [p.detach() for _, p in params]
+            deltas = list(torch._foreach_sub(weights, snapshot)) if weights else []
+            norms = torch._foreach_norm(grads + weights + deltas) if weights else []
+            hist_params: list[tuple[int, int, str, torch.Tensor]] = []
+            for k, (i, p) in enumerate(params):
+                if self._param_layer[i] in self._hist_layers:
+                    for kind, t in (("weight", weights[k]), ("grad", p.grad)):
+                        if t is not None and not t.is_sparse:
+                            lo, hi = torch.aminmax(t.detach())
+                            hist_params.append((i, k, kind, torch.stack([lo, hi]).float()))
+                            hist_params.append((i, k, kind, _histogram(t, lo, hi)))
+            parts: list[torch.Tensor] = []
+            if sample.floats:
+                parts.append(torch.stack(sample.floats))
+            if sample.ints:
+                parts.append(torch.stack(sample.ints))
+            if norms:
+                parts.append(torch.stack([n.float() for n in norms]))
+            parts.extend(h for _, _, h in sample.hist)
+            parts.extend(t for *_, t in hist_params)
+            parts.extend(bad for _, bad in sample.grad_events if bad is not None)
+            device = parts[0].device if parts else torch.device("cpu")
+            flat = (
+                torch.cat([t.to(device=device, dtype=torch.float64).reshape(-1) for t in parts])
+                if parts
+                else torch.zeros(0, dtype=torch.float64)
+            )
+        keep = (step, snapshot, [i for i, _ in params]) if self.keep_last_finite else None
+        shape = (
+            len(sample.floats),
+            len(sample.ints),
+            len(grads),
+            len(grad_at),
+            len(norms),
+        )
+        layout = (sample, params, grad_at, shape, hist_params, keep, self.schedule.interval())
+        pause = False
+        if flat.device.type == "cpu":
+            values = host_copy(flat)
+            self._cost += time.perf_counter() - start
+            pause = self._complete(layout, values, self._cost)
+        else:
+            host = torch.empty(flat.shape, dtype=flat.dtype, pin_memory=True)
+            host.copy_(flat, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+            self._cost += time.perf_counter() - start
+            self._pending.append((layout, host, event, self._cost))
+        self.schedule.note_cost(self._cost)
+        self.samples += 1
+        if self._forensic_left > 0 and sample.forensic:
+            self._forensic_left -= 1
+        if self._forensic_left > 0:
+            self.schedule.next_step = step + 1
+        else:
+            self.schedule.after(step)
+        return pause
+
+    def _drain(self, wait: bool) -> bool:
+        pause = False
+        while self._pending and (wait or self._pending[0][2].query()):
+            layout, host, event, cost = self._pending.popleft()
+            if wait:
+                event.synchronize()
+            pause |= self._complete(layout, host.tolist(), cost)
+        return pause
+
+    def _complete(self, layout: tuple[Any, ...], values: list[float], cost: float) -> bool:
+        """Turn one sample's host values into messages; locate non-finite values."""
+        sample, params, grad_at, shape, hist_params, keep, interval = layout
+        n_floats, n_ints, n_grads, _, n_norms = shape
+        floats = values[:n_floats]
+        ints = values[n_floats : n_floats + n_ints]
+        norms = values[n_floats + n_ints : n_floats + n_ints + n_norms]
+        cursor = n_floats + n_ints + n_norms
+        per_int = 4 if sample.forensic else 2
+        # Fold the records per layer (a module called N times aggregates its N outputs).
+        agg: dict[int, list[float]] = {}
+        calls: dict[int, int] = {}
+        order: list[int] = []
+        rec_bad: list[int] = []
+        rec_bad_in: list[int] = []
+        for layer, slot, numel in sample.records:
+            calls[layer] = calls.get(layer, 0) + 1
+            if layer not in agg:
+                order.append(layer)
+                agg[layer] = [0.0, 0.0, math.inf, -math.inf, 0.0, 0.0, 0.0, 0.0]
+            if slot < 0:
+                rec_bad.append(0)
+                rec_bad_in.append(0)
+                continue
+            a = agg[layer]
+            s, nrm, lo, hi = floats[slot * 4 : slot * 4 + 4]
+            ib = slot * per_int
+            nonzero, bad = ints[ib], ints[ib + 1]
+            a[0] += s
+            a[1] += nrm * nrm
+            a[2] = lo if not lo >= a[2] else a[2]  # keeps NaN
+            a[3] = hi if not hi <= a[3] else a[3]
+            a[4] += numel - nonzero
+            a[5] += bad
+            a[6] += numel
+            if sample.forensic:
+                a[7] += ints[ib + 2]
+                rec_bad_in.append(int(ints[ib + 3]))
+            rec_bad.append(int(bad))
+        act: list[float] = []
+        for layer in order:
+            s, sq, lo, hi, zeros, bad, n, nan = agg[layer]
+            if n:
+                mean = s / n
+                var = max(sq / n - mean * mean, 0.0) * (n / (n - 1) if n > 1 else 1.0)
+                act += (
+                    mean,
+                    math.sqrt(var),
+                    lo,
+                    hi,
+                    zeros / n,
+                    bad,
+                    nan if sample.forensic else -1,
+                )
+            else:
+                act += (math.nan, math.nan, math.nan, math.nan, math.nan, 0.0, -1.0)
+        p_count = len(params)
+        grad_norm = [math.nan] * p_count
+        for j, k in enumerate(grad_at):
+            grad_norm[k] = norms[j]
+        weight_norm = norms[n_grads : n_grads + p_count]
+        delta_norm = norms[n_grads + p_count : n_grads + 2 * p_count]
+        update_ratio = [
+            d / w if w > 0 else (0.0 if d == 0 else math.inf)
+            for d, w in zip(delta_norm, weight_norm, strict=True)
+        ]
+        histograms: list[Histogram] = []
+        for layer, slot, _h in sample.hist:
+            counts = [int(c) for c in values[cursor : cursor + BINS + 1]]
+            cursor += BINS + 1
+            lo, hi = floats[slot * 4 + 2], floats[slot * 4 + 3]
+            histograms.append(Histogram(layer, "act", -1, lo, hi, counts[:BINS], counts[BINS]))
+        for index in range(0, len(hist_params), 2):
+            i, _, kind, _ = hist_params[index]
+            lo, hi = values[cursor], values[cursor + 1]
+            counts = [int(c) for c in values[cursor + 2 : cursor + 2 + BINS + 1]]
+            cursor += 2 + BINS + 1
+            histograms.append(
+                Histogram(self._param_layer[i], kind, i, lo, hi, counts[:BINS], counts[BINS])
+            )
+        events: list[GradEvent] = []
+        for event, bad in sample.grad_events:
+            if bad is not None:
+                event.nonfinite = int(values[cursor])
+                cursor += 1
+            events.append(event)
+        self._send(
+            LayerStats(
+                rank=self.rank,
+                step=sample.step,
+                layers=order,
+                calls=[calls[layer] for layer in order],
+                act=act,
+                out_shapes=[sample.meta[layer][0] for layer in order],
+                in_shapes=[sample.in_shapes.get(layer, "") for layer in order],
+                dtypes=[sample.meta[layer][1] for layer in order],
+                devices=[sample.meta[layer][2] for layer in order],
+                params=[i for i, _ in params],
+                grad_norm=grad_norm,
+                weight_norm=weight_norm,
+                update_ratio=update_ratio,
+                histograms=histograms,
+                cost=cost,
+                interval=interval,
+                forensic=sample.forensic,
+            )
+        )
+        # --- non-finite values ---------------------------------------------------------------
+        weights_ok = all(math.isfinite(w) for w in weight_norm)
+        deltas_ok = all(math.isfinite(d) for d in delta_norm)
+        grads_ok = all(math.isfinite(g) for g in norms[:n_grads])
+        forward_bad = any(b > 0 for b in rec_bad)
+        if not forward_bad and weights_ok and deltas_ok and grads_ok:
+            if keep is not None:
+                self._last_finite = keep
+            return False
+        param_bad: dict[int, bool] = {}
+        for k, (i, _) in enumerate(params):
+            if not math.isfinite(weight_norm[k] if k < len(weight_norm) else 0.0):
+                param_bad[self._param_layer[i]] = True
+        culprit: Culprit | None = None
+        record_layers = [layer for layer, _, _ in sample.records]
+        if forward_bad:
+            culprit = locate_forward(
+                record_layers, rec_bad, rec_bad_in if sample.forensic else None, param_bad
+            )
+        if culprit is None and events:
+            culprit = locate_backward(events)
+        located = culprit is not None and (sample.forensic or culprit.source == "forward")
+        if culprit is None and not grads_ok:
+            # Not a forensic step: the first parameter whose gradient is non-finite, in
+            # backward order, is a hint (its module or a parameterless one after it).
+            bad_params = {
+                params[grad_at[j]][0]
+                for j, g in enumerate(norms[:n_grads])
+                if g != g or abs(g) == math.inf
+            }
+            first = next((i for i in sample.grad_order if i in bad_params), None)
+            if first is not None:
+                culprit = Culprit(
+                    self._param_layer[first],
+                    "backward",
+                    f"first non-finite parameter gradient in backward order: "
+                    f"{self._param_names[first]}",
+                )
+        return self._report(sample.step, culprit, located)
+
+    # --- internals: non-finite values ----------------------------------------------------------
+
+    def _layer_label(self, layer: int) -> str:
+        if layer < 0 or layer >= len(self._layer_names):
+            return ""
+        model = self._models[self._layer_model[layer]].name
+        name = self._layer_names[layer]
+        return f"{model}.{name}" if name else model
+
+    def _freeze(self, step: int, source: str) -> Forensics:
+        """The first non-finite value: keep the batch and the last finite weights."""
+        forensics = Forensics(step=step, source=source)
+        try:
+            forensics.batch = to_cpu(self._last_inputs)
+            if self._last_finite is not None:
+                kept_step, tensors, indices = self._last_finite
+                forensics.params = {
+                    self._param_names[i]: t.to("cpu", copy=t.device.type != "cpu")
+                    for i, t in zip(indices, tensors, strict=True)
+                }
+                forensics.params_step = kept_step
+        except Exception:
+            log.exception("tuidebug: keeping the forensic data failed")
+        self.forensics = forensics
+        self._last_finite = None  # kept now; free the device copy
+        return forensics
+
+    def _nonfinite_loss(self, step: int, loss: float) -> bool:
+        if self.forensics is not None:
+            return False
+        forensics = self._freeze(step, "loss")
+        pause = self.pause_on_nonfinite
+        self._send(
+            NonFinite(
+                rank=self.rank,
+                step=step,
+                source="loss",
+                detail=f"the loss is {loss}; the next steps are sampled to find where it began",
+                paused=pause,
+            )
+        )
+        self._start_forensics(step)
+        forensics.detail = f"loss {loss}"
+        return pause
+
+    def _start_forensics(self, step: int) -> None:
+        self._forensic_left = FORENSIC_TRIES
+        if self._sample is None:
+            self.schedule.next_step = step + 1
+
+    def _report(self, step: int, culprit: Culprit | None, located: bool) -> bool:
+        first = self.forensics is None
+        if first:
+            self._freeze(step, culprit.source if culprit else "unknown")
+        forensics = self.forensics
+        assert forensics is not None
+        if forensics.located:
+            return False
+        if culprit is not None:
+            forensics.layer = culprit.layer
+            forensics.name = self._layer_label(culprit.layer)
+            forensics.detail = culprit.detail
+            forensics.source = culprit.source
+        if located:
+            forensics.located = True
+            forensics.found_step = step
+            self._forensic_left = 0
+            self.schedule.after(step)
+        elif first:
+            self._start_forensics(step)
+        pause = first and self.pause_on_nonfinite
+        if first or located:
+            self._send(
+                NonFinite(
+                    rank=self.rank,
+                    step=forensics.step,
+                    source=forensics.source,  # type: ignore[arg-type]
+                    layer=forensics.layer,
+                    name=forensics.name,
+                    detail=forensics.detail,
+                    located=located,
+                    found_step=step,
+                    paused=pause,
+                )
+            )
+        return pause
