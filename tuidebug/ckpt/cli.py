@@ -89,15 +89,21 @@ def cmd_ls(args: argparse.Namespace) -> int:
         show_edge=False,
     )
     console = _console()
-    # the other columns need about 66 cells; the name gets the rest (ellipsized, never wrapped)
+    # The other columns need about 66 cells (53 without "modified", dropped below 100 columns);
+    # the name gets the rest, ellipsized, never wrapped.
+    show_time = console.width >= 100
     table.add_column(
-        "name", no_wrap=True, overflow="ellipsis", max_width=max(12, console.width - 68)
+        "name",
+        no_wrap=True,
+        overflow="ellipsis",
+        max_width=max(16, console.width - (68 if show_time else 55)),
     )
     # status right after the name: on a narrow terminal Rich crops the last columns
     table.add_column("status", no_wrap=True, min_width=11)
     table.add_column("format", no_wrap=True)
     table.add_column("size", justify="right", no_wrap=True)
-    table.add_column("modified", no_wrap=True)
+    if show_time:
+        table.add_column("modified", no_wrap=True)
     show_epoch = any(i.epoch is not None for i in infos)
     for col in ("step", "epoch", "loss") if show_epoch else ("step", "loss"):
         table.add_column(col, justify="right", min_width=4)
@@ -111,7 +117,11 @@ def cmd_ls(args: argparse.Namespace) -> int:
             status,
             i.format,
             human_bytes(i.size),
-            time.strftime("%m-%d %H:%M", time.localtime(i.mtime)) if i.mtime else "-",
+            *(
+                [time.strftime("%m-%d %H:%M", time.localtime(i.mtime)) if i.mtime else "-"]
+                if show_time
+                else []
+            ),
             *([_fmt(i.step), _fmt(i.epoch)] if show_epoch else [_fmt(i.step)]),
             _fmt(i.loss),
         )

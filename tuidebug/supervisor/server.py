@@ -130,6 +130,8 @@ class Supervisor:
         flusher = asyncio.create_task(self._flush_periodically())
 
         code = await loop.run_in_executor(None, self.process.wait)
+        if code < 0:
+            code = 128 - code  # killed by a signal: report it the way a shell does (SIGINT: 130)
         await self._drain_pty()
         self._finish(code)
         flusher.cancel()

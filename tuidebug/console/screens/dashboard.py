@@ -21,6 +21,7 @@ class DashboardScreen(Screen[None]):
     def __init__(self, model: RunModel) -> None:
         super().__init__()
         self.model = model
+        self._ready = False  # the app's frame timer may tick before this screen is composed
 
     def compose(self) -> ComposeResult:
         yield RunHeader(self.model, id="header")
@@ -38,9 +39,12 @@ class DashboardScreen(Screen[None]):
         self.query_one("#chart-box").border_title = "loss"
         self.query_one("#side").border_title = "scalars"
         self._models_shown = -1
+        self._ready = True
 
     def sync(self) -> None:
         """Bring every widget up to the model (once per frame; each redraws only on change)."""
+        if not self._ready:
+            return
         self.query_one(RunHeader).sync()
         model = self.model
         self.query_one(ScalarsTable).update_scalars(
