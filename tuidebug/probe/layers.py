@@ -38,6 +38,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import torch
+from torch.nn.modules import module as _module_globals
 from torch.nn.modules.module import register_module_forward_hook
 
 from tuidebug.probe.nonfinite import (
@@ -65,6 +66,9 @@ BINS = 32
 HISTOGRAM_LAYERS = 2  # layers per sample that get histograms, round robin (+ the focused one)
 FORENSIC_TRIES = 3  # forensic samples after a non-finite value before giving up locating it
 _NEVER = 1 << 62
+_global_with_kwargs: dict[int, bool] = getattr(
+    _module_globals, "_global_forward_hooks_with_kwargs", {}
+)
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 _FLOATS_PER_RECORD = 4  # sum, norm, min, max
 _SHAPE_CACHE_LIMIT = 4096
@@ -517,6 +521,10 @@ class LayerSampler:
         return chosen
 
     def _remove_step_hooks(self) -> None:
+        if self._forward_handle is not None:
+            # torch's handle forgets the global "with kwargs" flag dict (a small leak per
+            # sample): remove its entry ourselves.
+            _global_with_kwargs.pop(self._forward_handle.id, None)
         handles = [self._forward_handle, *self._param_handles]
         if self._sample is not None:
             handles.extend(self._sample.tensor_handles)
@@ -774,7 +782,7 @@ class LayerSampler:
             else:
                 act += (math.nan, math.nan, math.nan, math.nan, math.nan, 0.0, -1.0)
         p_count = len(params)
-        grad_norm = [math.nan] * p_count
+        grad_norm = [-1.0] * p_count  # -1: no gradient (a NaN norm is a real NaN)
         for j, k in enumerate(grad_at):
             grad_norm[k] = norms[j]
         weight_norm = norms[n_grads : n_grads + p_count]

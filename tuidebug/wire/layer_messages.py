@@ -78,8 +78,8 @@ class LayerStats(Message):
     Activation statistics (``layers``, ``calls``, ``act``, shapes, dtypes, devices) are aligned
     with ``layers``, in the order the modules first finished their forward. ``calls`` counts
     forward calls in the step (a module reused N times aggregates its N outputs). Parameter
-    statistics are aligned with ``params``; NaN means "not available" (no gradient yet, or no
-    previous weights to compare with).
+    statistics are aligned with ``params``; a ``grad_norm`` of -1 means the parameter had no
+    gradient (NaN is a real NaN norm).
     """
 
     layers: list[int]

@@ -1,0 +1,364 @@
+"""LayerSampler: statistics against torch, one host copy per sample, hooks removed, forensics."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import msgspec
+import pytest
+import torch
+from torch import nn
+from torch.nn.modules import module as module_globals
+
+from tuidebug.probe.layers import LayerSampler, describe
+from tuidebug.probe.schedule import Schedule
+from tuidebug.wire.layer_messages import (
+    ACT_FIELDS,
+    AnyLayerMessage,
+    LayerStats,
+    LayerTable,
+    NonFinite,
+)
+from tuidebug.wire.messages import Message
+
+
+def _mlp() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+
+
+def _train(
+    model: nn.Module,
+    sampler: LayerSampler,
+    steps: int,
+    *,
+    skip_nonfinite: bool = False,
+    pass_loss: bool = True,
+    start: int = 1,
+) -> list[bool]:
+    """A plain loop calling the sampler at each boundary; returns what on_boundary said."""
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    sampler.add_optimizer(opt)
+    gen = torch.Generator().manual_seed(1)
+    pauses = []
+    for step in range(start, start + steps):
+        x = torch.randn(5, 8, generator=gen)
+        opt.zero_grad()
+        loss = model(x).pow(2).mean()
+        loss.backward()
+        value = loss.detach()
+        # Like GradScaler: skip the update when the loss or a gradient is not finite, so the
+        # weights stay finite.
+        grads_ok = all(bool(torch.isfinite(p.grad).all()) for p in model.parameters())
+        if not skip_nonfinite or (bool(torch.isfinite(value)) and grads_ok):
+            opt.step()
+        loss_value = float(value) if pass_loss else None
+        pauses.append(sampler.on_boundary(step, time.perf_counter(), loss_value))
+    return pauses
+
+
+def _of(messages: list[Message], kind: type[Any]) -> list[Any]:
+    return [m for m in messages if isinstance(m, kind)]
+
+
+def test_statistics_match_torch() -> None:
+    model = _mlp()
+    out: list[Message] = []
+    sampler = LayerSampler(out.append, 0, every=1)
+    sampler.add_model("model", model)
+    acts: dict[str, torch.Tensor] = {}
+    for name, m in model.named_modules():
+        m.register_forward_hook(lambda _m, _i, o, name=name: acts.__setitem__(name, o.detach()))
+    before = [p.detach().clone() for p in model.parameters()]
+    _train(model, sampler, 1)  # step 1 (not sampled: the first sample is step 2)
+    before = [p.detach().clone() for p in model.parameters()]
+    _train(model, sampler, 1, start=2)
+    sampler.close()
+    table = _of(out, LayerTable)[0]
+    assert table.names == ["", "0", "1", "2"]
+    assert table.types == ["Sequential", "Linear", "ReLU", "Linear"]
+    assert table.depths == [0, 1, 1, 1]
+    assert table.params == [8 * 16 + 16 + 16 * 4 + 4, 8 * 16 + 16, 0, 16 * 4 + 4]
+    stats = _of(out, LayerStats)
+    assert [s.step for s in stats] == [2]
+    s = stats[0]
+    n = len(ACT_FIELDS)
+    for k, layer in enumerate(s.layers):
+        a = acts[table.names[layer]]
+        got = dict(zip(ACT_FIELDS, s.act[k * n : (k + 1) * n], strict=True))
+        assert got["mean"] == pytest.approx(a.mean().item(), rel=1e-5, abs=1e-6)
+        assert got["std"] == pytest.approx(a.std().item(), rel=1e-4)
+        assert got["min"] == pytest.approx(a.min().item())
+        assert got["max"] == pytest.approx(a.max().item())
+        assert got["zeros"] == pytest.approx((a == 0).float().mean().item())
+        assert got["nonfinite"] == 0
+        assert s.out_shapes[k] == "5×" + str(a.shape[1])
+        assert s.dtypes[k] == "float32" and s.devices[k] == "cpu"
+    assert s.layers == [1, 2, 3, 0]  # the order forwards finished: children before the parent
+    params = list(model.parameters())
+    for k, index in enumerate(s.params):
+        p = params[index]
+        assert s.grad_norm[k] == pytest.approx(p.grad.norm().item(), rel=1e-5)
+        assert s.weight_norm[k] == pytest.approx(p.detach().norm().item(), rel=1e-5)
+        delta = (p.detach() - before[index]).norm() / p.detach().norm()
+        assert s.update_ratio[k] == pytest.approx(delta.item(), rel=1e-4)
+    for h in s.histograms:
+        assert len(h.counts) == 32 and h.lo <= h.hi
+        numel = acts[table.names[h.layer]].numel() if h.kind == "act" else params[h.param].numel()
+        assert sum(h.counts) + h.nonfinite == numel
+
+
+def test_messages_round_trip_msgspec() -> None:
+    model = _mlp()
+    out: list[Message] = []
+    sampler = LayerSampler(out.append, 3, every=1)
+    sampler.add_model("model", model)
+    _train(model, sampler, 3)
+    sampler.close()
+    encoder = msgspec.msgpack.Encoder()
+    decoder = msgspec.msgpack.Decoder(AnyLayerMessage)
+    for message in out:
+        back = decoder.decode(encoder.encode(message))
+        assert type(back) is type(message)
+        assert back.rank == 3
+    assert len(encoder.encode(_of(out, LayerStats)[-1])) < 4000
+
+
+def test_one_host_copy_per_sampled_step() -> None:
+    model = _mlp()
+    out: list[Message] = []
+    sampler = LayerSampler(out.append, 0, every=2)
+    sampler.add_model("model", model)
+    names = ["tolist", "item", "cpu", "numpy", "__float__", "__bool__", "__int__", "to"]
+    calls: dict[str, int] = {}
+    with _counting(calls, names):
+        _train(model, sampler, 9, pass_loss=False)
+    sampler.close()
+    # The same loop without samples: what the training itself reads (Adam's step counters).
+    baseline: dict[str, int] = {}
+    idle = LayerSampler(lambda m: None, 0, every=10_000)
+    with _counting(baseline, names):
+        _train(_mlp(), idle, 9, pass_loss=False)
+    samples = len(_of(out, LayerStats))
+    assert samples == 4
+    extra = {k: v - baseline.get(k, 0) for k, v in calls.items() if v != baseline.get(k, 0)}
+    assert extra.pop("tolist") == samples
+    # .to() calls are device-to-device casts here (float64 for the one stacked vector).
+    assert all(v > 0 for v in extra.values()) and set(extra) <= {"to"}
+
+
+@contextmanager
+def _counting(calls: dict[str, int], names: list[str]) -> Iterator[None]:
+    originals = {name: getattr(torch.Tensor, name) for name in names}
+
+    def wrap(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
+        def counted(self: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+            calls[name] = calls.get(name, 0) + 1
+            return original(self, *args, **kwargs)
+
+        return counted
+
+    for name, original in originals.items():
+        setattr(torch.Tensor, name, wrap(name, original))
+    try:
+        yield
+    finally:
+        for name, original in originals.items():
+            setattr(torch.Tensor, name, original)
+
+
+def _assert_no_hooks(model: nn.Module) -> None:
+    assert not module_globals._global_forward_hooks
+    assert not module_globals._global_forward_hooks_with_kwargs
+    for m in model.modules():
+        assert not m._forward_hooks and not m._forward_pre_hooks
+        assert not m._forward_pre_hooks_with_kwargs and not m._forward_hooks_with_kwargs
+        assert not m._backward_hooks and not m._backward_pre_hooks
+    for p in model.parameters():
+        assert not getattr(p, "_post_accumulate_grad_hooks", None)
+        assert not p._backward_hooks
+
+
+def test_no_hook_left_after_close_even_mid_sample() -> None:
+    model = _mlp()
+    sampler = LayerSampler(lambda m: None, 0, every=1)
+    sampler.add_model("model", model)
+    _train(model, sampler, 3)
+    assert module_globals._global_forward_hooks  # armed for step 4
+    sampler.close()
+    _assert_no_hooks(model)
+    sampler.close()  # idempotent
+
+
+def test_no_hooks_between_samples_and_numerics_unchanged() -> None:
+    plain, watched = _mlp(), _mlp()
+    _train(plain, LayerSampler(lambda m: None, 0, every=10_000), 6)
+    sampler = LayerSampler(lambda m: None, 0, every=2)
+    sampler.add_model("model", watched)
+    watched.eval()
+    _train(watched, sampler, 6)
+    assert not watched.training  # mode untouched
+    assert not module_globals._global_forward_hooks  # step 7 is not sampled
+    sampler.close()
+    for a, b in zip(plain.parameters(), watched.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+class Bad(nn.Module):
+    """Identity, except at ``steps``: a NaN in the forward output or in the backward gradient."""
+
+    def __init__(self, steps: set[int], backward: bool) -> None:
+        super().__init__()
+        self.steps = steps
+        self.backward = backward
+        self.step = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.step += 1
+        if self.step not in self.steps:
+            return x * 1.0
+        if self.backward:
+            return _NanGrad.apply(x)
+        return x * torch.where(torch.arange(x.shape[1]) == 3, math.nan, 1.0)
+
+
+class _NanGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        return grad * math.nan
+
+
+def _bad_model(steps: set[int], backward: bool) -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 16), Bad(steps, backward), nn.Linear(16, 4)
+    )
+
+
+def test_forward_nan_located_on_its_own_step() -> None:
+    model = _bad_model({5}, backward=False)
+    out: list[Message] = []
+    sampler = LayerSampler(out.append, 0, every=1)
+    sampler.add_model("net", model)
+    pauses = _train(model, sampler, 7)
+    sampler.close()
+    assert pauses == [False] * 4 + [True, False, False]
+    reports = _of(out, NonFinite)
+    assert reports[0].located and reports[0].step == 5 and reports[0].found_step == 5
+    assert reports[0].source == "forward" and reports[0].name == "net.3"
+    assert reports[0].paused
+    assert sampler.forensics is not None and sampler.forensics.layer == 4
+    # The data kept for the debugger: the batch of step 5, and finite weights from before.
+    args, _ = sampler.forensics.batch
+    assert args[0].shape == (5, 8) and args[0].device.type == "cpu"
+    assert sampler.forensics.params_step == 4
+    assert all(torch.isfinite(t).all() for t in sampler.forensics.params.values())
+    _assert_no_hooks(model)
+
+
+def test_forward_nan_found_by_the_loss_then_located_by_a_forensic_step() -> None:
+    model = _bad_model(set(range(6, 100)), backward=False)
+    out: list[Message] = []
+    sampler = LayerSampler(out.append, 0, every=50)  # step 6 is not sampled
+    sampler.add_model("net", model)
+    pauses = _train(model, sampler, 8, skip_nonfinite=True)
+    sampler.close()
+    assert pauses[5] and not any(pauses[6:])
+    first, located = _of(out, NonFinite)
+    assert first.source == "loss" and first.step == 6 and not first.located
+    assert located.located and located.step == 6 and located.found_step == 7
+    assert located.source == "forward" and located.name == "net.3"
+    assert _of(out, LayerStats)[-1].forensic
+
+
+def test_backward_nan_located() -> None:
+    model = _bad_model(set(range(4, 100)), backward=True)
+    out: list[Message] = []
+    sampler = LayerSampler(out.append, 0, every=1, pause_on_nonfinite=False)
+    sampler.add_model("net", model)
+    pauses = _train(model, sampler, 6, skip_nonfinite=True)
+    sampler.close()
+    assert not any(pauses)
+    reports = _of(out, NonFinite)
+    assert reports[0].step == 4 and reports[0].source == "backward"
+    located = [r for r in reports if r.located]
+    assert located and located[0].name == "net.3" and located[0].step == 4
+    assert located[0].found_step == 5 and "backward" in located[0].detail
+
+
+def test_budget_sets_the_interval() -> None:
+    schedule = Schedule(budget=0.01)
+    for _ in range(5):
+        schedule.note_step(0.010)
+    schedule.note_cost(0.001)
+    assert schedule.interval() == 10
+    assert Schedule(budget=0.01, every=3).interval() == 3
+    model = _mlp()
+    out: list[Message] = []
+    sampler = LayerSampler(out.append, 0)
+    sampler.add_model("model", model)
+    _train(model, sampler, 60)
+    sampler.close()
+    stats = _of(out, LayerStats)
+    assert 1 <= len(stats) < 30
+    assert stats[-1].interval >= 1 and stats[-1].cost > 0
+
+
+def test_reused_module_and_nested_outputs() -> None:
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(4, 4)
+            self.act = nn.ReLU()
+            self.lstm = nn.LSTM(4, 3, batch_first=True)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.act(self.lin(self.act(x)))
+            out, (_h, _c) = self.lstm(y.unsqueeze(1))
+            return out.sum()
+
+    net = Net()
+    out: list[Message] = []
+    sampler = LayerSampler(out.append, 0, every=1)
+    sampler.add_model("net", net)
+    for step in (1, 2):
+        net.zero_grad()
+        net(torch.randn(2, 4)).backward()
+        sampler.on_boundary(step, float(step), None)
+    sampler.close()
+    table = _of(out, LayerTable)[0]
+    s = _of(out, LayerStats)[0]
+    act_layer = table.names.index("act")
+    assert s.calls[s.layers.index(act_layer)] == 2
+    lstm = s.layers.index(table.names.index("lstm"))
+    assert s.out_shapes[lstm] == "(2×1×3, (1×2×3, 1×2×3))"
+    assert describe({"a": torch.zeros(2)}) == "{a: 2}"
+
+
+def test_never_raises_into_the_run() -> None:
+    model = _mlp()
+    sampler = LayerSampler(lambda m: 1 / 0, 0, every=1)  # a send that always fails
+    sampler.add_model("model", model)
+    _train(model, sampler, 3)
+    assert sampler.disabled
+    _assert_no_hooks(model)
+
+
+def test_probe_side_imports_neither_textual_nor_rich() -> None:
+    code = (
+        "import sys, tuidebug.probe.layers, tuidebug.probe.schedule, tuidebug.probe.nonfinite, "
+        "tuidebug.wire.layer_messages; "
+        "bad = [m for m in ('textual', 'rich') if m in sys.modules]; "
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
