@@ -75,9 +75,19 @@ def main() -> int:
         script = Path(tmp) / "fast.py"
         script.write_text(SCRIPT)
         proc = subprocess.run(
-            [sys.executable, "-m", "tuidebug.cli", "run", "--detach", str(script), str(args.steps),
-             str(args.rate)],
-            capture_output=True, text=True, check=True,
+            [
+                sys.executable,
+                "-m",
+                "tuidebug.cli",
+                "run",
+                "--detach",
+                str(script),
+                str(args.steps),
+                str(args.rate),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
         )
         run_id = proc.stdout.split()[2]
         result = asyncio.run(watch(run_id, args.steps))
@@ -88,9 +98,14 @@ def main() -> int:
         rate = paths.pty_log.read_text().strip().splitlines()[-1]
     ok = result["seen"] == args.steps
     print(f"script: {rate} ({args.steps:,} dbg.step calls under the probe)")
-    print(f"console saw {int(result['seen']):,} of {args.steps:,} steps: {'all' if ok else 'MISSING SOME'}")
-    print(f"data latency at each frame: median {result['lag_median'] * 1e3:.0f} ms, "
-          f"max {result['lag_max'] * 1e3:.0f} ms over {int(result['frames'])} frames")
+    print(
+        f"console saw {int(result['seen']):,} of {args.steps:,} steps: "
+        + ("all" if ok else "MISSING SOME")
+    )
+    print(
+        f"data latency at each frame: median {result['lag_median'] * 1e3:.0f} ms, "
+        f"max {result['lag_max'] * 1e3:.0f} ms over {int(result['frames'])} frames"
+    )
     print(f"frame sync cost: median {result['frame_median_ms']:.2f} ms")
     return 0 if ok else 1
 

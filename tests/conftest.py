@@ -6,6 +6,7 @@ path must stay under ~107 bytes), so tests never see each other's runs or the us
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -49,10 +50,8 @@ def _stop_leftover_runs(home: Path) -> None:
         for key in ("pid", "supervisor_pid"):
             pid = meta.get(key)
             if isinstance(pid, int) and pid > 0:
-                try:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
 
 
 def start_detached(script: str | Path, *args: str, cwd: Path | None = None) -> str:

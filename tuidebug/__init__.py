@@ -14,7 +14,7 @@ call, so it can stay in a script for good.
 
 from __future__ import annotations
 
-from tuidebug.probe.hook import Hook, attach  # noqa: E402
+from tuidebug.probe.hook import Hook, attach
 
 __all__ = ["Hook", "attach"]
 __version__ = "0.1.0"

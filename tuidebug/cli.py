@@ -78,7 +78,10 @@ def _open_console(paths: Any, launched: bool) -> int:
 
     result = run_console(paths, exit_on_early_end=launched)
     if result.kind == ConsoleExit.LEFT_RUNNING:
-        print(f"tuidebug: run {paths.run_id} goes on; attach again with: tuidebug attach {paths.run_id}")
+        print(
+            f"tuidebug: run {paths.run_id} goes on; "
+            f"attach again with: tuidebug attach {paths.run_id}"
+        )
         return 0
     if result.kind == ConsoleExit.ERROR:
         return _fail(result.message, 1)
@@ -88,7 +91,11 @@ def _open_console(paths: Any, launched: bool) -> int:
         return code if code is not None else 0
     # The run ended while the console was open (or before it was attached).
     if result.steps == 0 and launched:
-        tail = paths.pty_log.read_bytes()[-4000:].decode(errors="replace") if paths.pty_log.exists() else ""
+        tail = (
+            paths.pty_log.read_bytes()[-4000:].decode(errors="replace")
+            if paths.pty_log.exists()
+            else ""
+        )
         if tail.strip():
             sys.stderr.write(tail if tail.endswith("\n") else tail + "\n")
         code = result.exit_code

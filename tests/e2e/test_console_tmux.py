@@ -62,7 +62,9 @@ def test_live_loss_and_steps_advance_and_stop_leaves_a_clean_terminal(term: Tmux
     assert later > first, f"step did not advance: {first} -> {later}"
     assert "steady.py 5000 0.004" in screen
     assert "q Quit" in screen and "? Help" in screen  # the footer shows the bindings
-    assert re.search(r"step \d+ loss \d\.\d{5}", screen)  # the script's own output, in the log panel
+    assert re.search(
+        r"step \d+ loss \d\.\d{5}", screen
+    )  # the script's own output, in the log panel
     term.keys("q")
     term.wait_for("Stop the run")
     term.keys("s")
@@ -71,7 +73,9 @@ def test_live_loss_and_steps_advance_and_stop_leaves_a_clean_terminal(term: Tmux
     terminal_is_clean(term)
 
 
-def test_leave_running_then_attach_brings_back_the_history(term: Tmux, run_env: dict[str, str]) -> None:
+def test_leave_running_then_attach_brings_back_the_history(
+    term: Tmux, run_env: dict[str, str]
+) -> None:
     term.type(f"{TUIDEBUG} run {STEADY} 4000 0.005; echo EXIT=$?")
     term.wait_for("loss 0.", timeout=30)
     time.sleep(1.0)

@@ -22,7 +22,14 @@ class Tmux:
         self.socket = f"td-{uuid.uuid4().hex[:8]}"
         exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
         self._tmux(
-            "new-session", "-d", "-s", "main", "-x", str(cols), "-y", str(rows),
+            "new-session",
+            "-d",
+            "-s",
+            "main",
+            "-x",
+            str(cols),
+            "-y",
+            str(rows),
             f"env {exports} PS1='$ ' TERM=xterm-256color bash --norc --noprofile",
         )
         self.wait_for("$", timeout=10)
@@ -58,7 +65,7 @@ class Tmux:
         screen = ""
         while time.monotonic() < deadline:
             screen = self.screen()
-            if (text.search(screen) if isinstance(text, re.Pattern) else text in screen):
+            if text.search(screen) if isinstance(text, re.Pattern) else text in screen:
                 return screen
             time.sleep(0.1)
         raise AssertionError(f"{text!r} did not appear within {timeout}s; screen:\n{screen}")

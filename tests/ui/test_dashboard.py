@@ -58,23 +58,42 @@ class ScriptedSource:
 
 
 def run_info(state: str = "running", **extra: Any) -> RunInfo:
-    return RunInfo(run_id="20261130-000000-abcd", script="train.py", args=["--steps", "500"],
-                   cwd="/tmp", started=STARTED, state=state, pid=42, **extra)  # type: ignore[arg-type]
+    return RunInfo(
+        run_id="20261130-000000-abcd",
+        script="train.py",
+        args=["--steps", "500"],
+        cwd="/tmp",
+        started=STARTED,
+        state=state,
+        pid=42,
+        **extra,
+    )  # type: ignore[arg-type]
 
 
 def history(count: int = 500) -> list[Message]:
     points = [
-        StepPoint(s, STARTED + s * 0.01, 2.3 * math.exp(-s / 120) + 0.1 + 0.02 * math.sin(s),
-                  {"lr": 0.001, "grad_norm": 1.0 + 0.5 * math.cos(s / 10)})
+        StepPoint(
+            s,
+            STARTED + s * 0.01,
+            2.3 * math.exp(-s / 120) + 0.1 + 0.02 * math.sin(s),
+            {"lr": 0.001, "grad_norm": 1.0 + 0.5 * math.cos(s / 10)},
+        )
         for s in range(1, count + 1)
     ]
     return [
-        ModelSeen(name="model", class_name="Classifier", parameters=39034, trainable=39034, modules=12),
+        ModelSeen(
+            name="model", class_name="Classifier", parameters=39034, trainable=39034, modules=12
+        ),
         OptimizerSeen(class_name="AdamW", lr=0.003),
         Steps(step=count, points=points),
-        Output(data=b"classifier: 8000 samples\r\n" + b"".join(
-            b"step %4d/500  loss %.4f\r\n" % (s, 2.3 * math.exp(-s / 120)) for s in range(50, 501, 50))
-            + b"[####----] 400/500\r[########] 500/500"),
+        Output(
+            data=b"classifier: 8000 samples\r\n"
+            + b"".join(
+                b"step %4d/500  loss %.4f\r\n" % (s, 2.3 * math.exp(-s / 120))
+                for s in range(50, 501, 50)
+            )
+            + b"[####----] 400/500\r[########] 500/500"
+        ),
         HistoryDone(steps=count),
     ]
 
@@ -84,10 +103,17 @@ def finished() -> list[list[Message]]:
 
 
 def crashed() -> list[list[Message]]:
-    error = ScriptError(step=120, exc_type="ValueError", text="boom at step 120",
-                        traceback='Traceback (most recent call last):\n  File "train.py", line 7, in <module>\n'
-                                  '    raise ValueError("boom at step 120")\nValueError: boom at step 120\n')
-    return [[run_info(), *history(120), error], [run_info("crashed", exit_code=1, ended=STARTED + 2.0)]]
+    error = ScriptError(
+        step=120,
+        exc_type="ValueError",
+        text="boom at step 120",
+        traceback='Traceback (most recent call last):\n  File "train.py", line 7, in <module>\n'
+        '    raise ValueError("boom at step 120")\nValueError: boom at step 120\n',
+    )
+    return [
+        [run_info(), *history(120), error],
+        [run_info("crashed", exit_code=1, ended=STARTED + 2.0)],
+    ]
 
 
 def test_live_dashboard_shows_state_step_loss_and_output() -> None:
@@ -103,6 +129,7 @@ def test_live_dashboard_shows_state_step_loss_and_output() -> None:
             assert "[####----]" not in str(output)
             models = app.screen.query_one("#models", Static).render()
             assert "Classifier" in str(models) and "AdamW" in str(models)
+
     asyncio.run(scenario())
 
 
@@ -117,6 +144,7 @@ def test_a_crash_is_shown_with_its_exit_code_and_traceback() -> None:
             text = "\n".join(str(part) for part in group.renderables)  # type: ignore[union-attr]
             assert "exit code 1" in text and "ValueError: boom at step 120" in text
             assert "line 7" in text
+
     asyncio.run(scenario())
 
 
@@ -131,6 +159,7 @@ def test_quit_asks_and_leave_keeps_the_run() -> None:
             await pilot.press("l")
         assert app.return_value is not None and app.return_value.kind == ConsoleExit.LEFT_RUNNING
         assert source.sent == []
+
     asyncio.run(scenario())
 
 
@@ -147,6 +176,7 @@ def test_ctrl_c_asks_too_and_stop_sends_the_command() -> None:
             await pilot.press("ctrl+c", "s")
         assert app.return_value is not None and app.return_value.kind == ConsoleExit.STOPPED
         assert [m.name for m in source.sent if isinstance(m, Command)] == ["stop-run"]
+
     asyncio.run(scenario())
 
 
@@ -159,6 +189,7 @@ def test_quit_on_a_finished_run_does_not_ask() -> None:
             await pilot.press("q")
         assert app.return_value is not None and app.return_value.kind == ConsoleExit.ENDED
         assert app.return_value.exit_code == 0 and app.return_value.steps == 500
+
     asyncio.run(scenario())
 
 
@@ -174,25 +205,36 @@ def test_help_and_log_scale_keys() -> None:
             assert not chart.log_scale
             await pilot.press("l")
             assert chart.log_scale
+
     asyncio.run(scenario())
 
 
 def test_a_run_that_ends_before_any_step_closes_the_console() -> None:
     async def scenario() -> None:
-        batches: list[list[Message]] = [[run_info(), HistoryDone()], [run_info("crashed", exit_code=1, ended=STARTED + 1)]]
+        batches: list[list[Message]] = [
+            [run_info(), HistoryDone()],
+            [run_info("crashed", exit_code=1, ended=STARTED + 1)],
+        ]
         app = TuidebugApp(source=ScriptedSource(batches, live=False), exit_on_early_end=True)
         async with app.run_test(size=(80, 24)) as pilot:
             await pilot.pause(0.5)
         assert app.return_value is not None and app.return_value.steps == 0
         assert app.return_value.exit_code == 1
+
     asyncio.run(scenario())
 
 
 def test_dashboard_snapshot(snap_compare: Any) -> None:
-    assert snap_compare(TuidebugApp(source=ScriptedSource(finished(), live=False)),
-                        terminal_size=(100, 30), run_before=lambda pilot: pilot.pause(0.3))
+    assert snap_compare(
+        TuidebugApp(source=ScriptedSource(finished(), live=False)),
+        terminal_size=(100, 30),
+        run_before=lambda pilot: pilot.pause(0.3),
+    )
 
 
 def test_dashboard_snapshot_small_terminal(snap_compare: Any) -> None:
-    assert snap_compare(TuidebugApp(source=ScriptedSource(crashed(), live=False)),
-                        terminal_size=(80, 24), run_before=lambda pilot: pilot.pause(0.3))
+    assert snap_compare(
+        TuidebugApp(source=ScriptedSource(crashed(), live=False)),
+        terminal_size=(80, 24),
+        run_before=lambda pilot: pilot.pause(0.3),
+    )

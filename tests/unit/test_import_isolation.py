@@ -22,8 +22,15 @@ def loaded_after(statement: str) -> set[str]:
 
 @pytest.mark.parametrize(
     "module",
-    ["tuidebug", "tuidebug.probe.bootstrap", "tuidebug.probe.probe", "tuidebug.probe.auto",
-     "tuidebug.wire.codec", "tuidebug.supervisor.server", "tuidebug.gpu"],
+    [
+        "tuidebug",
+        "tuidebug.probe.bootstrap",
+        "tuidebug.probe.probe",
+        "tuidebug.probe.auto",
+        "tuidebug.wire.codec",
+        "tuidebug.supervisor.server",
+        "tuidebug.gpu",
+    ],
 )
 def test_probe_side_imports_no_textual_or_rich(module: str) -> None:
     loaded = loaded_after(f"import {module}")

@@ -18,7 +18,13 @@ from tuidebug.wire.messages import (
 
 def info(state: str = "running", **extra: object) -> RunInfo:
     return RunInfo(
-        run_id="r1", script="train.py", args=[], cwd="/", started=100.0, state=state, **extra  # type: ignore[arg-type]
+        run_id="r1",
+        script="train.py",
+        args=[],
+        cwd="/",
+        started=100.0,
+        state=state,
+        **extra,  # type: ignore[arg-type]
     )
 
 
@@ -78,6 +84,11 @@ def test_connection_lost_while_running_is_its_own_state() -> None:
 def test_output_and_models_are_kept_and_version_moves() -> None:
     model = RunModel()
     before = model.version
-    model.fold([Output(data=b"hello\n"), ModelSeen(name="model", class_name="MLP", parameters=10, trainable=10, modules=3)])
+    model.fold(
+        [
+            Output(data=b"hello\n"),
+            ModelSeen(name="model", class_name="MLP", parameters=10, trainable=10, modules=3),
+        ]
+    )
     assert model.version > before
     assert list(model.output.lines) == ["hello"] and model.models[0].class_name == "MLP"

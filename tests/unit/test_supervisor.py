@@ -23,7 +23,7 @@ from tuidebug.paths import find_run
 from tuidebug.supervisor.store import HistoryStore
 from tuidebug.wire import codec
 from tuidebug.wire.client import ConnectError, RunConnection
-from tuidebug.wire.messages import Command, HistoryDone, Hello, Reject, RunInfo, Steps
+from tuidebug.wire.messages import Command, Hello, HistoryDone, Reject, RunInfo, Steps
 
 STEADY = ROOT / "tests" / "scripts" / "steady.py"
 
@@ -181,25 +181,96 @@ def test_a_console_with_a_stolen_path_but_no_token_is_refused(run_env: dict[str,
 
 
 def test_probe_without_a_supervisor_trains_quietly(tmp_path: Path) -> None:
-    env = {**os.environ, "TUIDEBUG_SOCKET": str(tmp_path / "gone.sock"), "TUIDEBUG_TOKEN_FILE": str(tmp_path / "t")}
+    env = {
+        **os.environ,
+        "TUIDEBUG_SOCKET": str(tmp_path / "gone.sock"),
+        "TUIDEBUG_TOKEN_FILE": str(tmp_path / "t"),
+    }
     (tmp_path / "t").write_text("x")
     done = tmp_path / "done"
     proc = subprocess.run(
         [sys.executable, "-m", "tuidebug.probe.bootstrap", str(STEADY), "20", "0", str(done)],
-        env=env, capture_output=True, text=True, timeout=60,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
     assert "running without the console" in proc.stderr
     assert done.read_text() == "20"
 
 
-def test_the_run_survives_its_supervisor_being_killed(run_env: dict[str, str], tmp_path: Path) -> None:
+def test_the_run_survives_its_supervisor_being_killed(
+    run_env: dict[str, str], tmp_path: Path
+) -> None:
     done = tmp_path / "done"
     run_id = start_detached(STEADY, "200", "0.01", str(done))
     paths = find_run(run_id)
     assert paths is not None
-    meta = wait_for(lambda: (m := paths.read_meta()).get("state") == "running" and m, what="running")
+    meta = wait_for(
+        lambda: (m := paths.read_meta()).get("state") == "running" and m, what="running"
+    )
     os.kill(meta["supervisor_pid"], signal.SIGKILL)
     wait_for(done.exists, timeout=60, what="the script to finish without its supervisor")
     assert done.read_text() == "200"
     assert b"done" in paths.pty_log.read_bytes()  # output went on into the run's log
+
+
+def test_the_script_sees_its_own_argv_name_cwd_and_environment(
+    run_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = tmp_path / "where.py"
+    script.write_text(
+        "import os, sys, json, torch\n"
+        "print(json.dumps({'argv': sys.argv, 'name': __name__, 'cwd': os.getcwd(),\n"
+        "    'path0': sys.path[0], 'mine': os.environ.get('MY_SETTING'),\n"
+        "    'probe_vars': sorted(k for k in os.environ if k.startswith('TUIDEBUG_'))}))\n"
+        "m = torch.nn.Linear(2, 1); o = torch.optim.SGD(m.parameters(), lr=0.1)\n"
+        "m(torch.ones(1, 2)).sum().backward(); o.step()\n"
+    )
+    workdir = tmp_path / "elsewhere"
+    workdir.mkdir()
+    monkeypatch.setenv("MY_SETTING", "kept")
+    run_id = start_detached(script, "--flag", "value with space", cwd=workdir)
+    assert ended_meta(run_id)["state"] == "finished"
+    paths = find_run(run_id)
+    assert paths is not None
+    import json
+
+    line = next(x for x in paths.pty_log.read_text().splitlines() if x.startswith("{"))
+    seen = json.loads(line)
+    assert seen["argv"] == [str(script), "--flag", "value with space"]
+    assert seen["name"] == "__main__"
+    assert seen["cwd"] == str(workdir)
+    assert seen["path0"] == str(tmp_path)
+    assert seen["mine"] == "kept"
+    # Only the variables the user set: the probe's own are taken out before the script runs.
+    assert seen["probe_vars"] == sorted(k for k in run_env)
+
+
+def test_several_probes_report_their_own_ranks(run_env: dict[str, str]) -> None:
+    from tuidebug.probe.link import Link
+    from tuidebug.wire.messages import StepPoint
+
+    run_id = start_detached(STEADY, "400", "0.01")
+    paths = find_run(run_id)
+    assert paths is not None
+    wait_for(lambda: paths.read_meta().get("state") == "running", what="running")
+
+    async def rank_one_seen() -> set[int]:
+        connection = await RunConnection.open(paths)
+        link = Link.connect(paths.socket, paths.token.read_text(), 1, 2, lambda command: None)
+        for step in range(1, 6):
+            link.push_point(StepPoint(step, 0.0, 1.0 / step, {}))
+        ranks: set[int] = set()
+        async for batch in connection.batches():
+            ranks |= {m.rank for m in batch if isinstance(m, Steps) and m.points}
+            if {0, 1} <= ranks:
+                break
+        link.close()
+        connection.send(Command(name="stop-run", rank=-1))
+        await asyncio.sleep(0.2)
+        connection.close()
+        return ranks
+
+    assert asyncio.run(asyncio.wait_for(rank_one_seen(), 30)) == {0, 1}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 import struct
 
@@ -22,9 +23,13 @@ from tuidebug.wire.messages import (
 
 SAMPLES = [
     Hello(role="probe", token="t" * 64, pid=12, rank=3, world_size=4),
-    Steps(rank=1, step=7, points=[StepPoint(6, 1.5, 0.25, {}), StepPoint(7, 1.6, None, {"lr": 0.1})]),
+    Steps(
+        rank=1, step=7, points=[StepPoint(6, 1.5, 0.25, {}), StepPoint(7, 1.6, None, {"lr": 0.1})]
+    ),
     Output(data=b"\r\x1b[32mstep 1\x1b[0m\n\xff"),
-    RunInfo(run_id="r", script="x.py", args=["--steps", "5"], cwd="/", started=1.0, state="running"),
+    RunInfo(
+        run_id="r", script="x.py", args=["--steps", "5"], cwd="/", started=1.0, state="running"
+    ),
     ScriptError(rank=0, step=5, exc_type="ValueError", text="boom", traceback="Traceback..."),
     Command(name="stop-run", rank=-1),
 ]
@@ -82,7 +87,5 @@ def test_random_garbage_never_raises_anything_but_protocol_error() -> None:
     rng = random.Random(0)
     for _ in range(2000):
         data = bytes(rng.randrange(256) for _ in range(rng.randint(1, 64)))
-        try:
+        with contextlib.suppress(codec.ProtocolError):
             codec.FrameDecoder(max_frame=1 << 16).feed(struct.pack(">I", len(data)) + data)
-        except codec.ProtocolError:
-            pass

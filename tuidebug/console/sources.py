@@ -75,7 +75,7 @@ class StoredSource:
                 ended=meta.get("ended") or meta.get("started") or meta.get("created"),
             )
         ]
-        decoder = msgspec.msgpack.Decoder(AnyMessage)  # type: ignore[arg-type]
+        decoder = msgspec.msgpack.Decoder(AnyMessage)
         steps = 0
         if self._paths.history.exists():
             store = HistoryStore(self._paths.history, readonly=True)

@@ -17,9 +17,7 @@ from collections import deque
 
 # CSI sequences (ESC [ ... final byte), OSC sequences (ESC ] ... BEL or ESC \), and lone
 # two-byte escapes. SGR (CSI ... m) is kept; the rest is dropped.
-_ESCAPE = re.compile(
-    r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-Z\\-_]"
-)
+_ESCAPE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-Z\\-_]")
 _CONTROL = re.compile(r"[\x00-\x07\x0b\x0c\x0e-\x1a\x1c-\x1f\x7f]")
 _TOKEN = re.compile(r"(\r\n|\r|\n|\x08)")
 

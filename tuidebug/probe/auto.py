@@ -38,7 +38,7 @@ class AutoHooks:
         )
         self._original_backward = torch.autograd.backward
         self._patched_backward = self._make_backward(self._original_backward)
-        torch.autograd.backward = self._patched_backward  # type: ignore[assignment]
+        torch.autograd.backward = self._patched_backward
 
     def _make_backward(self, original: Any) -> Any:
         probe = self._probe
@@ -68,9 +68,7 @@ class AutoHooks:
         for module in called.values():
             inner.update(id(m) for m in module.modules() if m is not module)
         roots = [
-            m
-            for key, m in called.items()
-            if key not in inner and any(True for _ in m.parameters())
+            m for key, m in called.items() if key not in inner and any(True for _ in m.parameters())
         ]
         self._probe.on_models_found(roots)
 
@@ -83,5 +81,5 @@ class AutoHooks:
             self._optimizer_hook.remove()
             self._optimizer_hook = None
         if torch.autograd.backward is self._patched_backward:
-            torch.autograd.backward = self._original_backward  # type: ignore[assignment]
+            torch.autograd.backward = self._original_backward
         self._called = {}

@@ -1,6 +1,7 @@
-"""Runs a user's script with the probe installed: ``python -m tuidebug.probe.bootstrap SCRIPT ARGS``.
+"""Runs a user's script with the probe installed.
 
-The supervisor starts the script this way. The script must not be able to tell the difference
+``python -m tuidebug.probe.bootstrap SCRIPT ARGS`` is how the supervisor starts the script.
+The script must not be able to tell the difference
 from ``python SCRIPT ARGS``: it sees its own ``sys.argv``, ``__name__ == "__main__"``, its own
 folder first on ``sys.path``, the working directory and environment it was started with (the
 probe's variables are taken out of ``os.environ`` before the script runs).
@@ -103,7 +104,9 @@ def main(argv: list[str] | None = None) -> None:
         raise
     except BaseException as error:
         text = "".join(
-            traceback.format_exception(type(error), error, _user_traceback(script, error.__traceback__))
+            traceback.format_exception(
+                type(error), error, _user_traceback(script, error.__traceback__)
+            )
         )
         sys.stderr.write(text)
         sys.stderr.flush()

@@ -9,6 +9,7 @@ dies, the link goes quiet for good: the queue stops filling and training carries
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import os
 import select
@@ -106,27 +107,22 @@ class Link:
             self._sock.close()
         finally:
             for fd in (self._wake_r, self._wake_w):
-                try:
+                with contextlib.suppress(OSError):
                     os.close(fd)
-                except OSError:
-                    pass
 
     # --- the I/O thread -----------------------------------------------------------------------
 
     def _wake(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             os.write(self._wake_w, b"x")
-        except OSError:
-            pass
 
     def _serve(self) -> None:
         try:
             self._sock.settimeout(CONNECT_TIMEOUT)  # a stalled supervisor must not block forever
             while True:
                 stopping = self._stop.is_set()
-                readable, _, _ = select.select(
-                    [self._sock, self._wake_r], [], [], 0 if stopping else FLUSH_INTERVAL
-                )
+                watched: list[socket.socket | int] = [self._sock, self._wake_r]
+                readable, _, _ = select.select(watched, [], [], 0 if stopping else FLUSH_INTERVAL)
                 if self._wake_r in readable:
                     os.read(self._wake_r, 4096)
                 if self._sock in readable:
@@ -152,7 +148,9 @@ class Link:
             points = [self._points.popleft() for _ in range(len(self._points))]
             for start in range(0, len(points), 5000):
                 batch = points[start : start + 5000]
-                chunks.append(codec.encode(Steps(rank=self.rank, step=batch[-1].step, points=batch)))
+                chunks.append(
+                    codec.encode(Steps(rank=self.rank, step=batch[-1].step, points=batch))
+                )
         while self._messages:
             chunks.append(codec.encode(self._messages.popleft()))
         if chunks:

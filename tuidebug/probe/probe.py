@@ -103,7 +103,7 @@ class _Deferred:
 
     def resolve(self) -> StepPoint:
         values = self.host.tolist()
-        for key, value in zip(self.keys, values):
+        for key, value in zip(self.keys, values, strict=False):
             if key == "\0loss":
                 self.point.loss = float(value)
             else:

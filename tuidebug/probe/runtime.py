@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from tuidebug.probe.hook import Hook
 
 
-class _ProbeLike:
-    def attach(self, *objects: object, **options: object) -> Hook:  # pragma: no cover
-        raise NotImplementedError
+class _ProbeLike(Protocol):
+    def attach(self, *objects: Any, **options: Any) -> Hook: ...
 
 
 _current: _ProbeLike | None = None

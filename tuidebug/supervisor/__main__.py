@@ -21,9 +21,7 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m tuidebug.supervisor RUN_ID", file=sys.stderr)
         return 2
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # outlive the terminal that started us
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s"
-    )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     supervisor = Supervisor(run_paths(args[0]))
     code = asyncio.run(supervisor.run())
     logging.getLogger("tuidebug.supervisor").info("script exited with code %s", code)

@@ -25,8 +25,8 @@ from tuidebug.wire import auth, codec
 from tuidebug.wire.messages import (
     Boundary,
     Command,
-    HistoryDone,
     Hello,
+    HistoryDone,
     Input,
     Message,
     ModelSeen,
@@ -166,7 +166,8 @@ class Supervisor:
         asyncio.get_running_loop().create_task(self._stop_escalating())
 
     async def _stop_escalating(self) -> None:
-        for sig, wait in zip((signal.SIGINT, signal.SIGTERM, signal.SIGKILL), (*STOP_GRACE, 0)):
+        signals = (signal.SIGINT, signal.SIGTERM, signal.SIGKILL)
+        for sig, wait in zip(signals, (*STOP_GRACE, 0.0), strict=True):
             if self.process.poll() is not None:
                 return
             with contextlib.suppress(ProcessLookupError):

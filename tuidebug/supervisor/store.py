@@ -83,7 +83,9 @@ class HistoryStore:
 
     def iter_steps(self, chunk: int = 5000) -> Iterator[Steps]:
         """The stored step points, oldest first, as ``Steps`` messages of at most ``chunk``."""
-        cursor = self._db.execute("SELECT rank, step, time, loss, scalars FROM steps ORDER BY rowid")
+        cursor = self._db.execute(
+            "SELECT rank, step, time, loss, scalars FROM steps ORDER BY rowid"
+        )
         while True:
             rows = cursor.fetchmany(chunk)
             if not rows:

@@ -18,7 +18,7 @@ HEADER = struct.Struct(">I")
 MAX_FRAME = 16 * 1024 * 1024  # a larger frame is hostile or broken, never legitimate
 
 _encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(AnyMessage)  # type: ignore[arg-type]
+_decoder = msgspec.msgpack.Decoder(AnyMessage)
 _loose_decoder = msgspec.msgpack.Decoder()
 
 
@@ -35,14 +35,14 @@ def encode(message: Message) -> bytes:
 def decode_body(body: bytes) -> Message | None:
     """Decode one frame body; ``None`` for a well-formed message of an unknown kind."""
     try:
-        return _decoder.decode(body)  # type: ignore[no-any-return]
+        return _decoder.decode(body)
     except msgspec.ValidationError as error:
         try:
             loose = _loose_decoder.decode(body)
         except msgspec.DecodeError:
             raise ProtocolError(f"undecodable frame: {error}") from None
         if isinstance(loose, dict) and isinstance(loose.get("type"), str):
-            known = {cls.__name__ for cls in AnyMessage.__args__}  # type: ignore[attr-defined]
+            known = {cls.__name__ for cls in AnyMessage.__args__}
             if loose["type"] not in known:
                 return None
         raise ProtocolError(f"invalid message: {error}") from None

@@ -60,7 +60,13 @@ class DashboardScreen(Screen[None]):
         chart.version = self.model.version
 
     def _describe_models(self) -> str:
-        lines = [f"[b]{m.name}[/b] {m.class_name} {m.parameters:,} params" for m in self.model.models]
-        lines += [f"[b]optim[/b] {o.class_name} lr={o.lr:g}" if o.lr is not None
-                  else f"[b]optim[/b] {o.class_name}" for o in self.model.optimizers]
+        lines = [
+            f"[b]{m.name}[/b] {m.class_name} {m.parameters:,} params" for m in self.model.models
+        ]
+        lines += [
+            f"[b]optim[/b] {o.class_name} lr={o.lr:g}"
+            if o.lr is not None
+            else f"[b]optim[/b] {o.class_name}"
+            for o in self.model.optimizers
+        ]
         return "\n".join(lines) or "[dim]waiting for the first step[/dim]"

@@ -59,7 +59,9 @@ class EndBanner(Widget):
                 ("finished", "bold green"),
                 f": {model.step:,} steps in {took}, final loss ",
                 (format_value(model.last_loss), "bold"),
-                f" (smoothed {format_value(model.loss.smoothed_last())})" if len(model.loss) else "",
+                f" (smoothed {format_value(model.loss.smoothed_last())})"
+                if len(model.loss)
+                else "",
                 ("   q quits", "dim"),
             )
         if state == "lost":
