@@ -153,7 +153,7 @@ class LayerRow:
         out: list[str] = []
         act = self.act
         norms = (self.grad_norm, self.weight_norm, self.update_ratio)
-        if (act is not None and act[5] > 0) or not all(math.isfinite(v) for v in norms):
+        if (act is not None and act[5] != 0) or not all(math.isfinite(v) for v in norms):
             out.append("nonfinite")
         if (
             act is not None and (abs(act[2]) > EXPLODING or abs(act[3]) > EXPLODING)

@@ -63,7 +63,9 @@ __all__ = ["LayerSampler", "describe", "host_copy"]
 log = logging.getLogger("tuidebug.probe")
 
 BINS = 32
-HISTOGRAM_LAYERS = 2  # layers per sample that get histograms, round robin (+ the focused one)
+HISTOGRAM_LAYERS = 1  # layers that get histograms, round robin (+ the focused one, every sample)
+HISTOGRAM_EVERY = 4  # samples between two round-robin histograms (each costs ~70 µs a tensor)
+KEEP_EVERY = 30.0  # seconds between two refreshes of the kept last-finite parameters
 FORENSIC_TRIES = 3  # forensic samples after a non-finite value before giving up locating it
 _NEVER = 1 << 62
 _global_with_kwargs: dict[int, bool] = getattr(
@@ -283,6 +285,7 @@ class LayerSampler:
         self._pending: deque[tuple[Any, ...]] = deque()  # CUDA samples whose copy is in flight
         self._last_inputs: Any = None
         self._last_finite: tuple[int, list[torch.Tensor], list[int]] | None = None
+        self._keep_next = 0.0
 
     # --- setup --------------------------------------------------------------------------------
 
@@ -515,6 +518,8 @@ class LayerSampler:
         n = len(self._layer_names)
         if self._focus >= 0:
             chosen.add(self._focus)
+        if self.samples % HISTOGRAM_EVERY:
+            return chosen
         for _ in range(min(self.histogram_layers, n)):
             chosen.add(self._hist_cursor % n)
             self._hist_cursor += 1
@@ -567,34 +572,38 @@ class LayerSampler:
             sample.records.append((layer, last[1], x.numel()))
             return
         slot = len(sample.floats) // _FLOATS_PER_RECORD
-        with torch.no_grad():
-            d = x.detach()
-            if d.dtype in _LOW_PRECISION:
-                # Sums of half floats overflow at 65504: accumulate and report in float32.
-                total = d.sum(dtype=torch.float32)
-                norm = torch.linalg.vector_norm(d, dtype=torch.float32)
-                lo, hi = torch.aminmax(d)
-                lo, hi = lo.float(), hi.float()
-            else:
-                total = d.sum()
-                norm = torch.linalg.vector_norm(d)
-                lo, hi = torch.aminmax(d)
-                if d.dtype != torch.float32:
-                    total, norm, lo, hi = total.float(), norm.float(), lo.float(), hi.float()
-            sample.floats += (total, norm, lo, hi)
+        # Ops on a detached tensor record no autograd graph (cheaper than torch.no_grad()).
+        d = x.detach()
+        if d.dtype in _LOW_PRECISION:
+            # Sums of half floats overflow at 65504: accumulate and report in float32.
+            total = d.sum(dtype=torch.float32)
+            norm = torch.linalg.vector_norm(d, dtype=torch.float32)
+            lo, hi = torch.aminmax(d)
+            lo, hi = lo.float(), hi.float()
+        else:
+            total = d.sum()
+            norm = torch.linalg.vector_norm(d)
+            lo, hi = torch.aminmax(d)
+            if d.dtype != torch.float32:
+                total, norm, lo, hi = total.float(), norm.float(), lo.float(), hi.float()
+        sample.floats += (total, norm, lo, hi)
+        # Ordinary samples tell non-finite values from the sum, norm, min and max (a NaN or
+        # an inf shows in them) and count them only on forensic samples: counting costs
+        # two more ops a module.
+        sample.ints.append(torch.count_nonzero(d))
+        if sample.forensic:
             # x - x is 0 for finite values and NaN for NaN and ±inf: one count of both.
-            sample.ints += (torch.count_nonzero(d), torch.count_nonzero(d - d))
-            if sample.forensic:
-                bad_in = [
-                    torch.count_nonzero(t.detach() - t.detach())
-                    for t in _tensors((args, kwargs), [])
-                    if t.is_floating_point()
-                ]
-                nan = torch.count_nonzero(d != d)
-                zero = torch.zeros((), dtype=nan.dtype, device=nan.device)
-                sample.ints += (nan, torch.stack(bad_in).sum().to(nan.device) if bad_in else zero)
-            if layer in self._hist_layers:
-                sample.hist.append((layer, slot, _histogram(d, lo, hi)))
+            sample.ints.append(torch.count_nonzero(d - d))
+            bad_in = [
+                torch.count_nonzero(t.detach() - t.detach())
+                for t in _tensors((args, kwargs), [])
+                if t.is_floating_point()
+            ]
+            nan = torch.count_nonzero(d != d)
+            zero = torch.zeros((), dtype=nan.dtype, device=nan.device)
+            sample.ints += (nan, torch.stack(bad_in).sum().to(nan.device) if bad_in else zero)
+        if layer in self._hist_layers:
+            sample.hist.append((layer, slot, _histogram(d, lo, hi)))
         sample.records.append((layer, slot, x.numel()))
         sample.last_out = (x, slot)
         if sample.forensic and torch.is_grad_enabled():
@@ -659,7 +668,13 @@ class LayerSampler:
                     grads.append(g.detach())
                     grad_at.append(k)
             weights = [p.detach() for _, p in params]
-            deltas = list(torch._foreach_sub(weights, snapshot)) if weights else []
+            keeping = self.keep_last_finite and time.monotonic() >= self._keep_next
+            if keeping or not weights:
+                deltas = list(torch._foreach_sub(weights, snapshot)) if weights else []
+            else:
+                # In place: no second copy of the weights (same norm as w_end - w_start).
+                torch._foreach_sub_(snapshot, weights)
+                deltas = snapshot
             norms = torch._foreach_norm(grads + weights + deltas) if weights else []
             hist_params: list[tuple[int, int, str, torch.Tensor]] = []
             for k, (i, p) in enumerate(params):
@@ -685,7 +700,7 @@ class LayerSampler:
                 if parts
                 else torch.zeros(0, dtype=torch.float64)
             )
-        keep = (step, snapshot, [i for i, _ in params]) if self.keep_last_finite else None
+        keep = (step, snapshot, [i for i, _ in params]) if keeping else None
         shape = (
             len(sample.floats),
             len(sample.ints),
@@ -733,7 +748,7 @@ class LayerSampler:
         ints = values[n_floats : n_floats + n_ints]
         norms = values[n_floats + n_ints : n_floats + n_ints + n_norms]
         cursor = n_floats + n_ints + n_norms
-        per_int = 4 if sample.forensic else 2
+        per_int = 4 if sample.forensic else 1
         # Fold the records per layer (a module called N times aggregates its N outputs).
         agg: dict[int, list[float]] = {}
         calls: dict[int, int] = {}
@@ -752,18 +767,24 @@ class LayerSampler:
             a = agg[layer]
             s, nrm, lo, hi = floats[slot * 4 : slot * 4 + 4]
             ib = slot * per_int
-            nonzero, bad = ints[ib], ints[ib + 1]
+            nonzero = ints[ib]
+            if sample.forensic:
+                bad = ints[ib + 1]
+            else:
+                # -1: "some, not counted" (a NaN or inf shows in the sum, norm, min or max).
+                finite = s - s == 0.0 and nrm - nrm == 0.0 and lo - lo == 0.0 and hi - hi == 0.0
+                bad = 0.0 if finite else -1.0
             a[0] += s
             a[1] += nrm * nrm
             a[2] = lo if not lo >= a[2] else a[2]  # keeps NaN
             a[3] = hi if not hi <= a[3] else a[3]
             a[4] += numel - nonzero
-            a[5] += bad
+            a[5] = -1.0 if bad < 0 or a[5] < 0 else a[5] + bad
             a[6] += numel
             if sample.forensic:
                 a[7] += ints[ib + 2]
                 rec_bad_in.append(int(ints[ib + 3]))
-            rec_bad.append(int(bad))
+            rec_bad.append(1 if bad < 0 else int(bad))
         act: list[float] = []
         for layer in order:
             s, sq, lo, hi, zeros, bad, n, nan = agg[layer]
@@ -840,6 +861,7 @@ class LayerSampler:
         if not forward_bad and weights_ok and deltas_ok and grads_ok:
             if keep is not None:
                 self._last_finite = keep
+                self._keep_next = time.monotonic() + KEEP_EVERY
             return False
         param_bad: dict[int, bool] = {}
         for k, (i, _) in enumerate(params):

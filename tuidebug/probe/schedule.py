@@ -12,10 +12,13 @@ Pure Python and cheap: the training thread calls :meth:`due` at every boundary.
 from __future__ import annotations
 
 import math
+import statistics
+from collections import deque
 
 __all__ = ["Schedule"]
 
 _EMA = 0.2  # weight of a new measurement in the moving averages
+RECENT = 31  # unsampled step durations the step time is the median of
 WARMUP_STEPS = 3  # unsampled steps to time before the first sample (the first step is slow)
 
 
@@ -29,7 +32,16 @@ class Schedule:
             still shows fresh statistics now and then.
     """
 
-    __slots__ = ("_cost", "_step_time", "_timed", "budget", "every", "max_interval", "next_step")
+    __slots__ = (
+        "_cost",
+        "_recent",
+        "_step_time",
+        "_timed",
+        "budget",
+        "every",
+        "max_interval",
+        "next_step",
+    )
 
     def __init__(
         self, budget: float = 0.01, every: int | None = None, max_interval: int = 10_000
@@ -44,6 +56,7 @@ class Schedule:
         self._cost: float | None = None
         self._step_time: float | None = None
         self._timed = 0
+        self._recent: deque[float] = deque(maxlen=RECENT)
         self.next_step = 0
         """The next step to sample (the sampler compares against this at every boundary)."""
 
@@ -51,11 +64,12 @@ class Schedule:
         """An unsampled step took ``seconds`` (sampled steps include the sampler's own cost)."""
         if seconds <= 0 or not math.isfinite(seconds):
             return
+        # Only appended here (this runs at every boundary); the median is taken when the
+        # interval is computed. A median, because a pause between steps (evaluation, a
+        # checkpoint, the debugger) is not a step and must not make steps look slow.
         self._timed += 1
-        if self._step_time is None:
-            self._step_time = seconds
-        else:
-            self._step_time += _EMA * (seconds - self._step_time)
+        self._recent.append(seconds)
+        self._step_time = None
 
     def note_cost(self, seconds: float) -> None:
         """A sample cost the training thread ``seconds``."""
@@ -69,15 +83,19 @@ class Schedule:
 
     @property
     def step_time(self) -> float | None:
+        """The median of the recent unsampled step durations."""
+        if self._step_time is None and self._recent:
+            self._step_time = statistics.median(self._recent)
         return self._step_time
 
     def interval(self) -> int:
         """Steps from one sample to the next."""
         if self.every is not None:
             return self.every
-        if self._cost is None or self._step_time is None:
+        step_time = self.step_time
+        if self._cost is None or step_time is None:
             return WARMUP_STEPS
-        n = math.ceil(self._cost / (self.budget * self._step_time))
+        n = math.ceil(self._cost / (self.budget * step_time))
         return max(1, min(self.max_interval, n))
 
     def first(self, step: int) -> int:

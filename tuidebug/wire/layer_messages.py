@@ -30,8 +30,10 @@ __all__ = [
 
 ACT_FIELDS = ("mean", "std", "min", "max", "zeros", "nonfinite", "nan")
 """Per module, in ``LayerStats.act``: mean, std, min, max of the (primary) output; the fraction
-of exact zeros; how many values are NaN or ±inf; how many are NaN (-1 when not counted: NaNs are
-told apart from infinities on forensic steps only, to keep ordinary samples cheap)."""
+of exact zeros; how many values are NaN or ±inf; how many are NaN. Values are counted on
+forensic samples only (after a first non-finite value), to keep ordinary samples cheap: there,
+``nonfinite`` is 0 or -1 ("some": a NaN or inf showed in the sum, norm, min or max) and ``nan``
+is -1."""
 
 HistogramKind = Literal["act", "grad", "weight"]
 

@@ -61,7 +61,9 @@ def detail_text(model: LayersModel, row: LayerRow) -> RenderableType:
         if row.act[5]:
             nan = int(row.act[6])
             split = f" ({nan} NaN)" if nan >= 0 else ""
-            act.append(f"{int(row.act[5])} NaN/inf{split}", style="bold red")
+            count = int(row.act[5])
+            shown = "some" if count < 0 else str(count)
+            act.append(f"{shown} NaN/inf{split}", style="bold red")
         lines.append(act)
     params = model.params_of(row.index)
     if params:

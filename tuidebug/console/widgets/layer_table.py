@@ -94,8 +94,8 @@ def row_cells(row: LayerRow) -> dict[str, SortCell]:
         cells[key] = _num(act[k], act is None) if act is not None else _num(0.0, True)
     if act is not None:
         cells["zeros"] = SortCell(f"{act[4]:.0%}" if act[4] == act[4] else "—", act[4])
-        bad = int(act[5])
-        cells["nonfinite"] = SortCell(str(bad) if bad else "0", bad)
+        bad = int(act[5])  # -1: some, not counted (see ACT_FIELDS)
+        cells["nonfinite"] = SortCell("≥1" if bad < 0 else str(bad), math.inf if bad < 0 else bad)
     else:
         cells["zeros"] = _num(0.0, True)
         cells["nonfinite"] = _num(0.0, True)

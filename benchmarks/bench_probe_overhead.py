@@ -1,0 +1,250 @@
+"""Overhead of the layer sampler against a bare loop and TensorBoard, in one process.
+
+Model: 8 x (Linear(256, 256) + ReLU) + Linear(256, 10), batch 128, Adam, CPU. Variants, run
+interleaved in rounds so that machine noise hits them all alike:
+
+- bare: the training loop alone;
+- probe default: the LayerSampler with the default budget (1% of step time);
+- probe every step: the LayerSampler sampling every step;
+- tensorboard/10: SummaryWriter, every 10 steps: a scalar per layer (activation mean and std,
+  gradient norm) plus add_histogram of every weight and gradient.
+
+Printed per variant: the median over rounds of the round's mean step time (sampled steps
+included, so an occasional expensive step counts), as a ratio to the bare loop, plus the plain
+median step time ratio.
+
+Where the sampler's messages go: under ``tuidebug run`` (``--supervised`` starts one:
+``tuidebug run --detach`` with a real supervisor) they go through the probe's link, encoded and
+written to the supervisor's socket by the probe's I/O thread; otherwise into an in-memory list
+(the output says which). The probe's own step-boundary work is switched off during the bare and
+TensorBoard rounds, so "bare" is bare.
+
+    .venv/bin/python benchmarks/bench_probe_overhead.py [--rounds 7] [--steps 150] [--supervised]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from tuidebug.probe.layers import LayerSampler
+from tuidebug.wire.messages import Message
+
+
+def make_model() -> tuple[nn.Module, torch.optim.Optimizer]:
+    torch.manual_seed(0)
+    layers: list[nn.Module] = []
+    for _ in range(8):
+        layers += [nn.Linear(256, 256), nn.ReLU()]
+    model = nn.Sequential(*layers, nn.Linear(256, 10))
+    return model, torch.optim.Adam(model.parameters(), lr=1e-4)
+
+
+class Variant:
+    """One way of running the loop; ``step()`` runs and times one training step."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.model, self.opt = make_model()
+        self.step_no = 0
+        self.x = torch.randn(128, 256)
+        self.y = torch.randint(0, 10, (128,))
+        self.times: list[list[float]] = []
+
+    def before(self) -> None:
+        """Called before each round."""
+
+    def after_step(self, loss: float) -> None:
+        """Called after each step (inside the timed region)."""
+
+    def step(self) -> float:
+        start = time.perf_counter()
+        self.opt.zero_grad(set_to_none=True)
+        loss = nn.functional.cross_entropy(self.model(self.x), self.y)
+        loss.backward()
+        self.opt.step()
+        self.step_no += 1
+        self.after_step(float(loss))
+        return time.perf_counter() - start
+
+
+class SamplerVariant(Variant):
+    def __init__(self, name: str, send: Callable[[Message], None], every: int | None) -> None:
+        super().__init__(name)
+        self.sampler = LayerSampler(send, 0, every=every)
+        self.sampler.add_model(name.replace(" ", "-"), self.model)
+        self.sampler.add_optimizer(self.opt)
+
+    def after_step(self, loss: float) -> None:
+        self.sampler.on_boundary(self.step_no, time.perf_counter(), loss)
+
+
+class TensorBoardVariant(Variant):
+    def __init__(self, name: str, logdir: str, every: int = 10) -> None:
+        super().__init__(name)
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(logdir)
+        self.every = every
+        self.acts: dict[str, torch.Tensor] = {}
+        self.handles: list[Any] = []
+        self.names = {m: n for n, m in self.model.named_modules() if n}
+
+    def _hook(self, module: nn.Module, _args: Any, output: torch.Tensor) -> None:
+        name = self.names[module]
+        self.writer.add_scalar(f"act_mean/{name}", output.detach().mean().item(), self.step_no)
+        self.writer.add_scalar(f"act_std/{name}", output.detach().std().item(), self.step_no)
+
+    def step(self) -> float:
+        logging = (self.step_no + 1) % self.every == 0
+        start = time.perf_counter()
+        if logging:
+            self.handles = [m.register_forward_hook(self._hook) for m in self.names]
+        self.opt.zero_grad(set_to_none=True)
+        loss = nn.functional.cross_entropy(self.model(self.x), self.y)
+        loss.backward()
+        self.opt.step()
+        self.step_no += 1
+        value = float(loss)
+        if logging:
+            for h in self.handles:
+                h.remove()
+            self.writer.add_scalar("loss", value, self.step_no)
+            for name, p in self.model.named_parameters():
+                self.writer.add_histogram(f"weight/{name}", p.detach(), self.step_no)
+                if p.grad is not None:
+                    self.writer.add_histogram(f"grad/{name}", p.grad, self.step_no)
+                    self.writer.add_scalar(f"grad_norm/{name}", p.grad.norm().item(), self.step_no)
+        return time.perf_counter() - start
+
+
+def run(rounds: int, steps: int, warmup: int) -> dict[str, Any]:
+    from tuidebug.probe import runtime
+
+    probe: Any = runtime.current()
+    link = getattr(probe, "link", None)
+    sent: list[Message] = []
+    if link is not None:
+        sink = "the supervisor's socket (tuidebug run)"
+        send: Callable[[Message], None] = link.send
+    else:
+        sink = "an in-memory list (no supervisor)"
+        send = sent.append
+    torch.set_num_threads(torch.get_num_threads())
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as logdir:
+        variants: list[Variant] = [
+            Variant("bare"),
+            SamplerVariant("probe default", send, None),
+            SamplerVariant("probe every step", send, 1),
+            TensorBoardVariant("tensorboard/10", logdir),
+        ]
+        for v in variants:
+            for _ in range(warmup):
+                v.step()
+        for _ in range(rounds):
+            for v in variants:
+                # The probe's own boundaries (optimizer hook) only for the probe variants.
+                if probe is not None:
+                    probe.disabled = not isinstance(v, SamplerVariant)
+                v.times.append([v.step() for _ in range(steps)])
+        if probe is not None:
+            probe.disabled = False
+        for v in variants:
+            if isinstance(v, TensorBoardVariant):
+                v.writer.close()
+        results: dict[str, Any] = {"sink": sink, "threads": torch.get_num_threads()}
+        base_mean = statistics.median(statistics.fmean(r) for r in variants[0].times)
+        base_median = statistics.median(t for r in variants[0].times for t in r)
+        rows = []
+        for v in variants:
+            mean = statistics.median(statistics.fmean(r) for r in v.times)
+            median = statistics.median(t for r in v.times for t in r)
+            row = {
+                "variant": v.name,
+                "ms_per_step": mean * 1e3,
+                "ratio_mean": mean / base_mean,
+                "ratio_median": median / base_median,
+            }
+            if isinstance(v, SamplerVariant):
+                row["samples"] = v.sampler.samples
+                row["interval"] = v.sampler.schedule.interval()
+                cost = v.sampler.schedule.cost
+                row["cost_ms"] = cost * 1e3 if cost is not None else None
+                v.sampler.close()
+            rows.append(row)
+        results["rows"] = rows
+    return results
+
+
+def report(results: dict[str, Any]) -> str:
+    lines = [
+        "8 x (Linear(256,256)+ReLU) + Linear(256,10), batch 128, Adam, CPU, "
+        f"{results['threads']} threads; messages to {results['sink']}",
+        f"{'variant':<18}{'ms/step':>9}{'mean ratio':>12}{'median ratio':>14}  notes",
+    ]
+    for r in results["rows"]:
+        notes = ""
+        if "samples" in r:
+            cost = f"{r['cost_ms']:.2f} ms" if r["cost_ms"] is not None else "?"
+            notes = f"{r['samples']} samples, interval {r['interval']}, {cost}/sample"
+        lines.append(
+            f"{r['variant']:<18}{r['ms_per_step']:>9.2f}{r['ratio_mean']:>11.3f}x"
+            f"{r['ratio_median']:>13.3f}x  {notes}"
+        )
+    lines.append("targets: probe default <= 1.02x, probe every step <= 1.20x (mean ratio)")
+    return "\n".join(lines)
+
+
+def supervised(args: argparse.Namespace) -> int:
+    """Run this script under ``tuidebug run --detach`` and print what it measured."""
+    out = Path(tempfile.mkdtemp()) / "bench.json"
+    command = [
+        sys.executable, "-m", "tuidebug.cli", "run", "--detach", os.path.abspath(__file__),
+        "--rounds", str(args.rounds), "--steps", str(args.steps), "--out", str(out),
+    ]  # fmt: skip
+    subprocess.run(command, check=True)
+    deadline = time.monotonic() + 1800
+    while not out.exists():
+        if time.monotonic() > deadline:
+            print("the supervised benchmark did not finish", file=sys.stderr)
+            return 1
+        time.sleep(0.5)
+    time.sleep(0.2)
+    print(report(json.loads(out.read_text())))
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--warmup", type=int, default=60)
+    parser.add_argument("--supervised", action="store_true", help="under tuidebug run --detach")
+    parser.add_argument("--out", help="also write the results as JSON here")
+    args = parser.parse_args()
+    if args.supervised:
+        return supervised(args)
+    results = run(args.rounds, args.steps, args.warmup)
+    text = report(results)
+    print(text)
+    if args.out:
+        tmp = Path(args.out + ".tmp")
+        tmp.write_text(json.dumps(results))
+        os.replace(tmp, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
