@@ -55,7 +55,9 @@ def _train(
         value = loss.detach()
         # Like GradScaler: skip the update when the loss or a gradient is not finite, so the
         # weights stay finite.
-        grads_ok = all(bool(torch.isfinite(p.grad).all()) for p in model.parameters())
+        grads_ok = all(
+            p.grad is None or bool(torch.isfinite(p.grad).all()) for p in model.parameters()
+        )
         if not skip_nonfinite or (bool(torch.isfinite(value)) and grads_ok):
             opt.step()
         loss_value = float(value) if pass_loss else None
@@ -347,7 +349,11 @@ def test_reused_module_and_nested_outputs() -> None:
 
 def test_never_raises_into_the_run() -> None:
     model = _mlp()
-    sampler = LayerSampler(lambda m: 1 / 0, 0, every=1)  # a send that always fails
+
+    def failing_send(_message: Message) -> None:
+        raise ZeroDivisionError
+
+    sampler = LayerSampler(failing_send, 0, every=1)
     sampler.add_model("model", model)
     _train(model, sampler, 3)
     assert sampler.disabled

@@ -690,7 +690,9 @@ class LayerSampler:
             if sample.ints:
                 parts.append(torch.stack(sample.ints))
             if norms:
-                parts.append(torch.stack([n.float() for n in norms]))
+                parts.append(
+                    torch.stack([n if n.dtype == torch.float32 else n.float() for n in norms])
+                )
             parts.extend(h for _, _, h in sample.hist)
             parts.extend(t for *_, t in hist_params)
             parts.extend(bad for _, bad in sample.grad_events if bad is not None)
