@@ -43,8 +43,10 @@ def main() -> int:
         empty_times.append(empty(args.calls))
         hook_times.append(hooked(args.calls))
     per_call = (statistics.median(hook_times) - statistics.median(empty_times)) / args.calls
-    print(f"inert dbg.step(loss=..., lr=...): {per_call * 1e9:.0f} ns per call "
-          f"(target < 2000 ns; {args.calls:,} calls x {args.repeats} repeats, median)")
+    print(
+        f"inert dbg.step(loss=..., lr=...): {per_call * 1e9:.0f} ns per call "
+        f"(target < 2000 ns; {args.calls:,} calls x {args.repeats} repeats, median)"
+    )
     return 0 if per_call < 2e-6 else 1
 
 

@@ -34,6 +34,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     problem = script_error(args.script)
     if problem:
         return _fail(problem)
+    from tuidebug.probe.conditions import ConditionError, parse_condition
+
+    for text in args.break_on:
+        try:
+            parse_condition(text)
+        except ConditionError as error:
+            return _fail(f"--break-on: {error}")
     if not args.detach and not (sys.stdin.isatty() and sys.stdout.isatty()):
         return _fail("the console needs a terminal; use `tuidebug run --detach` for batch jobs")
     try:
@@ -49,6 +56,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             "cwd": os.getcwd(),
             "created": time.time(),
             "state": "starting",
+            "break_on": list(args.break_on),
+            # Hold a crashed script for a post-mortem only when someone is watching.
+            "hold_on_error": not args.no_hold and not args.detach,
         }
     )
     with open(paths.supervisor_log, "ab") as log_file:
@@ -85,6 +95,9 @@ def _open_console(paths: Any, launched: bool) -> int:
         return 0
     if result.kind == ConsoleExit.ERROR:
         return _fail(result.message, 1)
+    if result.kind == ConsoleExit.RELEASED:
+        code = _wait_for_end(paths)
+        return code if code is not None else 1
     if result.kind == ConsoleExit.STOPPED:
         code = _wait_for_end(paths)
         print(f"tuidebug: run {paths.run_id} stopped at step {result.steps}")
@@ -180,6 +193,20 @@ def build_parser() -> argparse.ArgumentParser:
         "The script needs no changes; arguments after SCRIPT are passed to it.",
     )
     run.add_argument("--detach", action="store_true", help="start the run without a console")
+    run.add_argument(
+        "--break-on",
+        action="append",
+        default=[],
+        metavar="COND",
+        help="pause when COND holds, e.g. 'loss > 5', 'loss nonfinite', 'grad_norm > 10', "
+        "'step == 500' (repeatable)",
+    )
+    run.add_argument(
+        "--no-hold",
+        action="store_true",
+        help="when the script raises, let it exit at once instead of holding it for a "
+        "post-mortem debugger",
+    )
     run.add_argument("script", help="the training script")
     run.add_argument("script_args", nargs=argparse.REMAINDER, help="arguments for the script")
     run.set_defaults(func=cmd_run)

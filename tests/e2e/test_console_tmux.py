@@ -9,13 +9,12 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import DEMOS, ROOT, wait_for
+from e2e_helpers import EXITED, HEADER, TUIDEBUG, header_step
+from support import DEMOS, ROOT, wait_for
 from tmux import Tmux
 
 from tuidebug.paths import find_run
@@ -23,24 +22,6 @@ from tuidebug.paths import find_run
 pytestmark = pytest.mark.e2e
 
 STEADY = ROOT / "tests" / "scripts" / "steady.py"
-TUIDEBUG = f"{sys.executable} -m tuidebug.cli"
-EXITED = re.compile(r"EXIT=\d")
-HEADER = re.compile(r"step ([\d,]+)\s.*loss (\d+\.\d+|\d\.\d+e-\d+)")
-
-
-@pytest.fixture
-def term(run_env: dict[str, str]) -> Iterator[Tmux]:
-    env = {**run_env, "PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root")}
-    tmux = Tmux(env, cols=100, rows=30)
-    tmux.type(f"cd {ROOT}")
-    yield tmux
-    tmux.kill()
-
-
-def header_step(screen: str) -> int:
-    match = HEADER.search(screen)
-    assert match, f"no step/loss in the header:\n{screen}"
-    return int(match.group(1).replace(",", ""))
 
 
 def terminal_is_clean(term: Tmux) -> None:
@@ -147,11 +128,17 @@ def test_a_crash_shows_the_traceback_and_exit_code(term: Tmux, tmp_path: Path) -
         "    if i == 5:\n"
         "        raise ValueError('boom at step 5')\n"
     )
-    term.type(f"{TUIDEBUG} run {script}; echo EXIT=$?")
+    term.type(f"{TUIDEBUG} run --no-hold {script}; echo EXIT=$?")
     screen = term.wait_for("crashed with exit code 1", timeout=30)
     assert "ValueError: boom at step 5" in screen
     assert "line 8" in screen
     term.keys("q")
+    term.wait_for("EXIT=1", timeout=20)
+    # Held by default: the traceback shows at once, the process waits for a post-mortem.
+    term.type(f"clear; {TUIDEBUG} run {script}; echo EXIT=$?")
+    screen = term.wait_for("d: post-mortem debugger", timeout=30)
+    assert "held" in screen and "ValueError: boom at step 5" in screen
+    term.keys("q")  # lets it exit without a debugger
     term.wait_for("EXIT=1", timeout=20)
 
 

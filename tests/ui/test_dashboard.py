@@ -16,9 +16,9 @@ from textual.widgets import Static
 from tuidebug.console.app import ConsoleExit, TuidebugApp
 from tuidebug.console.screens.help import HelpScreen
 from tuidebug.console.screens.quit import QuitScreen
-from tuidebug.console.widgets.end_banner import EndBanner
 from tuidebug.console.widgets.loss_chart import LossChart
 from tuidebug.console.widgets.run_header import RunHeader
+from tuidebug.console.widgets.status_banner import StatusBanner
 from tuidebug.wire.messages import (
     Command,
     HistoryDone,
@@ -123,7 +123,7 @@ def test_live_dashboard_shows_state_step_loss_and_output() -> None:
             await pilot.pause(0.3)
             header = str(app.screen.query_one(RunHeader).headline())
             assert "running" in header and "step 500" in header and "loss 0.1" in header
-            assert not app.screen.query_one(EndBanner).display
+            assert not app.screen.query_one(StatusBanner).display
             output = app.screen.query_one("#output").render()
             assert "500/500" in str(output)  # the progress bar's latest redraw, not its history
             assert "[####----]" not in str(output)
@@ -138,7 +138,7 @@ def test_a_crash_is_shown_with_its_exit_code_and_traceback() -> None:
         app = TuidebugApp(source=ScriptedSource(crashed(), live=False))
         async with app.run_test(size=(100, 30)) as pilot:
             await pilot.pause(0.3)
-            banner = app.screen.query_one(EndBanner)
+            banner = app.screen.query_one(StatusBanner)
             assert banner.display and banner.has_class("-crashed")
             group = banner.render()
             text = "\n".join(str(part) for part in group.renderables)  # type: ignore[union-attr]
@@ -185,7 +185,7 @@ def test_quit_on_a_finished_run_does_not_ask() -> None:
         app = TuidebugApp(source=ScriptedSource(finished(), live=False))
         async with app.run_test(size=(100, 30)) as pilot:
             await pilot.pause(0.3)
-            assert "finished: 500 steps" in str(app.screen.query_one(EndBanner).render())
+            assert "finished: 500 steps" in str(app.screen.query_one(StatusBanner).render())
             await pilot.press("q")
         assert app.return_value is not None and app.return_value.kind == ConsoleExit.ENDED
         assert app.return_value.exit_code == 0 and app.return_value.steps == 500

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, start_detached, wait_for
+from support import ROOT, start_detached, wait_for
 
 from tuidebug.paths import find_run
 from tuidebug.supervisor.store import HistoryStore

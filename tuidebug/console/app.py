@@ -13,13 +13,15 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from textual import work
-from textual.app import App
+from textual.app import App, SuspendNotSupported
 from textual.binding import Binding, BindingType
 
+from tuidebug.console.bridge import BridgeError, run_bridge
 from tuidebug.console.run_model import RunModel
 from tuidebug.console.screens.dashboard import DashboardScreen
 from tuidebug.console.screens.help import HelpScreen
 from tuidebug.console.screens.output import OutputScreen
+from tuidebug.console.screens.prompt import PromptScreen
 from tuidebug.console.screens.quit import QuitChoice, QuitScreen
 from tuidebug.console.sources import Source, open_source
 from tuidebug.console.widgets.loss_chart import LossChart
@@ -36,6 +38,7 @@ class ConsoleExit(enum.Enum):
     ENDED = "ended"  # the run had ended; nothing to decide
     LEFT_RUNNING = "left-running"
     STOPPED = "stopped"
+    RELEASED = "released"  # a script held after its error was let go; it is exiting
     ERROR = "error"
 
 
@@ -58,6 +61,13 @@ class TuidebugApp(App[ConsoleResult]):
         Binding("q", "quit_console", "Quit"),
         Binding("ctrl+c", "quit_console", "Quit", show=False, priority=True),
         Binding("question_mark", "help", "Help"),
+        Binding("p", "pause", "Pause/resume"),
+        Binding("r", "resume", "Resume", show=False),
+        Binding("n", "step_once", "Step"),
+        Binding("d", "debug", "Debugger"),
+        Binding("g", "run_to", "Run to", show=False),
+        Binding("b", "break_on", "Break on", show=False),
+        Binding("e", "pause_every", "Pause every", show=False),
         Binding("l", "toggle_log_scale", "Log scale"),
         Binding("o", "output", "Output"),
     ]
@@ -76,6 +86,7 @@ class TuidebugApp(App[ConsoleResult]):
         self.source = source
         self.exit_on_early_end = exit_on_early_end
         self.dashboard = DashboardScreen(self.model)
+        self._bridged = 0  # how many of the run's debugger sessions this console took over
 
     def on_mount(self) -> None:
         self.push_screen(self.dashboard)
@@ -95,6 +106,16 @@ class TuidebugApp(App[ConsoleResult]):
                 return
         async for batch in self.source.batches():
             self.model.fold(batch)
+            for notice in self.model.take_notices():
+                severity = {"error": "error", "warning": "warning"}.get(notice.level, "information")
+                self.notify(notice.text, severity=severity)  # type: ignore[arg-type]
+            if (
+                self.model.debugger is not None
+                and self.model.history_loaded
+                and self.model.debuggers_opened != self._bridged
+            ):
+                self._bridged = self.model.debuggers_opened
+                self.call_later(self.hand_over_terminal)
         if self.source.live:
             self.model.mark_connection_lost()
 
@@ -111,6 +132,30 @@ class TuidebugApp(App[ConsoleResult]):
         if self.source is not None:
             self.source.close()  # the run goes on; only this console's connection ends
 
+    def hand_over_terminal(self) -> None:
+        """Give the terminal to the script's debugger until it closes (or Ctrl-])."""
+        if self.paths is None or self.source is None or not self.source.live:
+            return
+        try:
+            with self.suspend():
+                outcome = run_bridge(self.paths)
+        except SuspendNotSupported:
+            self.notify("this terminal cannot be handed to the debugger", severity="error")
+            return
+        except BridgeError as error:
+            self.notify(f"debugger: {error}", severity="error")
+            return
+        if outcome == "detached":
+            self.notify("the debugger is still open in the run: d goes back to it")
+        elif outcome == "lost":
+            self.notify("lost the run while in the debugger", severity="error")
+
+    def _command(self, name: str, **args: str) -> None:
+        if self.source is None or not self.source.live or self.model.ended:
+            self.notify("the run is not live: nothing to control", severity="warning")
+            return
+        self.source.send(Command(name=name, args=args, rank=-1))
+
     # --- actions ---------------------------------------------------------------------------
 
     def action_help(self) -> None:
@@ -118,6 +163,53 @@ class TuidebugApp(App[ConsoleResult]):
 
     def action_output(self) -> None:
         self.push_screen(OutputScreen(self.model.output))
+
+    def action_pause(self) -> None:
+        self._command("resume" if self.model.paused is not None else "pause")
+
+    def action_resume(self) -> None:
+        self._command("resume")
+
+    def action_step_once(self) -> None:
+        self._command("step")
+
+    def action_debug(self) -> None:
+        if self.model.state == "held":
+            self._command("debug")
+        elif self.model.debugger is not None:
+            self.hand_over_terminal()  # a bridge left with Ctrl-]: go back to it
+        elif self.model.paused is not None:
+            self._command("debug")
+        else:
+            self.notify("pause the run first (p), then press d for the debugger")
+
+    def action_run_to(self) -> None:
+        def answer(value: str | None) -> None:
+            if value:
+                self._command("run-to", step=value)
+
+        hint = f"now at step {self.model.step:,}; the run pauses when it gets there"
+        self.push_screen(PromptScreen("Run to step", hint), answer)
+
+    def action_break_on(self) -> None:
+        def answer(value: str | None) -> None:
+            if value == "":
+                self._command("clear-breaks")
+            elif value:
+                self._command("break-on", condition=value)
+
+        hint = (
+            "loss > 5 · loss nonfinite · grad_norm > 10 · step == 500 · nonfinite  "
+            "(empty: clear all conditions)"
+        )
+        self.push_screen(PromptScreen("Pause when", hint), answer)
+
+    def action_pause_every(self) -> None:
+        def answer(value: str | None) -> None:
+            if value is not None:
+                self._command("pause-every", every=value or "0")
+
+        self.push_screen(PromptScreen("Pause every N steps", "0 turns it off"), answer)
 
     def action_toggle_log_scale(self) -> None:
         chart = self.dashboard.query_one(LossChart)
@@ -127,6 +219,10 @@ class TuidebugApp(App[ConsoleResult]):
         live = self.source is not None and self.source.live and not self.model.ended
         if not live or self.model.state == "lost":
             self.exit(self._result(ConsoleExit.ENDED))
+            return
+        if self.model.state == "held":
+            self._command("release")  # the script already failed: let it exit
+            self.exit(self._result(ConsoleExit.RELEASED))
             return
         self.push_screen(QuitScreen(), self._on_quit_choice)
 

@@ -15,11 +15,16 @@ from tuidebug.console.history import MinMaxHistory
 from tuidebug.console.terminal_text import TerminalText
 from tuidebug.wire.messages import (
     Boundary,
+    DebuggerClosed,
+    DebuggerOpened,
     HistoryDone,
     Message,
     ModelSeen,
+    Notice,
     OptimizerSeen,
     Output,
+    Paused,
+    Resumed,
     RunInfo,
     ScriptError,
     Steps,
@@ -52,6 +57,13 @@ class RunModel:
         self.optimizers: list[OptimizerSeen] = []
         self.boundary: Boundary | None = None
         self.error: ScriptError | None = None
+        self.paused: Paused | None = None
+        """Where and why the run is paused; None while it runs."""
+        self.debugger: DebuggerOpened | None = None
+        """The debugger that has the script's terminal, if any."""
+        self.debuggers_opened = 0
+        self.notices: list[Notice] = []
+        """Notices not yet shown; the app takes them (live ones only, not history)."""
         self.step = 0
         self.steps_seen = 0
         self.last_loss: float | None = None
@@ -82,6 +94,18 @@ class RunModel:
                 self.boundary = message
             elif isinstance(message, ScriptError):
                 self.error = message
+            elif isinstance(message, Paused):
+                self.paused = message
+            elif isinstance(message, Resumed):
+                self.paused = None
+            elif isinstance(message, DebuggerOpened):
+                self.debugger = message
+                self.debuggers_opened += 1
+            elif isinstance(message, DebuggerClosed):
+                self.debugger = None
+            elif isinstance(message, Notice):
+                if self.history_loaded:
+                    self.notices.append(message)
             elif isinstance(message, HistoryDone):
                 self.history_loaded = True
         self.version += 1
@@ -112,6 +136,11 @@ class RunModel:
             while self._rate and last.time - self._rate[0][0] > RATE_WINDOW:
                 self._rate.popleft()
 
+    def take_notices(self) -> list[Notice]:
+        """The notices that arrived since the last call."""
+        notices, self.notices = self.notices, []
+        return notices
+
     def mark_connection_lost(self) -> None:
         """The supervisor went away (it exits when the run ends)."""
         self.connection_lost = True
@@ -124,8 +153,14 @@ class RunModel:
         """starting, running, finished, crashed, stopped; "connecting" before the first info."""
         if self.info is None:
             return "connecting"
-        if self.connection_lost and self.info.state not in ENDED_STATES:
+        if self.info.state in ENDED_STATES:
+            return self.info.state
+        if self.connection_lost:
             return "lost"
+        if self.error is not None and self.error.held:
+            return "held"
+        if self.paused is not None:
+            return "paused"
         return self.info.state
 
     @property

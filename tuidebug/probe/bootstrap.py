@@ -20,14 +20,17 @@ import traceback
 from pathlib import Path
 from types import TracebackType
 
-from tuidebug.probe import runtime
+from tuidebug.probe import debugger, runtime
+from tuidebug.probe.conditions import ConditionError
 from tuidebug.probe.link import Link, LinkError
 from tuidebug.probe.probe import Probe
 
 ENV_SOCKET = "TUIDEBUG_SOCKET"
 ENV_TOKEN_FILE = "TUIDEBUG_TOKEN_FILE"
 ENV_OUTPUT_LOG = "TUIDEBUG_OUTPUT_LOG"
-PROBE_VARIABLES = (ENV_SOCKET, ENV_TOKEN_FILE, ENV_OUTPUT_LOG)
+ENV_BREAK_ON = "TUIDEBUG_BREAK_ON"  # conditions, one per line (tuidebug run --break-on)
+ENV_HOLD_ON_ERROR = "TUIDEBUG_HOLD_ON_ERROR"  # "1": wait for a post-mortem before exiting
+PROBE_VARIABLES = (ENV_SOCKET, ENV_TOKEN_FILE, ENV_OUTPUT_LOG, ENV_BREAK_ON, ENV_HOLD_ON_ERROR)
 
 
 def _connect(probe_env: dict[str, str]) -> Probe:
@@ -85,6 +88,7 @@ def main(argv: list[str] | None = None) -> None:
         print("usage: python -m tuidebug.probe.bootstrap SCRIPT [ARGS...]", file=sys.stderr)
         sys.exit(2)
     script = args[0]
+    previous_breakpointhook = sys.breakpointhook
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     probe_env = {key: os.environ.pop(key) for key in PROBE_VARIABLES if key in os.environ}
     if ENV_SOCKET in probe_env:
@@ -93,6 +97,15 @@ def main(argv: list[str] | None = None) -> None:
     probe = _connect(probe_env)
     runtime.install(probe)
     probe.install_auto_hooks()
+    live = probe.link is not None
+    if live:
+        sys.breakpointhook = debugger.breakpoint_hook(probe.gate.notify_breakpoint)
+        for text in filter(None, probe_env.get(ENV_BREAK_ON, "").splitlines()):
+            try:
+                probe.gate.add_condition(text)
+            except ConditionError as error:
+                print(f"tuidebug: --break-on: {error}", file=sys.stderr)
+    hold = live and probe_env.get(ENV_HOLD_ON_ERROR) == "1"
 
     sys.argv = args
     sys.path[0] = os.path.dirname(os.path.abspath(script))
@@ -110,11 +123,20 @@ def main(argv: list[str] | None = None) -> None:
         )
         sys.stderr.write(text)
         sys.stderr.flush()
-        probe.report_error(error, text)
+        probe.report_error(error, text, held=hold)
+        if hold:
+            print(
+                "tuidebug: the run is held after the error: press d in the console for a "
+                "post-mortem debugger, q to let it exit",
+                file=sys.stderr,
+                flush=True,
+            )
+            probe.gate.hold_after_error(error.__traceback__)
         sys.exit(1)
     finally:
         probe.finish()
         probe.remove_hooks()
+        sys.breakpointhook = previous_breakpointhook
         runtime.install(None)
         if probe.link is not None:
             probe.link.close()

@@ -28,6 +28,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from tuidebug.probe.gate import Gate
 from tuidebug.probe.hook import Hook
 from tuidebug.wire.messages import (
     Boundary,
@@ -128,6 +129,7 @@ class Probe:
         self._models: dict[int, tuple[str, weakref.ref[Any]]] = {}
         self._optimizers: dict[int, weakref.ref[Any]] = {}
         self._hook = LiveHook(self)
+        self.gate = Gate(self)
         self._auto: Any = None  # AutoHooks, when installed
         self._warned: set[str] = set()
 
@@ -202,7 +204,7 @@ class Probe:
         self._optimizers[id(optimizer)] = weakref.ref(optimizer)
         groups = getattr(optimizer, "param_groups", [])
         lr = groups[0].get("lr") if groups else None
-        self._send(
+        self.send(
             OptimizerSeen(
                 rank=self.rank,
                 step=self.step,
@@ -218,21 +220,22 @@ class Probe:
             self._see_model(module, None)
 
     @guarded
-    def report_error(self, error: BaseException, traceback_text: str) -> None:
+    def report_error(self, error: BaseException, traceback_text: str, held: bool = False) -> None:
         """The script raised ``error``; send it with the traceback the user sees."""
-        self._send(
+        self.send(
             ScriptError(
                 rank=self.rank,
                 step=self.step,
                 exc_type=type(error).__name__,
                 text=str(error),
                 traceback=traceback_text,
+                held=held,
             )
         )
 
     def handle_command(self, command: Command) -> None:
-        """A console's command, delivered by the link's I/O thread (never the training thread)."""
-        log.debug("command %s ignored: not handled by this probe version", command.name)
+        """A console's command, from the link's I/O thread; the gate runs it at a boundary."""
+        self.gate.post(command)
 
     def finish(self) -> None:
         """The script is over: report the last step and anything still in flight."""
@@ -260,7 +263,8 @@ class Probe:
 
     # --- internals -----------------------------------------------------------------------------
 
-    def _send(self, message: Message) -> None:
+    def send(self, message: Message) -> None:
+        """Queue a message for the supervisor (dropped when there is no link)."""
         if self.link is not None:
             self.link.send(message)
 
@@ -268,7 +272,7 @@ class Probe:
         if self.source == source:
             return
         self.source = source
-        self._send(Boundary(rank=self.rank, step=self.step, source=source, detail=detail))
+        self.send(Boundary(rank=self.rank, step=self.step, source=source, detail=detail))
 
     def _see_model(self, module: Any, name: str | None) -> None:
         if id(module) in self._models:
@@ -277,7 +281,7 @@ class Probe:
             name = "model" if not self._models else f"model{len(self._models) + 1}"
         self._models[id(module)] = (name, weakref.ref(module))
         params = list(module.parameters())
-        self._send(
+        self.send(
             ModelSeen(
                 rank=self.rank,
                 step=self.step,
@@ -303,6 +307,7 @@ class Probe:
             self._read_value("\0loss", loss, point, on_device)
         for key, value in scalars.items():
             self._read_value(key, value, point, on_device)
+        resolved = not on_device
         if on_device:
             self._defer(point, on_device)
         elif self._deferred:
@@ -312,6 +317,8 @@ class Probe:
             self.link.push_point(point)
         if self._deferred:
             self._release_deferred(wait=False)
+        if self.gate.attention:  # the pause gate's one check per step
+            self.gate.at_boundary(point if resolved else None)
 
     def _read_value(
         self, key: str, value: Any, point: StepPoint, on_device: list[tuple[str, Any]]
@@ -344,8 +351,11 @@ class Probe:
             item = self._deferred.popleft()
             if wait and not isinstance(item.event, _Done):
                 item.event.synchronize()
+            point = item.resolve()
             if self.link is not None:
-                self.link.push_point(item.resolve())
+                self.link.push_point(point)
+            if self.gate.conditions and item.keys:
+                self.gate.check_conditions(point)  # a late value: the pause comes a step later
 
 
 class _Done:

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import signal
 import time
 from dataclasses import dataclass, field
@@ -25,15 +26,20 @@ from tuidebug.wire import auth, codec
 from tuidebug.wire.messages import (
     Boundary,
     Command,
+    DebuggerClosed,
+    DebuggerOpened,
     Hello,
     HistoryDone,
     Input,
     Message,
     ModelSeen,
+    Notice,
     OptimizerSeen,
     Output,
+    Paused,
     Reject,
     Resize,
+    Resumed,
     RunInfo,
     ScriptError,
     Steps,
@@ -47,7 +53,20 @@ FLUSH_INTERVAL = 0.5
 OUTPUT_REPLAY_BYTES = 256 * 1024  # the tail of the script's output a new console is sent
 CONSOLE_BACKLOG_LIMIT = 8 * 1024 * 1024  # a console this far behind is dropped; it can re-attach
 STOP_GRACE = (5.0, 5.0)  # seconds after SIGINT before SIGTERM, and after SIGTERM before SIGKILL
-EVENT_KINDS = (Boundary, ModelSeen, OptimizerSeen, ScriptError)
+EVENT_KINDS = (
+    Boundary,
+    ModelSeen,
+    OptimizerSeen,
+    ScriptError,
+    Paused,
+    Resumed,
+    DebuggerOpened,
+    DebuggerClosed,
+    Notice,
+)
+DEBUGGER_CONTEXT_BYTES = 4096  # output before a debugger opened, replayed to a late bridge
+PROMPTS = ("ipdb>", "(Pdb)", "(pdb)")
+_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07]*\x07|\x1b.")
 
 
 @dataclass(eq=False)
@@ -99,6 +118,11 @@ class Supervisor:
         self.store = HistoryStore(paths.history)
         self.probes: set[Client] = set()
         self.consoles: set[Client] = set()
+        self.bridges: set[Client] = set()
+        self.held = False  # the script raised and waits for a post-mortem or a release
+        self.debugger_output: bytearray | None = None  # output since a debugger opened
+        self.prompt_debugger = False  # a debugger the probe did not announce (its prompt seen)
+        self._recent_output = bytearray()
         self.process: Any = None
         self.master_fd = -1
         self._output_log = open(paths.pty_log, "ab")  # noqa: SIM115 - lives as long as the run
@@ -122,6 +146,11 @@ class Supervisor:
         env["TUIDEBUG_SOCKET"] = str(self.paths.socket)
         env["TUIDEBUG_TOKEN_FILE"] = str(self.paths.token)
         env["TUIDEBUG_OUTPUT_LOG"] = str(self.paths.pty_log)
+        meta = self.paths.read_meta()
+        if meta.get("break_on"):
+            env["TUIDEBUG_BREAK_ON"] = "\n".join(meta["break_on"])
+        if meta.get("hold_on_error"):
+            env["TUIDEBUG_HOLD_ON_ERROR"] = "1"
         self.process, self.master_fd = spawn_on_pty(self.script, self.args, self.cwd, env)
         self._write_meta()
         loop.add_reader(self.master_fd, self._on_pty_readable)
@@ -139,7 +168,7 @@ class Supervisor:
         # Give consoles a moment to read the final state, then close everything.
         await asyncio.sleep(0.2)
         server.close()
-        for client in list(self.probes | self.consoles):
+        for client in list(self.probes | self.consoles | self.bridges):
             client.close()
         with contextlib.suppress(FileNotFoundError):
             self.paths.socket.unlink()
@@ -196,7 +225,22 @@ class Supervisor:
             return
         self._output_log.write(data)
         self._output_log.flush()
-        self._broadcast(codec.encode(Output(data=data)))
+        self._on_output(data)
+
+    def _on_output(self, data: bytes) -> None:
+        """Fan out the script's output, and notice a debugger prompt nobody announced."""
+        self._recent_output += data
+        del self._recent_output[:-DEBUGGER_CONTEXT_BYTES]
+        frame = codec.encode(Output(data=data))
+        self._broadcast(frame)
+        for bridge in list(self.bridges):
+            bridge.send(frame)
+        if self.debugger_output is not None:
+            self.debugger_output += data
+        elif _ends_with_prompt(self._recent_output):
+            # The script called pdb/ipdb.set_trace() itself: hand the terminal over.
+            self.prompt_debugger = True
+            self._open_debugger(DebuggerOpened(kind="prompt"))
 
     async def _drain_pty(self) -> None:
         """Read what the script wrote just before it exited (children may hold the pty open)."""
@@ -212,7 +256,7 @@ class Supervisor:
             if not data:
                 break
             self._output_log.write(data)
-            self._broadcast(codec.encode(Output(data=data)))
+            self._on_output(data)
         loop = asyncio.get_running_loop()
         loop.remove_reader(self.master_fd)
         os.close(self.master_fd)
@@ -236,6 +280,10 @@ class Supervisor:
             writer.write(codec.encode(Welcome(run_id=self.paths.run_id)))
             if hello.role == "probe":
                 self._on_probe_hello(client)
+            elif hello.role == "bridge":
+                if self.debugger_output is not None:
+                    client.send(codec.encode(Output(data=bytes(self.debugger_output))))
+                self.bridges.add(client)
             else:
                 self._send_history(client)
             await self._serve(client, reader, decoder)
@@ -245,7 +293,10 @@ class Supervisor:
             if client is not None:
                 self.probes.discard(client)
                 self.consoles.discard(client)
+                self.bridges.discard(client)
                 client.close()
+                if self.held and not self.consoles:
+                    self._release()
             else:
                 writer.close()
 
@@ -306,20 +357,61 @@ class Supervisor:
             message.rank = client.rank  # a probe speaks for its own rank only
             self.store.add_points(client.rank, message.points)
             self.steps_seen += len(message.points)
+            if self.prompt_debugger:  # steps again: the script's own debugger is done
+                self.prompt_debugger = False
+                self._close_debugger(DebuggerClosed(rank=client.rank, continued=True))
+        elif isinstance(message, DebuggerOpened):
+            message.rank = client.rank
+            self._open_debugger(message)
+            return
+        elif isinstance(message, DebuggerClosed):
+            message.rank = client.rank
+            self._close_debugger(message)
+            return
         elif isinstance(message, EVENT_KINDS):
             message.rank = client.rank
             if isinstance(message, ScriptError):
                 self.error_seen = True
+                if message.held:
+                    self.held = True
+                    if not self.consoles:
+                        self._release()  # nobody to debug it: let the process exit
             self.store.add_event(event_body(message))
         else:
             return  # probes have nothing else to say to consoles
         self._broadcast(codec.encode(message))
 
+    def _open_debugger(self, message: DebuggerOpened) -> None:
+        if message.kind != "prompt":
+            self.prompt_debugger = False  # the probe announced it: it will say when it closes
+        self.debugger_output = bytearray(self._recent_output)
+        self.store.add_event(event_body(message))
+        self._broadcast(codec.encode(message))
+
+    def _close_debugger(self, message: DebuggerClosed) -> None:
+        self.debugger_output = None
+        frame = codec.encode(message)
+        self.store.add_event(event_body(message))
+        self._broadcast(frame)
+        for bridge in list(self.bridges):
+            bridge.send(frame)
+
+    def _release(self) -> None:
+        """Let a script held after its error exit."""
+        self.held = False
+        frame = codec.encode(Command(name="release", rank=-1))
+        for probe in list(self.probes):
+            probe.send(frame)
+
     def _on_console_message(self, message: Message) -> None:
         if isinstance(message, Command):
             if message.name == "stop-run":
                 self.request_stop()
+                if self.held:
+                    self._release()
             else:
+                if message.name in ("release", "debug"):
+                    self.held = False
                 frame = codec.encode(message)
                 for probe in list(self.probes):
                     if message.rank in (-1, probe.rank):
@@ -364,6 +456,12 @@ class Supervisor:
             ended=self.ended,
         )
         self.paths.write_meta(meta)
+
+
+def _ends_with_prompt(output: bytearray) -> bool:
+    """True when the script's latest output ends with a debugger prompt (colours ignored)."""
+    tail = _ANSI.sub("", bytes(output[-256:]).decode(errors="replace"))
+    return tail.rstrip().endswith(PROMPTS)
 
 
 def _file_tail(path: os.PathLike[str], size: int) -> bytes:

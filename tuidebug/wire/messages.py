@@ -18,7 +18,7 @@ import msgspec
 
 PROTOCOL = 1
 
-Role = Literal["probe", "console"]
+Role = Literal["probe", "console", "bridge"]
 RunStateName = Literal["starting", "running", "finished", "crashed", "stopped"]
 
 
@@ -33,7 +33,11 @@ class Message(msgspec.Struct, tag=True, kw_only=True, omit_defaults=True):
 
 
 class Hello(Message):
-    """First frame from any client: who it is and the run's secret token."""
+    """First frame from any client: who it is and the run's secret token.
+
+    A "bridge" is a console's second connection, used while it hands its terminal to the
+    script's debugger: it gets the script's output live (no history) and sends keystrokes.
+    """
 
     role: Role
     token: str
@@ -99,11 +103,51 @@ class OptimizerSeen(Message):
 
 
 class ScriptError(Message):
-    """The script raised: the exception and its traceback as the user would see it."""
+    """The script raised: the exception and its traceback as the user would see it.
+
+    ``held`` is true when the process waits (before exiting) for a console to open a
+    post-mortem debugger or to let it go (``Command("release")``).
+    """
 
     exc_type: str
     text: str
     traceback: str
+    held: bool = False
+
+
+class Paused(Message):
+    """The training thread stopped at the boundary of ``step``; ``where`` is the user's line."""
+
+    reason: str
+    where: str = ""
+
+
+class Resumed(Message):
+    """The training thread goes on from the boundary of ``step``."""
+
+
+class DebuggerOpened(Message):
+    """A debugger took the script's terminal: consoles hand their terminal over to it.
+
+    ``kind``: "at-step" (from the console), "breakpoint" (the script's own breakpoint()),
+    "post-mortem", or "prompt" (a debugger prompt seen in the output).
+    """
+
+    kind: str
+    where: str = ""
+
+
+class DebuggerClosed(Message):
+    """The debugger is done; ``continued`` says whether the run went on."""
+
+    continued: bool = False
+
+
+class Notice(Message):
+    """Something a person should read: a command's effect, or why it was refused."""
+
+    level: str  # "info", "warning" or "error"
+    text: str
 
 
 # --- supervisor -> consoles -------------------------------------------------------------------
@@ -167,6 +211,11 @@ AnyMessage = (
     | ModelSeen
     | OptimizerSeen
     | ScriptError
+    | Paused
+    | Resumed
+    | DebuggerOpened
+    | DebuggerClosed
+    | Notice
     | RunInfo
     | Output
     | HistoryDone

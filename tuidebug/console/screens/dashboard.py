@@ -8,11 +8,11 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 
 from tuidebug.console.run_model import RunModel
-from tuidebug.console.widgets.end_banner import EndBanner
 from tuidebug.console.widgets.loss_chart import LossChart
 from tuidebug.console.widgets.output_tail import OutputTail
 from tuidebug.console.widgets.run_header import RunHeader
 from tuidebug.console.widgets.sparkline_table import ScalarsTable
+from tuidebug.console.widgets.status_banner import StatusBanner
 
 
 class DashboardScreen(Screen[None]):
@@ -31,7 +31,7 @@ class DashboardScreen(Screen[None]):
             with Vertical(id="side"):
                 yield ScalarsTable(id="scalars", spark_width=10)
                 yield Static(id="models")
-        yield EndBanner(self.model, id="end-banner")
+        yield StatusBanner(self.model, id="status-banner")
         yield OutputTail(self.model.output, id="output")
         yield Footer()
 
@@ -54,7 +54,7 @@ class DashboardScreen(Screen[None]):
         if self._models_shown != len(model.models) + len(model.optimizers):
             self._models_shown = len(model.models) + len(model.optimizers)
             self.query_one("#models", Static).update(self._describe_models())
-        self.query_one(EndBanner).sync()
+        self.query_one(StatusBanner).sync()
         self.query_one(OutputTail).sync()
         chart = self.query_one(LossChart)
         chart.version = self.model.version

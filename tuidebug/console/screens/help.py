@@ -13,6 +13,18 @@ from textual.widgets import Static
 
 KEYS = [
     ("?", "this help"),
+    ("p", "pause at the next step boundary / resume"),
+    ("r", "resume"),
+    ("n", "run exactly one more step, then pause"),
+    (
+        "d",
+        "while paused: ipdb in the run, at your training loop's line (c continues, "
+        "q comes back paused); after a crash: post-mortem",
+    ),
+    ("ctrl+]", "in the debugger: back to the console, leaving the debugger open"),
+    ("g", "run to step K, then pause"),
+    ("e", "pause every K steps (0: off)"),
+    ("b", "pause when a condition holds: loss > 5, loss nonfinite, grad_norm > 10, step == 500"),
     ("l", "loss chart: linear / log scale"),
     ("o", "the script's full output"),
     ("q / ctrl+c", "quit the console: asks whether to stop the run or leave it running"),

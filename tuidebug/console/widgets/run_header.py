@@ -17,6 +17,8 @@ STATE_STYLES = {
     "crashed": "bold white on red",
     "stopped": "bold yellow",
     "lost": "bold red",
+    "paused": "bold black on yellow",
+    "held": "bold white on red",
 }
 
 
@@ -57,7 +59,8 @@ class RunHeader(Static):
             script = " ".join([model.info.script, *model.info.args])
             text.append(f"  {script}", style="bold")
         text.append(f"  step {model.step:,}")
-        text.append(f"  {format_rate(model.steps_per_second() if not model.ended else None)}")
+        moving = model.state == "running"
+        text.append(f"  {format_rate(model.steps_per_second() if moving else None)}")
         text.append(f"  {format_duration(model.elapsed())}")
         text.append("  loss ")
         text.append(format_value(model.last_loss), style="bold")

@@ -1,4 +1,9 @@
-"""How the run ended, shown prominently: final figures, or the exit code and traceback."""
+"""The run's situation when it needs attention: paused, held after an error, or ended.
+
+Hidden while the run simply runs. Paused: why, where (the user's line) and the keys that act.
+Held: the traceback and the post-mortem key. Ended: the final figures, or the exit code and
+traceback.
+"""
 
 from __future__ import annotations
 
@@ -11,23 +16,24 @@ from tuidebug.console.formatting import format_duration, format_value
 from tuidebug.console.run_model import RunModel
 
 TRACEBACK_LINES = 14  # the end of a traceback says what went wrong; keep the banner bounded
+STATES = ("finished", "crashed", "stopped", "lost", "paused", "held")
 
 
-class EndBanner(Widget):
-    """Hidden while the run is alive; after it ends, says how, in the colours of the outcome."""
+class StatusBanner(Widget):
+    """Says what the run waits for, or how it ended, in the colours of the situation."""
 
     DEFAULT_CSS = """
-    EndBanner {
+    StatusBanner {
         height: auto;
         max-height: 18;
         display: none;
         padding: 0 1;
         border: heavy $success;
     }
-    EndBanner.-crashed {
+    StatusBanner.-crashed, StatusBanner.-held {
         border: heavy $error;
     }
-    EndBanner.-stopped, EndBanner.-lost {
+    StatusBanner.-stopped, StatusBanner.-lost, StatusBanner.-paused {
         border: heavy $warning;
     }
     """
@@ -42,18 +48,22 @@ class EndBanner(Widget):
     def sync(self) -> None:
         """Show, hide and redraw following the model (called once per frame by the app)."""
         state = self.model.state
-        shown = self.model.ended or state == "lost"
-        self.display = shown
-        for name in ("finished", "crashed", "stopped", "lost"):
+        self.display = state in STATES
+        for name in STATES:
             self.set_class(state == name, f"-{name}")
         self.version = self.model.version
 
     def render(self) -> RenderableType:
         model = self.model
-        info = model.info
         state = model.state
-        code = info.exit_code if info else None
         took = format_duration(model.elapsed())
+        if state == "paused" and model.paused is not None:
+            return Text.assemble(
+                ("paused", "bold yellow"),
+                f" at step {model.paused.step:,}: {model.paused.reason}\n",
+                (model.paused.where or "", "dim"),
+                ("\np/r resume · n one step · d debugger (ipdb here) · g run to step", "bold"),
+            )
         if state == "finished":
             return Text.assemble(
                 ("finished", "bold green"),
@@ -69,13 +79,22 @@ class EndBanner(Widget):
                 ("connection lost", "bold red"),
                 ": the run's supervisor went away; `tuidebug attach` reconnects if it still runs",
             )
+        code = model.info.exit_code if model.info else None
         title = Text.assemble(
-            (state, "bold red" if state == "crashed" else "bold yellow"),
-            f" with exit code {code}" if code is not None else "",
+            (state, "bold red" if state in ("crashed", "held") else "bold yellow"),
+            f" with exit code {code}" if code is not None and state != "held" else "",
             f" at step {model.step:,} after {took}",
         )
         if model.error is None:
             return title
         title.append(f" — {model.error.exc_type}: {model.error.text}", style="bold")
         lines = model.error.traceback.rstrip("\n").splitlines()[-TRACEBACK_LINES:]
-        return Group(title, Text("\n".join(lines), style="red"))
+        parts: list[RenderableType] = [title, Text("\n".join(lines), style="red")]
+        if state == "held":
+            parts.append(
+                Text(
+                    "d: post-mortem debugger at the failing line · q: let the process exit",
+                    style="bold",
+                )
+            )
+        return Group(*parts)
