@@ -59,6 +59,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             "break_on": list(args.break_on),
             # Hold a crashed script for a post-mortem only when someone is watching.
             "hold_on_error": not args.no_hold and not args.detach,
+            "options": probe_options(args),
         }
     )
     with open(paths.supervisor_log, "ab") as log_file:
@@ -81,6 +82,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"  script output:     {paths.pty_log}")
         return 0
     return _open_console(paths, launched=True)
+
+
+def probe_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The run's options for the probe's extensions (tuidebug/probe/extensions/)."""
+    options: dict[str, Any] = {
+        "budget": args.budget,
+        "pause_on_nonfinite": not args.no_pause_on_nonfinite,
+    }
+    if args.stats_every:
+        options["stats_every"] = args.stats_every
+    return options
 
 
 def _open_console(paths: Any, launched: bool) -> int:
@@ -200,6 +212,25 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="COND",
         help="pause when COND holds, e.g. 'loss > 5', 'loss nonfinite', 'grad_norm > 10', "
         "'step == 500' (repeatable)",
+    )
+    run.add_argument(
+        "--budget",
+        type=float,
+        default=0.01,
+        metavar="FRACTION",
+        help="share of step time the layer statistics may cost (default 0.01: 1%%)",
+    )
+    run.add_argument(
+        "--stats-every",
+        type=int,
+        default=0,
+        metavar="N",
+        help="sample layer statistics every N steps, whatever they cost",
+    )
+    run.add_argument(
+        "--no-pause-on-nonfinite",
+        action="store_true",
+        help="do not pause when a NaN/Inf first shows in the loss, activations or gradients",
     )
     run.add_argument(
         "--no-hold",

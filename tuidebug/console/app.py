@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from textual import work
 from textual.app import App, SuspendNotSupported
 from textual.binding import Binding, BindingType
 
 from tuidebug.console.bridge import BridgeError, run_bridge
+from tuidebug.console.extensions import extensions
 from tuidebug.console.run_model import RunModel
 from tuidebug.console.screens.dashboard import DashboardScreen
 from tuidebug.console.screens.help import HelpScreen
@@ -87,6 +88,10 @@ class TuidebugApp(App[ConsoleResult]):
         self.exit_on_early_end = exit_on_early_end
         self.dashboard = DashboardScreen(self.model)
         self._bridged = 0  # how many of the run's debugger sessions this console took over
+        self._extension_screens: dict[str, Any] = {}
+        for extension in extensions():
+            action = f"open_extension('{extension.name}')"
+            self.bind(extension.key, action, description=extension.title)
 
     def on_mount(self) -> None:
         self.push_screen(self.dashboard)
@@ -122,8 +127,13 @@ class TuidebugApp(App[ConsoleResult]):
     def sync_screen(self) -> None:
         """Bring the visible screen up to the model (at most ``FRAME_RATE`` times a second)."""
         screen = self.screen
+        for extension in extensions():
+            wanted = extension.wants_screen(self.model.ext[extension.name])
+            if wanted and screen is not self._extension_screens.get(extension.name):
+                self.action_open_extension(extension.name)
+                return  # the screen syncs from the next frame, once it is mounted
         sync = getattr(screen, "sync", None)
-        if sync is not None:
+        if sync is not None and screen.is_mounted:
             sync()
         if self.exit_on_early_end and self.model.ended and self.model.steps_seen == 0:
             self.exit(self._result(ConsoleExit.ENDED))
@@ -210,6 +220,25 @@ class TuidebugApp(App[ConsoleResult]):
                 self._command("pause-every", every=value or "0")
 
         self.push_screen(PromptScreen("Pause every N steps", "0 turns it off"), answer)
+
+    def action_open_extension(self, name: str) -> None:
+        """Show an extension's screen (made once, kept while the console runs)."""
+        extension = next(e for e in extensions() if e.name == name)
+        screen = self._extension_screens.get(name)
+        if screen is None:
+            screen = extension.make_screen(self.model.ext[name], self._send)
+            self._extension_screens = {**self._extension_screens, name: screen}
+        if self.screen is screen:
+            return
+        if screen in self.screen_stack:
+            while self.screen is not screen:
+                self.pop_screen()
+            return
+        self.push_screen(screen)
+
+    def _send(self, command: Command) -> None:
+        if self.source is not None and self.source.live:
+            self.source.send(command)
 
     def action_toggle_log_scale(self) -> None:
         chart = self.dashboard.query_one(LossChart)

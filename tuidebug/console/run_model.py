@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from typing import Any
 
+from tuidebug.console.extensions import extensions
 from tuidebug.console.history import MinMaxHistory
 from tuidebug.console.terminal_text import TerminalText
 from tuidebug.wire.messages import (
@@ -74,6 +76,8 @@ class RunModel:
         self.version = 0
         """Bumped by every fold; views compare it to redraw only on change."""
         self._rate: deque[tuple[float, int]] = deque()
+        self.ext: dict[str, Any] = {e.name: e.make_state() for e in extensions()}
+        """Each console extension's state, by extension name."""
 
     # --- folding -------------------------------------------------------------------------------
 
@@ -108,6 +112,8 @@ class RunModel:
                     self.notices.append(message)
             elif isinstance(message, HistoryDone):
                 self.history_loaded = True
+        for extension in extensions():
+            extension.fold(self.ext[extension.name], messages)
         self.version += 1
 
     def _fold_steps(self, message: Steps) -> None:

@@ -9,12 +9,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Protocol
 
-import msgspec
-
 from tuidebug.paths import RunPaths
 from tuidebug.supervisor.store import HistoryStore
+from tuidebug.wire import codec
 from tuidebug.wire.client import ConnectError, RunConnection
-from tuidebug.wire.messages import AnyMessage, HistoryDone, Message, Output, RunInfo
+from tuidebug.wire.messages import HistoryDone, Message, Output, RunInfo
 
 STORED_OUTPUT_BYTES = 1024 * 1024
 
@@ -75,7 +74,6 @@ class StoredSource:
                 ended=meta.get("ended") or meta.get("started") or meta.get("created"),
             )
         ]
-        decoder = msgspec.msgpack.Decoder(AnyMessage)
         steps = 0
         if self._paths.history.exists():
             store = HistoryStore(self._paths.history, readonly=True)
@@ -83,9 +81,11 @@ class StoredSource:
                 events: list[Message] = []
                 for body in store.iter_event_bodies():
                     try:
-                        events.append(decoder.decode(body))
-                    except msgspec.DecodeError:
-                        continue  # an event kind from a newer version: skip it
+                        event = codec.decode_body(body)
+                    except codec.ProtocolError:
+                        continue  # damaged: skip it
+                    if event is not None:  # None: a kind from a newer version
+                        events.append(event)
                 yield events
                 for message in store.iter_steps():
                     steps += len(message.points)

@@ -11,6 +11,7 @@ If the supervisor cannot be reached, the script runs anyway, without the probe.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import runpy
@@ -20,7 +21,7 @@ import traceback
 from pathlib import Path
 from types import TracebackType
 
-from tuidebug.probe import debugger, runtime
+from tuidebug.probe import debugger, extensions, runtime
 from tuidebug.probe.conditions import ConditionError
 from tuidebug.probe.link import Link, LinkError
 from tuidebug.probe.probe import Probe
@@ -30,7 +31,15 @@ ENV_TOKEN_FILE = "TUIDEBUG_TOKEN_FILE"
 ENV_OUTPUT_LOG = "TUIDEBUG_OUTPUT_LOG"
 ENV_BREAK_ON = "TUIDEBUG_BREAK_ON"  # conditions, one per line (tuidebug run --break-on)
 ENV_HOLD_ON_ERROR = "TUIDEBUG_HOLD_ON_ERROR"  # "1": wait for a post-mortem before exiting
-PROBE_VARIABLES = (ENV_SOCKET, ENV_TOKEN_FILE, ENV_OUTPUT_LOG, ENV_BREAK_ON, ENV_HOLD_ON_ERROR)
+ENV_OPTIONS = "TUIDEBUG_OPTIONS"  # JSON: the run's options for the probe's extensions
+PROBE_VARIABLES = (
+    ENV_SOCKET,
+    ENV_TOKEN_FILE,
+    ENV_OUTPUT_LOG,
+    ENV_BREAK_ON,
+    ENV_HOLD_ON_ERROR,
+    ENV_OPTIONS,
+)
 
 
 def _connect(probe_env: dict[str, str]) -> Probe:
@@ -105,6 +114,11 @@ def main(argv: list[str] | None = None) -> None:
                 probe.gate.add_condition(text)
             except ConditionError as error:
                 print(f"tuidebug: --break-on: {error}", file=sys.stderr)
+        try:
+            options = json.loads(probe_env.get(ENV_OPTIONS) or "{}")
+        except ValueError:
+            options = {}
+        extensions.install_all(probe, options if isinstance(options, dict) else {})
     hold = live and probe_env.get(ENV_HOLD_ON_ERROR) == "1"
 
     sys.argv = args

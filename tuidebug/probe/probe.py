@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from tuidebug.probe.gate import Gate
 from tuidebug.probe.hook import Hook
+from tuidebug.probe.observer import Observer
 from tuidebug.wire.messages import (
     Boundary,
     Command,
@@ -130,6 +131,7 @@ class Probe:
         self._optimizers: dict[int, weakref.ref[Any]] = {}
         self._hook = LiveHook(self)
         self.gate = Gate(self)
+        self.observers: list[Observer] = []
         self._auto: Any = None  # AutoHooks, when installed
         self._warned: set[str] = set()
 
@@ -146,6 +148,24 @@ class Probe:
         if self._auto is not None:
             self._auto.remove()
             self._auto = None
+        observers, self.observers = self.observers, []
+        for observer in observers:
+            try:
+                observer.close()
+            except Exception:  # one observer's failure must not keep the others' hooks
+                log.exception("tuidebug: closing %s failed", type(observer).__name__)
+
+    def add_observer(self, observer: Observer) -> None:
+        """Add an extension's observer; it hears of the models and optimizers seen so far."""
+        self.observers.append(observer)
+        for name, ref in list(self._models.values()):
+            module = ref()
+            if module is not None:
+                observer.on_model(name, module)
+        for ref in list(self._optimizers.values()):
+            optimizer = ref()
+            if optimizer is not None:
+                observer.on_optimizer(optimizer)
 
     def attach(self, *objects: Any, **named: Any) -> Hook:
         """``tuidebug.attach``: follow these objects and make ``dbg.step()`` the boundary."""
@@ -202,6 +222,8 @@ class Probe:
     def on_optimizer_seen(self, optimizer: Any) -> None:
         """Remember an optimizer and tell the console about it."""
         self._optimizers[id(optimizer)] = weakref.ref(optimizer)
+        for observer in self.observers:
+            observer.on_optimizer(optimizer)
         groups = getattr(optimizer, "param_groups", [])
         lr = groups[0].get("lr") if groups else None
         self.send(
@@ -292,6 +314,8 @@ class Probe:
                 modules=sum(1 for _ in module.modules()),
             )
         )
+        for observer in self.observers:
+            observer.on_model(name, module)
 
     def _boundary(self, loss: Any, scalars: dict[str, Any]) -> None:
         """One step ended: number it, read its values without a device sync, queue it."""
@@ -317,6 +341,12 @@ class Probe:
             self.link.push_point(point)
         if self._deferred:
             self._release_deferred(wait=False)
+        if self.observers:
+            now = time.perf_counter()
+            for observer in self.observers:
+                reason = observer.on_boundary(self.step, point, now)
+                if reason:
+                    self.gate.request_pause(reason)
         if self.gate.attention:  # the pause gate's one check per step
             self.gate.at_boundary(point if resolved else None)
 
@@ -354,8 +384,13 @@ class Probe:
             point = item.resolve()
             if self.link is not None:
                 self.link.push_point(point)
-            if self.gate.conditions and item.keys:
-                self.gate.check_conditions(point)  # a late value: the pause comes a step later
+            if item.keys:  # a late value: a pause it calls for comes a step or two later
+                if self.gate.conditions:
+                    self.gate.check_conditions(point)
+                for observer in self.observers:
+                    reason = observer.on_late_value(point)
+                    if reason:
+                        self.gate.request_pause(reason)
 
 
 class _Done:

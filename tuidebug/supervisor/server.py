@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import re
@@ -24,7 +25,6 @@ from tuidebug.supervisor.child import set_winsize, spawn_on_pty
 from tuidebug.supervisor.store import HistoryStore, event_body
 from tuidebug.wire import auth, codec
 from tuidebug.wire.messages import (
-    Boundary,
     Command,
     DebuggerClosed,
     DebuggerOpened,
@@ -32,14 +32,9 @@ from tuidebug.wire.messages import (
     HistoryDone,
     Input,
     Message,
-    ModelSeen,
-    Notice,
-    OptimizerSeen,
     Output,
-    Paused,
     Reject,
     Resize,
-    Resumed,
     RunInfo,
     ScriptError,
     Steps,
@@ -53,17 +48,6 @@ FLUSH_INTERVAL = 0.5
 OUTPUT_REPLAY_BYTES = 256 * 1024  # the tail of the script's output a new console is sent
 CONSOLE_BACKLOG_LIMIT = 8 * 1024 * 1024  # a console this far behind is dropped; it can re-attach
 STOP_GRACE = (5.0, 5.0)  # seconds after SIGINT before SIGTERM, and after SIGTERM before SIGKILL
-EVENT_KINDS = (
-    Boundary,
-    ModelSeen,
-    OptimizerSeen,
-    ScriptError,
-    Paused,
-    Resumed,
-    DebuggerOpened,
-    DebuggerClosed,
-    Notice,
-)
 DEBUGGER_CONTEXT_BYTES = 4096  # output before a debugger opened, replayed to a late bridge
 PROMPTS = ("ipdb>", "(Pdb)", "(pdb)")
 _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07]*\x07|\x1b.")
@@ -123,6 +107,7 @@ class Supervisor:
         self.debugger_output: bytearray | None = None  # output since a debugger opened
         self.prompt_debugger = False  # a debugger the probe did not announce (its prompt seen)
         self._recent_output = bytearray()
+        self.latest: dict[tuple[str, int], bytes] = {}  # "latest"-retention messages, by kind
         self.process: Any = None
         self.master_fd = -1
         self._output_log = open(paths.pty_log, "ab")  # noqa: SIM115 - lives as long as the run
@@ -151,6 +136,8 @@ class Supervisor:
             env["TUIDEBUG_BREAK_ON"] = "\n".join(meta["break_on"])
         if meta.get("hold_on_error"):
             env["TUIDEBUG_HOLD_ON_ERROR"] = "1"
+        if meta.get("options"):
+            env["TUIDEBUG_OPTIONS"] = json.dumps(meta["options"])
         self.process, self.master_fd = spawn_on_pty(self.script, self.args, self.cwd, env)
         self._write_meta()
         loop.add_reader(self.master_fd, self._on_pty_readable)
@@ -329,6 +316,8 @@ class Supervisor:
         client.send(codec.encode(self._run_info()))
         for body in self.store.iter_event_bodies():
             client.send(codec.HEADER.pack(len(body)) + body)
+        for _, body in sorted(self.latest.items()):
+            client.send(codec.HEADER.pack(len(body)) + body)
         steps = 0
         for message in self.store.iter_steps():
             steps += len(message.points)
@@ -368,7 +357,9 @@ class Supervisor:
             message.rank = client.rank
             self._close_debugger(message)
             return
-        elif isinstance(message, EVENT_KINDS):
+        elif isinstance(message, (Hello, Command, Input, Resize, Output, RunInfo, HistoryDone)):
+            return  # not a probe's to send
+        else:
             message.rank = client.rank
             if isinstance(message, ScriptError):
                 self.error_seen = True
@@ -376,10 +367,19 @@ class Supervisor:
                     self.held = True
                     if not self.consoles:
                         self._release()  # nobody to debug it: let the process exit
-            self.store.add_event(event_body(message))
-        else:
-            return  # probes have nothing else to say to consoles
+            self.publish(message)
+            return
         self._broadcast(codec.encode(message))
+
+    def publish(self, message: Message) -> None:
+        """Send ``message`` to every console, keeping it for later ones as its kind says."""
+        body = event_body(message)
+        retention = type(message).retention
+        if retention == "all":
+            self.store.add_event(body)
+        elif retention == "latest":
+            self.latest[(type(message).__name__, message.rank)] = body
+        self._broadcast(codec.HEADER.pack(len(body)) + body)
 
     def _open_debugger(self, message: DebuggerOpened) -> None:
         if message.kind != "prompt":

@@ -12,13 +12,15 @@ import struct
 
 import msgspec
 
-from tuidebug.wire.messages import AnyMessage, Message
+from tuidebug.wire.messages import Message
+from tuidebug.wire.registry import message_types, message_union
 
 HEADER = struct.Struct(">I")
 MAX_FRAME = 16 * 1024 * 1024  # a larger frame is hostile or broken, never legitimate
 
 _encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(AnyMessage)
+_decoder = msgspec.msgpack.Decoder(message_union())
+_known = frozenset(cls.__name__ for cls in message_types())
 _loose_decoder = msgspec.msgpack.Decoder()
 
 
@@ -41,10 +43,9 @@ def decode_body(body: bytes) -> Message | None:
             loose = _loose_decoder.decode(body)
         except msgspec.DecodeError:
             raise ProtocolError(f"undecodable frame: {error}") from None
-        if isinstance(loose, dict) and isinstance(loose.get("type"), str):
-            known = {cls.__name__ for cls in AnyMessage.__args__}
-            if loose["type"] not in known:
-                return None
+        kind = loose.get("type") if isinstance(loose, dict) else None
+        if isinstance(kind, str) and kind not in _known:
+            return None
         raise ProtocolError(f"invalid message: {error}") from None
     except msgspec.DecodeError as error:
         raise ProtocolError(f"undecodable frame: {error}") from None

@@ -12,7 +12,7 @@ These are subclasses of :class:`tuidebug.wire.messages.Message` (tagged by class
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import msgspec
 
@@ -77,12 +77,16 @@ class LayerTable(Message):
 class LayerStats(Message):
     """Statistics of one sampled step (``step``), for the modules that ran during it.
 
+    Only the newest per rank is kept for consoles that attach later (``retention``).
+
     Activation statistics (``layers``, ``calls``, ``act``, shapes, dtypes, devices) are aligned
     with ``layers``, in the order the modules first finished their forward. ``calls`` counts
     forward calls in the step (a module reused N times aggregates its N outputs). Parameter
     statistics are aligned with ``params``; a ``grad_norm`` of -1 means the parameter had no
     gradient (NaN is a real NaN norm).
     """
+
+    retention: ClassVar[str] = "latest"
 
     layers: list[int]
     calls: list[int]

@@ -12,7 +12,7 @@ Compatibility rules, so that a newer peer can talk to an older one:
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import msgspec
 
@@ -23,7 +23,14 @@ RunStateName = Literal["starting", "running", "finished", "crashed", "stopped"]
 
 
 class Message(msgspec.Struct, tag=True, kw_only=True, omit_defaults=True):
-    """Base of every message: which rank it concerns and at which step it was made."""
+    """Base of every message: which rank it concerns and at which step it was made.
+
+    ``retention`` tells the supervisor what to keep of a kind a probe sends, for consoles that
+    attach later: "all" (stored in the run's history), "latest" (the newest per rank, in
+    memory), or "none" (passed on live only).
+    """
+
+    retention: ClassVar[str] = "all"
 
     rank: int = 0
     step: int = 0
@@ -169,6 +176,8 @@ class RunInfo(Message):
 
 class Output(Message):
     """Bytes the script wrote to its terminal (the pty), in order."""
+
+    retention: ClassVar[str] = "none"
 
     data: bytes
 

@@ -11,6 +11,8 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
+from tuidebug.console.extensions import extensions
+
 KEYS = [
     ("?", "this help"),
     ("p", "pause at the next step boundary / resume"),
@@ -64,7 +66,8 @@ class HelpScreen(ModalScreen[None]):
         table = Table(box=None, show_header=False, padding=(0, 2))
         table.add_column(style="bold cyan", no_wrap=True)
         table.add_column()
-        for key, what in KEYS:
+        extension_keys = [(e.key, f"the {e.title.lower()} screen") for e in extensions()]
+        for key, what in [*KEYS, *extension_keys]:
             table.add_row(key, what)
         with Vertical():
             yield Static("[b]tuidebug — keys[/b]\n")

@@ -1,0 +1,55 @@
+"""Console extensions: features that add state, a screen and a key to the console.
+
+Each module here defines ``EXTENSION = ConsoleExtension(...)``. The RunModel gives every
+extension its own state object and passes it the messages it folds; the app binds each
+extension's key to open its screen, and asks it once per frame whether it wants its screen
+shown now (the layers screen jumps open on a first NaN).
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+from tuidebug.wire.messages import Command, Message
+
+if TYPE_CHECKING:  # the RunModel loads extensions and stays free of Textual
+    from textual.screen import Screen
+
+SendCommand = Callable[[Command], None]
+
+
+@dataclass(frozen=True)
+class ConsoleExtension:
+    """One feature of the console."""
+
+    name: str
+    """Short id; the state is ``run_model.ext[name]``."""
+    make_state: Callable[[], Any]
+    """A fresh state object (plain Python, no Textual)."""
+    fold: Callable[[Any, Iterable[Message]], None]
+    """Fold a batch of messages into the state (ignore kinds it does not know)."""
+    key: str
+    """The key that opens the screen."""
+    title: str
+    """The footer's description of the key."""
+    make_screen: Callable[[Any, SendCommand], Screen[Any]]
+    """The screen, over the state; commands go to the run with ``send`` (import Textual inside)."""
+    wants_screen: Callable[[Any], bool] = lambda _state: False
+    """Checked each frame: True to open the screen now (e.g. jump to a NaN)."""
+
+
+@cache
+def extensions() -> tuple[ConsoleExtension, ...]:
+    """Every console extension, in name order."""
+    found = []
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        extension = getattr(module, "EXTENSION", None)
+        if isinstance(extension, ConsoleExtension):
+            found.append(extension)
+    return tuple(found)
