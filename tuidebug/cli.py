@@ -92,6 +92,19 @@ def probe_options(args: argparse.Namespace) -> dict[str, Any]:
     }
     if args.stats_every:
         options["stats_every"] = args.stats_every
+    if args.save_every:
+        options["save_every"] = args.save_every
+    if args.keep:
+        options["keep"] = args.keep
+    if args.resume:
+        options["resume"] = os.path.abspath(args.resume)
+    if args.checkpoint_dir:
+        options["checkpoint_dir"] = os.path.abspath(args.checkpoint_dir)
+    options["gpu_interval"] = args.gpu_interval
+    if args.ignore:
+        options["ignore"] = list(args.ignore)
+    if args.overfit_batch:
+        options["overfit_batch"] = True
     return options
 
 
@@ -233,6 +246,42 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not pause when a NaN/Inf first shows in the loss, activations or gradients",
     )
     run.add_argument(
+        "--save-every", type=int, default=0, metavar="N", help="save a checkpoint every N steps"
+    )
+    run.add_argument(
+        "--keep", type=int, default=0, metavar="K", help="keep only the K newest checkpoints"
+    )
+    run.add_argument(
+        "--checkpoint-dir",
+        metavar="DIR",
+        help="where checkpoints are saved (default: the run's folder, checkpoints/)",
+    )
+    run.add_argument(
+        "--resume",
+        metavar="PATH",
+        help="start from this checkpoint (applied when the model and optimizer are first seen)",
+    )
+    run.add_argument(
+        "--gpu-interval",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="how often the supervisor polls NVML (default 1)",
+    )
+    run.add_argument(
+        "--ignore",
+        action="append",
+        default=[],
+        metavar="RULE",
+        help="silence a training-bug rule by its id (repeatable)",
+    )
+    run.add_argument(
+        "--overfit-batch",
+        action="store_true",
+        help="feed the first batch again on every step (a DataLoader's), and report whether "
+        "the loss goes to zero",
+    )
+    run.add_argument(
         "--no-hold",
         action="store_true",
         help="when the script raises, let it exit at once instead of holding it for a "
@@ -255,12 +304,16 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--limit", type=int, default=20, help="show at most this many (20)")
     ls.set_defaults(func=cmd_ls)
 
-    try:
-        from tuidebug.ckpt.cli import add_parser as add_ckpt_parser
-    except ImportError:
-        pass
+    from tuidebug.ckpt.cli import add_parser as add_ckpt_parser
+
+    add_ckpt_parser(commands)
+    try:  # the training-bug checks: `tuidebug check`, `tuidebug lr-find`
+        from tuidebug.checks.cli import add_parsers as add_check_parsers
+    except ModuleNotFoundError as error:
+        if error.name not in ("tuidebug.checks", "tuidebug.checks.cli"):
+            raise
     else:
-        add_ckpt_parser(commands)
+        add_check_parsers(commands)
     return parser
 
 

@@ -155,6 +155,19 @@ class Probe:
             except Exception:  # one observer's failure must not keep the others' hooks
                 log.exception("tuidebug: closing %s failed", type(observer).__name__)
 
+    def models(self) -> dict[str, Any]:
+        """The live models the probe follows, by name."""
+        found = {}
+        for name, ref in list(self._models.values()):
+            module = ref()
+            if module is not None:
+                found[name] = module
+        return found
+
+    def optimizers(self) -> list[Any]:
+        """The live optimizers the probe has seen."""
+        return [o for o in (ref() for ref in list(self._optimizers.values())) if o is not None]
+
     def add_observer(self, observer: Observer) -> None:
         """Add an extension's observer; it hears of the models and optimizers seen so far."""
         self.observers.append(observer)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tuidebug.paths import RunPaths
+from tuidebug.supervisor import extensions
 from tuidebug.supervisor.child import set_winsize, spawn_on_pty
 from tuidebug.supervisor.store import HistoryStore, event_body
 from tuidebug.wire import auth, codec
@@ -100,6 +101,8 @@ class Supervisor:
         self.stop_requested = False
         self.steps_seen = 0
         self.store = HistoryStore(paths.history)
+        self.options: dict[str, Any] = dict(meta.get("options") or {})
+        """The run's options (``tuidebug run`` flags), for the supervisor's extensions."""
         self.probes: set[Client] = set()
         self.consoles: set[Client] = set()
         self.bridges: set[Client] = set()
@@ -144,6 +147,7 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
         flusher = asyncio.create_task(self._flush_periodically())
+        extension_tasks = extensions.start_all(self)
 
         code = await loop.run_in_executor(None, self.process.wait)
         if code < 0:
@@ -151,6 +155,8 @@ class Supervisor:
         await self._drain_pty()
         self._finish(code)
         flusher.cancel()
+        for task in extension_tasks:
+            task.cancel()
         self.store.close()
         # Give consoles a moment to read the final state, then close everything.
         await asyncio.sleep(0.2)

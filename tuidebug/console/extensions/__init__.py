@@ -19,6 +19,7 @@ from tuidebug.wire.messages import Command, Message
 
 if TYPE_CHECKING:  # the RunModel loads extensions and stays free of Textual
     from textual.screen import Screen
+    from textual.widget import Widget
 
 SendCommand = Callable[[Command], None]
 
@@ -41,6 +42,9 @@ class ConsoleExtension:
     """The screen, over the state; commands go to the run with ``send`` (import Textual inside)."""
     wants_screen: Callable[[Any], bool] = lambda _state: False
     """Checked each frame: True to open the screen now (e.g. jump to a NaN)."""
+    make_dashboard_widget: Callable[[Any], Widget] | None = None
+    """A compact summary for the dashboard (under the header); it must have ``sync()``,
+    called once per frame, and redraw only when its part of the state changed."""
 
 
 @cache

@@ -7,6 +7,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
+from tuidebug.console.extensions import extensions
 from tuidebug.console.run_model import RunModel
 from tuidebug.console.widgets.loss_chart import LossChart
 from tuidebug.console.widgets.output_tail import OutputTail
@@ -25,6 +26,10 @@ class DashboardScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield RunHeader(self.model, id="header")
+        with Horizontal(id="extras"):
+            for extension in extensions():
+                if extension.make_dashboard_widget is not None:
+                    yield extension.make_dashboard_widget(self.model.ext[extension.name])
         with Horizontal(id="top"):
             with Vertical(id="chart-box"):
                 yield LossChart(self.model.loss, id="loss-chart")
@@ -58,6 +63,8 @@ class DashboardScreen(Screen[None]):
         self.query_one(OutputTail).sync()
         chart = self.query_one(LossChart)
         chart.version = self.model.version
+        for widget in self.query_one("#extras").children:
+            widget.sync()  # type: ignore[attr-defined]
 
     def _describe_models(self) -> str:
         lines = [

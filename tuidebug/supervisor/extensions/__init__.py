@@ -1,0 +1,45 @@
+"""Supervisor extensions: each module here has ``async def run(supervisor) -> None``.
+
+Each runs as a task on the supervisor's loop from the script's start until it exits (then it
+is cancelled). It publishes what it learns with ``supervisor.publish(message)`` and reads the
+run's options from ``supervisor.options``. Blocking work (NVML, psutil) goes to a thread with
+``asyncio.to_thread``. A failing extension is logged and the run goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import pkgutil
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tuidebug.supervisor.server import Supervisor
+
+log = logging.getLogger("tuidebug.supervisor")
+
+
+def start_all(supervisor: Supervisor) -> list[asyncio.Task[None]]:
+    """Start every extension's task."""
+    tasks = []
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
+        try:
+            run: Callable[[Supervisor], Awaitable[None]] = importlib.import_module(
+                f"{__name__}.{info.name}"
+            ).run
+        except Exception:
+            log.exception("supervisor extension %s failed to load", info.name)
+            continue
+        tasks.append(asyncio.create_task(_guard(info.name, run(supervisor))))
+    return tasks
+
+
+async def _guard(name: str, work: Awaitable[None]) -> None:
+    try:
+        await work
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("supervisor extension %s failed; the run goes on", name)
