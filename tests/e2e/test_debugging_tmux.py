@@ -91,9 +91,11 @@ def test_break_on_stops_at_the_first_step_where_it_holds(term: Tmux) -> None:
     term.wait_for("Run to step")
     term.type("60")
     screen = term.wait_for("paused at step 60", timeout=20)
+    assert "running to step 60" in screen or header_step(screen) == 60
     term.keys("b")
     term.wait_for("Pause when")
     term.type("loss > 1000000")
+    term.wait_for("break on: loss > 1000000", timeout=10)  # the probe's notice: prompt closed
     term.keys("r")
     term.wait_for("finished: 80 steps", timeout=30)
     term.keys("q")
