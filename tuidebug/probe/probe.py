@@ -49,6 +49,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("tuidebug.probe")
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+# The current pid, kept up to date across fork without a getpid() call per hook.
+_pid = [os.getpid()]
+os.register_at_fork(after_in_child=lambda: _pid.__setitem__(0, os.getpid()))
 MAX_PENDING_LOSSES = 1024  # backwards between two boundaries (gradient accumulation) kept
 
 
@@ -57,7 +61,7 @@ def guarded(method: F) -> F:
 
     @functools.wraps(method)
     def wrapper(self: Probe, *args: Any, **kwargs: Any) -> Any:
-        if self.disabled or os.getpid() != self.pid:
+        if self.disabled or _pid[0] != self.pid:
             return None
         try:
             return method(self, *args, **kwargs)
