@@ -274,3 +274,30 @@ def test_several_probes_report_their_own_ranks(run_env: dict[str, str]) -> None:
         return ranks
 
     assert asyncio.run(asyncio.wait_for(rank_one_seen(), 30)) == {0, 1}
+
+
+def test_a_late_console_gets_every_stored_event_and_only_the_latest_of_the_rest(
+    run_env: dict[str, str],
+) -> None:
+    from tuidebug.wire.layer_messages import LayerStats, LayerTable
+
+    run_id = start_detached(STEADY, "400", "0.01")
+    paths = find_run(run_id)
+    assert paths is not None
+    wait_for(lambda: _stored_steps(paths.history) > 100, what="steps stored")
+
+    async def attach() -> list[object]:
+        connection = await RunConnection.open(paths)
+        got: list[object] = []
+        async for batch in connection.batches():
+            got += batch
+            if any(isinstance(m, HistoryDone) for m in batch):
+                break
+        connection.send(Command(name="stop-run", rank=-1))
+        await asyncio.sleep(0.2)
+        connection.close()
+        return got
+
+    got = asyncio.run(attach())
+    assert sum(isinstance(m, LayerTable) for m in got) == 1  # retention "all": stored
+    assert sum(isinstance(m, LayerStats) for m in got) == 1  # retention "latest": the newest
