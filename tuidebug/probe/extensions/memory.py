@@ -1,0 +1,313 @@
+"""Memory in the training process: the torch allocator's figures, optimizer-state bytes, the
+batch shape, and the moment an allocation fails.
+
+Cost rules (the probe's): ``on_boundary`` runs at every step, so it compares the time with the
+next sample's time and returns; about once a second (``memory_interval``) it reads the caching
+allocator's host-side counters (``torch.cuda.memory_stats``: no device sync) for the devices in
+use, and only if CUDA is already initialised (never initialise it: a CPU run stays CPU-only and
+gets nothing from here). Then, on the same sampled step, a one-shot forward pre-hook on each root
+model notes the shapes the model is called with (the batch) and removes itself.
+
+OOM forensics, as designed: the probe cannot hook the script's death (the bootstrap catches the
+exception and sends ``ScriptError``; extensions get no error hook). So:
+- the latest :class:`AllocatorStats` (with the batch shape) is always at the console already;
+- where torch has it, the allocator's OOM observer
+  (``torch._C._cuda_attach_out_of_memory_observer``) sends an :class:`OomMoment` at the failing
+  allocation itself: device, bytes asked for, allocated and free then; it only queues a message
+  (no torch call inside the allocator's callback);
+- the console builds the report when a ``ScriptError`` says out of memory, adding the biggest
+  layers by activation memory from the layers sampler's shapes.
+
+Console commands: ``memory-reset-peak`` (torch.cuda.reset_peak_memory_stats on every device in
+use; the peak since start is kept here across resets) and ``memory-snapshot`` (args: ``path``, a
+file; default ``cuda_memory_snapshot_<pid>.pickle`` in the script's working directory, because
+the probe is not told its run folder): dumps ``torch.cuda.memory._dump_snapshot`` for the
+PyTorch memory viewer, and starts recording allocation history so the next snapshot has a
+timeline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+import weakref
+from typing import TYPE_CHECKING, Any
+
+from tuidebug.probe.observer import Observer
+from tuidebug.wire.gpu_messages import AllocatorStats, DeviceMemory, OomMoment, OptimizerState
+from tuidebug.wire.messages import Command, Notice, StepPoint
+
+if TYPE_CHECKING:
+    from tuidebug.probe.probe import Probe
+
+HISTORY_ENTRIES = 100_000  # allocation events kept by _record_memory_history (the viewer's default)
+
+
+def _describe_batch(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    """The shapes of the tensors a model is called with: ``(64×3×32×32, 64)``."""
+    import torch
+
+    def one(obj: Any, depth: int = 0) -> str | None:
+        if isinstance(obj, torch.Tensor):
+            return "×".join(map(str, obj.shape)) if obj.dim() else "()"
+        if depth < 2 and isinstance(obj, (tuple, list)):
+            inner = [s for s in (one(o, depth + 1) for o in obj[:6]) if s]
+            return f"({', '.join(inner)})" if inner else None
+        if depth < 2 and isinstance(obj, dict):
+            inner = [f"{k}: {s}" for k, v in list(obj.items())[:6] if (s := one(v, depth + 1))]
+            return "{" + ", ".join(inner) + "}" if inner else None
+        return None
+
+    parts = [s for s in (one(a) for a in args[:6]) if s]
+    parts += [f"{k}={s}" for k, v in list(kwargs.items())[:6] if (s := one(v))]
+    return "(" + ", ".join(parts) + ")"
+
+
+class MemoryObserver(Observer):
+    """Samples allocator figures about once per ``interval`` seconds while CUDA is initialised."""
+
+    def __init__(self, probe: Probe, interval: float = 1.0) -> None:
+        self.probe = probe
+        self.interval = interval
+        self._next = 0.0
+        self._models: list[weakref.ref[Any]] = []
+        self._optimizers: list[weakref.ref[Any]] = []
+        self._batch = ""
+        self._batch_hooks: list[Any] = []
+        self._devices: set[int] = set()
+        self._peak: dict[int, int] = {}  # peak since start, across resets
+        self._totals: dict[int, int] = {}
+        self._oom_attached = False
+        self._recording = False  # allocation history is being recorded (for the snapshot)
+        self._state_sent = -1  # how many parameter tensors had optimizer state when last sent
+
+    # --- observer hooks ---------------------------------------------------------------------
+
+    def on_model(self, name: str, module: Any) -> None:
+        self._models.append(weakref.ref(module))
+
+    def on_optimizer(self, optimizer: Any) -> None:
+        self._optimizers.append(weakref.ref(optimizer))
+
+    def on_boundary(self, step: int, point: StepPoint, now: float) -> str | None:
+        if now < self._next:  # every step lands here: one float compare, nothing else
+            return None
+        self._next = now + self.interval
+        self._maybe_send_optimizer_state(step)
+        if not _cuda_ready():
+            return None
+        if not self._oom_attached:
+            self._attach_oom_observer()
+        self.send_stats(step)
+        self._arm_batch_hook()
+        return None
+
+    def close(self) -> None:
+        self._disarm_batch_hook()
+
+    # --- allocator figures ------------------------------------------------------------------
+
+    def read_devices(self) -> list[DeviceMemory]:
+        import torch
+
+        out = []
+        for device in range(torch.cuda.device_count()):
+            # One stats dict per device (memory_allocated() etc. would each build it again).
+            stats = torch.cuda.memory_stats(device)
+            reserved = int(stats.get("reserved_bytes.all.current", 0))
+            if not reserved and device not in self._devices:
+                continue  # a device this process never allocated on: do not list it
+            self._devices.add(device)
+            peak_reset = int(stats.get("allocated_bytes.all.peak", 0))
+            self._peak[device] = max(self._peak.get(device, 0), peak_reset)
+            if device not in self._totals:
+                self._totals[device] = int(torch.cuda.get_device_properties(device).total_memory)
+            out.append(
+                DeviceMemory(
+                    device=device,
+                    allocated=int(stats.get("allocated_bytes.all.current", 0)),
+                    reserved=reserved,
+                    peak=self._peak[device],
+                    peak_since_reset=peak_reset,
+                    total=self._totals[device],
+                )
+            )
+        return out
+
+    def send_stats(self, step: int) -> None:
+        probe = self.probe
+        probe.send(
+            AllocatorStats(
+                rank=probe.rank,
+                step=step,
+                devices=self.read_devices(),
+                pid=probe.pid,
+                time=time.time(),
+                batch=self._batch,
+            )
+        )
+
+    def reset_peak(self, _command: Command) -> None:
+        if not _cuda_ready():
+            self._notice("info", "no CUDA memory in use: no peak to reset")
+            return
+        import torch
+
+        self.read_devices()  # fold the current peaks into the peak since start first
+        for device in sorted(self._devices):
+            torch.cuda.reset_peak_memory_stats(device)
+        self.send_stats(self.probe.step)
+        self._notice("info", "peak memory reset (the peak since start is kept)")
+
+    # --- memory snapshot --------------------------------------------------------------------
+
+    def snapshot(self, command: Command) -> None:
+        if not _cuda_ready():
+            self._notice("warning", "CUDA is not initialised in this process: no memory snapshot")
+            return
+        import torch
+
+        path = command.args.get("path") or os.path.join(
+            os.getcwd(), f"cuda_memory_snapshot_{os.getpid()}.pickle"
+        )
+        recording = self._recording
+        try:
+            torch.cuda.memory._dump_snapshot(path)
+        except Exception as error:
+            self._notice("error", f"memory snapshot failed: {error}")
+            return
+        text = f"memory snapshot saved: {path} (open it at https://pytorch.org/memory_viz)"
+        if not recording:
+            try:
+                # From now on allocations are recorded, so the next snapshot has a timeline.
+                torch.cuda.memory._record_memory_history(max_entries=HISTORY_ENTRIES)
+                self._recording = True
+                text += "; allocation history recording now: save again later for a timeline"
+            except Exception as error:
+                text += f"; history recording unavailable ({error})"
+        self._notice("info", text)
+
+    # --- OOM observer -----------------------------------------------------------------------
+
+    def _attach_oom_observer(self) -> None:
+        self._oom_attached = True
+        import torch
+
+        attach = getattr(torch._C, "_cuda_attach_out_of_memory_observer", None)
+        if attach is None:
+            return
+        probe = self.probe
+
+        def on_oom(device: int, alloc: int, device_alloc: int, device_free: int) -> None:
+            # Inside the allocator: no torch call here, only queue a message.
+            with contextlib.suppress(Exception):
+                probe.send(
+                    OomMoment(
+                        rank=probe.rank,
+                        step=probe.step,
+                        device=int(device),
+                        requested=int(alloc),
+                        device_allocated=int(device_alloc),
+                        device_free=int(device_free),
+                    )
+                )
+
+        # An older or odd build may refuse it: the report then does without the exact moment.
+        with contextlib.suppress(Exception):
+            attach(on_oom)
+
+    # --- batch shape ------------------------------------------------------------------------
+
+    def _arm_batch_hook(self) -> None:
+        """Note the next call's input shapes of each root model, once (then the hook goes)."""
+        if self._batch_hooks:
+            return
+        for ref in self._models:
+            model = ref()
+            if model is None:
+                continue
+
+            def pre_hook(_module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+                try:
+                    self._batch = _describe_batch(args, kwargs)
+                finally:
+                    self._disarm_batch_hook()
+
+            self._batch_hooks.append(model.register_forward_pre_hook(pre_hook, with_kwargs=True))
+
+    def _disarm_batch_hook(self) -> None:
+        hooks, self._batch_hooks = self._batch_hooks, []
+        for handle in hooks:
+            handle.remove()
+
+    # --- optimizer state --------------------------------------------------------------------
+
+    def optimizer_state(self) -> tuple[list[str], list[int], str]:
+        """Bytes of state per parameter, named as the layers sampler names them.
+
+        Sizes come from tensor metadata (numel × element size): nothing is read from a device.
+        """
+        import torch
+
+        names: dict[int, str] = {}
+        for ref in self._models:
+            model = ref()
+            if model is not None:
+                for name, param in model.named_parameters():
+                    names.setdefault(id(param), name)
+        out_names: list[str] = []
+        out_bytes: list[int] = []
+        classes = []
+        for ref in self._optimizers:
+            optimizer = ref()
+            if optimizer is None:
+                continue
+            classes.append(type(optimizer).__name__)
+            for param, state in list(optimizer.state.items()):
+                name = names.get(id(param))
+                if name is None or not isinstance(state, dict):
+                    continue
+                size = sum(
+                    v.numel() * v.element_size()
+                    for v in state.values()
+                    if isinstance(v, torch.Tensor)
+                )
+                out_names.append(name)
+                out_bytes.append(int(size))
+        return out_names, out_bytes, ", ".join(dict.fromkeys(classes))
+
+    def _maybe_send_optimizer_state(self, step: int) -> None:
+        count = sum(len(o.state) for o in (r() for r in self._optimizers) if o is not None)
+        if count == self._state_sent or count == 0:
+            return  # nothing new (a dict length per optimizer: cheap)
+        self._state_sent = count
+        names, sizes, classes = self.optimizer_state()
+        if names:
+            self.probe.send(
+                OptimizerState(
+                    rank=self.probe.rank, step=step, names=names, bytes=sizes, class_name=classes
+                )
+            )
+
+    def _notice(self, level: str, text: str) -> None:
+        self.probe.send(Notice(rank=self.probe.rank, step=self.probe.step, level=level, text=text))
+
+
+def _cuda_ready() -> bool:
+    """CUDA initialised by the script (never initialise it ourselves)."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return False
+    try:
+        return bool(torch.cuda.is_initialized())
+    except Exception:
+        return False
+
+
+def install(probe: Probe, options: dict[str, Any]) -> None:
+    observer = MemoryObserver(probe, float(options.get("memory_interval", 1.0) or 1.0))
+    probe.add_observer(observer)
+    probe.gate.add_action("memory-reset-peak", observer.reset_peak)
+    probe.gate.add_action("memory-snapshot", observer.snapshot)
