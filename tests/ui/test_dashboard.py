@@ -238,3 +238,18 @@ def test_dashboard_snapshot_small_terminal(snap_compare: Any) -> None:
         terminal_size=(80, 24),
         run_before=lambda pilot: pilot.pause(0.3),
     )
+
+
+def test_a_tiny_terminal_gets_a_plain_message_and_recovers() -> None:
+    async def scenario() -> None:
+        app = TuidebugApp(source=ScriptedSource(finished(), live=False))
+        async with app.run_test(size=(40, 12)) as pilot:
+            await pilot.pause(0.3)
+            notice = app.screen.query_one("#too-small", Static)
+            assert notice.display and "40x12" in str(notice.render())
+            assert not app.screen.query_one(RunHeader).display
+            await pilot.resize_terminal(100, 30)
+            await pilot.pause(0.3)
+            assert not notice.display and app.screen.query_one(RunHeader).display
+
+    asyncio.run(scenario())

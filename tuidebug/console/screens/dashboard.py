@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from textual import events
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
@@ -16,6 +17,9 @@ from tuidebug.console.widgets.sparkline_table import ScalarsTable
 from tuidebug.console.widgets.status_banner import StatusBanner
 
 
+MIN_SIZE = (60, 16)
+
+
 class DashboardScreen(Screen[None]):
     """The first screen: is the run alive, is the loss going down, what did it print."""
 
@@ -25,6 +29,7 @@ class DashboardScreen(Screen[None]):
         self._ready = False  # the app's frame timer may tick before this screen is composed
 
     def compose(self) -> ComposeResult:
+        yield Static(id="too-small")
         yield RunHeader(self.model, id="header")
         with Horizontal(id="extras"):
             for extension in extensions():
@@ -45,6 +50,17 @@ class DashboardScreen(Screen[None]):
         self.query_one("#side").border_title = "scalars"
         self._models_shown = -1
         self._ready = True
+
+    def on_resize(self, event: events.Resize) -> None:
+        """Below MIN_SIZE, say so plainly instead of drawing a crushed dashboard."""
+        width, height = event.size
+        tiny = width < MIN_SIZE[0] or height < MIN_SIZE[1]
+        self.set_class(tiny, "-tiny")
+        if tiny:
+            self.query_one("#too-small", Static).update(
+                f"The terminal is {width}x{height}; the dashboard needs at least "
+                f"{MIN_SIZE[0]}x{MIN_SIZE[1]}.\nMake it larger: nothing is lost, the run goes on."
+            )
 
     def sync(self) -> None:
         """Bring every widget up to the model (once per frame; each redraws only on change)."""
