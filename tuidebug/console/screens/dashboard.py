@@ -16,7 +16,6 @@ from tuidebug.console.widgets.run_header import RunHeader
 from tuidebug.console.widgets.sparkline_table import ScalarsTable
 from tuidebug.console.widgets.status_banner import StatusBanner
 
-
 MIN_SIZE = (60, 16)
 
 
