@@ -5,8 +5,8 @@ optimizer-state bytes and the allocator's out-of-memory moment.
   process), about once a second; only the newest is kept for late consoles.
 - :class:`AllocatorStats` comes from each rank's probe, about once a second while CUDA is
   initialised (nothing otherwise); newest per rank kept.
-- :class:`OptimizerState` comes from each rank's probe once the optimizer has state: bytes of
-  state per parameter tensor, for the per-layer memory table.
+- :class:`ParamMemory` comes from each rank's probe after the first step and whenever the
+  optimizer's state grows: bytes of each parameter, its gradient and its optimizer state.
 - :class:`OomMoment` is sent from the CUDA allocator's out-of-memory observer, the instant an
   allocation fails (before the exception reaches the script); stored in the history.
 
@@ -29,7 +29,7 @@ __all__ = [
     "DeviceMemory",
     "GpuStats",
     "OomMoment",
-    "OptimizerState",
+    "ParamMemory",
     "ProcessStats",
 ]
 
@@ -74,18 +74,20 @@ class AllocatorStats(Message):
     batch: str = ""  # the shapes a root model was last called with, e.g. "(64×3×224×224)"
 
 
-class OptimizerState(Message):
-    """Bytes of optimizer state per parameter tensor, by the parameter's qualified name.
+class ParamMemory(Message):
+    """Bytes per parameter tensor, by qualified name: the tensor, its gradient, optimizer state.
 
     ``names`` are the names the layers sampler uses (``LayerTable.param_names``), so the console
-    can add them up per layer.
+    can add them up per layer. Sizes come from tensor metadata (numel × element size).
     """
 
     retention: ClassVar[str] = "latest"
 
     names: list[str]
-    bytes: list[int]
-    class_name: str = ""
+    params: list[int]
+    grads: list[int]
+    state: list[int]
+    optimizer: str = ""
 
 
 class OomMoment(Message):

@@ -20,10 +20,10 @@ exception and sends ``ScriptError``; extensions get no error hook). So:
 
 Console commands: ``memory-reset-peak`` (torch.cuda.reset_peak_memory_stats on every device in
 use; the peak since start is kept here across resets) and ``memory-snapshot`` (args: ``path``, a
-file; default ``cuda_memory_snapshot_<pid>.pickle`` in the script's working directory, because
-the probe is not told its run folder): dumps ``torch.cuda.memory._dump_snapshot`` for the
-PyTorch memory viewer, and starts recording allocation history so the next snapshot has a
-timeline.
+file; default ``cuda_memory_snapshot_<pid>_<n>.pickle`` in the run folder when the options carry
+``run_folder``, else in the script's working directory): dumps
+``torch.cuda.memory._dump_snapshot`` for the PyTorch memory viewer, and starts recording
+allocation history so the next snapshot has a timeline.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 from tuidebug.probe.observer import Observer
-from tuidebug.wire.gpu_messages import AllocatorStats, DeviceMemory, OomMoment, OptimizerState
+from tuidebug.wire.gpu_messages import AllocatorStats, DeviceMemory, OomMoment, ParamMemory
 from tuidebug.wire.messages import Command, Notice, StepPoint
 
 if TYPE_CHECKING:
@@ -68,9 +68,11 @@ def _describe_batch(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
 class MemoryObserver(Observer):
     """Samples allocator figures about once per ``interval`` seconds while CUDA is initialised."""
 
-    def __init__(self, probe: Probe, interval: float = 1.0) -> None:
+    def __init__(self, probe: Probe, interval: float = 1.0, folder: str | None = None) -> None:
         self.probe = probe
         self.interval = interval
+        self.folder = folder  # where memory snapshots go by default (None: the cwd)
+        self._snapshots = 0
         self._next = 0.0
         self._models: list[weakref.ref[Any]] = []
         self._optimizers: list[weakref.ref[Any]] = []
@@ -95,7 +97,7 @@ class MemoryObserver(Observer):
         if now < self._next:  # every step lands here: one float compare, nothing else
             return None
         self._next = now + self.interval
-        self._maybe_send_optimizer_state(step)
+        self._maybe_send_param_memory(step)
         if not _cuda_ready():
             return None
         if not self._oom_attached:
@@ -169,8 +171,10 @@ class MemoryObserver(Observer):
             return
         import torch
 
+        self._snapshots += 1
         path = command.args.get("path") or os.path.join(
-            os.getcwd(), f"cuda_memory_snapshot_{os.getpid()}.pickle"
+            self.folder or os.getcwd(),
+            f"cuda_memory_snapshot_{os.getpid()}_{self._snapshots}.pickle",
         )
         recording = self._recording
         try:
@@ -242,54 +246,66 @@ class MemoryObserver(Observer):
         for handle in hooks:
             handle.remove()
 
-    # --- optimizer state --------------------------------------------------------------------
+    # --- parameter, gradient and optimizer-state bytes ---------------------------------------
 
-    def optimizer_state(self) -> tuple[list[str], list[int], str]:
-        """Bytes of state per parameter, named as the layers sampler names them.
+    def param_memory(self) -> ParamMemory:
+        """Bytes per parameter tensor, named as the layers sampler names them.
 
         Sizes come from tensor metadata (numel × element size): nothing is read from a device.
         """
         import torch
 
-        names: dict[int, str] = {}
-        for ref in self._models:
-            model = ref()
-            if model is not None:
-                for name, param in model.named_parameters():
-                    names.setdefault(id(param), name)
-        out_names: list[str] = []
-        out_bytes: list[int] = []
+        def nbytes(t: Any) -> int:
+            return int(t.numel() * t.element_size()) if isinstance(t, torch.Tensor) else 0
+
+        state: dict[int, int] = {}
         classes = []
         for ref in self._optimizers:
             optimizer = ref()
             if optimizer is None:
                 continue
             classes.append(type(optimizer).__name__)
-            for param, state in list(optimizer.state.items()):
-                name = names.get(id(param))
-                if name is None or not isinstance(state, dict):
+            for param, values in list(optimizer.state.items()):
+                if isinstance(values, dict):
+                    state[id(param)] = sum(nbytes(v) for v in values.values())
+        names: list[str] = []
+        params: list[int] = []
+        grads: list[int] = []
+        states: list[int] = []
+        seen: set[int] = set()
+        for ref in self._models:
+            model = ref()
+            if model is None:
+                continue
+            for name, param in model.named_parameters():
+                if id(param) in seen:
                     continue
-                size = sum(
-                    v.numel() * v.element_size()
-                    for v in state.values()
-                    if isinstance(v, torch.Tensor)
-                )
-                out_names.append(name)
-                out_bytes.append(int(size))
-        return out_names, out_bytes, ", ".join(dict.fromkeys(classes))
+                seen.add(id(param))
+                names.append(name)
+                params.append(nbytes(param))
+                grads.append(nbytes(param.grad))
+                states.append(state.get(id(param), 0))
+        return ParamMemory(
+            rank=self.probe.rank,
+            step=self.probe.step,
+            names=names,
+            params=params,
+            grads=grads,
+            state=states,
+            optimizer=", ".join(dict.fromkeys(classes)),
+        )
 
-    def _maybe_send_optimizer_state(self, step: int) -> None:
+    def _maybe_send_param_memory(self, step: int) -> None:
+        # Sent after the first step (gradients exist by then) and when optimizer state grows;
+        # the check is a dict length per optimizer, so it stays cheap at 1 Hz.
         count = sum(len(o.state) for o in (r() for r in self._optimizers) if o is not None)
-        if count == self._state_sent or count == 0:
-            return  # nothing new (a dict length per optimizer: cheap)
+        if count == self._state_sent or not self._models:
+            return
         self._state_sent = count
-        names, sizes, classes = self.optimizer_state()
-        if names:
-            self.probe.send(
-                OptimizerState(
-                    rank=self.probe.rank, step=step, names=names, bytes=sizes, class_name=classes
-                )
-            )
+        message = self.param_memory()
+        message.step = step
+        if message.names:
+            self.probe.send(message)
 
     def _notice(self, level: str, text: str) -> None:
         self.probe.send(Notice(rank=self.probe.rank, step=self.probe.step, level=level, text=text))
@@ -307,7 +323,12 @@ def _cuda_ready() -> bool:
 
 
 def install(probe: Probe, options: dict[str, Any]) -> None:
-    observer = MemoryObserver(probe, float(options.get("memory_interval", 1.0) or 1.0))
+    folder = options.get("run_folder")
+    observer = MemoryObserver(
+        probe,
+        float(options.get("memory_interval", 1.0) or 1.0),
+        folder if isinstance(folder, str) and os.path.isdir(folder) else None,
+    )
     probe.add_observer(observer)
     probe.gate.add_action("memory-reset-peak", observer.reset_peak)
     probe.gate.add_action("memory-snapshot", observer.snapshot)
