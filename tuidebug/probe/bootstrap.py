@@ -118,6 +118,9 @@ def main(argv: list[str] | None = None) -> None:
             options = json.loads(probe_env.get(ENV_OPTIONS) or "{}")
         except ValueError:
             options = {}
+        if isinstance(options, dict) and probe_env.get(ENV_OUTPUT_LOG):
+            # The run folder (output.log's parent): where checkpoints go by default.
+            options.setdefault("run_folder", os.path.dirname(probe_env[ENV_OUTPUT_LOG]))
         extensions.install_all(probe, options if isinstance(options, dict) else {})
     hold = live and probe_env.get(ENV_HOLD_ON_ERROR) == "1"
 

@@ -1,0 +1,494 @@
+"""Checkpoints in the probe: save now, ``--save-every``/``--keep``, restore, ``--resume``, diff.
+
+Everything that touches training state runs on the training thread at a step boundary: the
+console's commands arrive through the gate (``ckpt-save``, ``ckpt-restore`` with ``path`` and
+optionally ``unsafe=1``, ``ckpt-diff`` with ``path``), and ``--save-every`` is an integer compare
+in ``on_boundary``. Nothing here raises into the script: a failed save or restore is a
+:class:`CheckpointSaved` / :class:`CheckpointRestored` message with a one-line reason.
+
+Which objects make up "the training state": the probe knows the models and optimizers. LR
+schedulers, grad scalers and resumable loaders are not seen by any hook, so they are found when
+needed (at a save or restore, never per step) among the live objects: schedulers whose
+``optimizer`` is one of ours, every ``GradScaler``, every ``ResumableLoader`` (or torchdata
+``StatefulDataLoader``). This covers ``tuidebug.attach(model, opt, sched, scaler)`` as well.
+
+Where a restore is applied, and why that keeps a resume exact (docs/checkpoints.md):
+* A save happens at a boundary; a restore happens at a boundary too, so the code after the
+  boundary (``scheduler.step()``, drawing the next batch, dropout) runs from the same state as
+  in the run that saved.
+* ``--resume`` with the hook object: applied when ``tuidebug.attach`` names the model and the
+  optimizer, before the loop starts (``dbg.step()`` ends an iteration, so the loop's top is the
+  same place as a boundary, and a ``ResumableLoader`` has not been iterated yet).
+* ``--resume`` without it: the optimizer is only seen at its first ``step()``, and the models at
+  the end of that first step. The checkpoint is applied at that first boundary; the first step's
+  work is overwritten (``discarded=1``, reported as step 1 in the history). Exact when the next
+  batch is decided after the boundary (data drawn from the restored generators); an iterator
+  already running (a DataLoader's epoch) is not rewound.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import math
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tuidebug.probe.observer import Observer
+from tuidebug.wire.checkpoint_messages import (
+    MAX_DIFF_ROWS,
+    CheckpointConfig,
+    CheckpointDiff,
+    CheckpointRestored,
+    CheckpointSaved,
+)
+from tuidebug.wire.messages import Command, Notice, StepPoint
+
+if TYPE_CHECKING:
+    from tuidebug.ckpt.diff import StateDiff
+    from tuidebug.probe.probe import Probe
+
+log = logging.getLogger("tuidebug.probe")
+
+SEND_WAIT = 0.5  # seconds a restore waits for its message to leave before the run goes on
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0][:300]}" if text else type(error).__name__
+
+
+def _names(prefix: str, objects: list[Any]) -> dict[str, Any]:
+    """Stable names by discovery order: "optimizer", "optimizer2"... (as models are named)."""
+    return {(prefix if i == 0 else f"{prefix}{i + 1}"): o for i, o in enumerate(objects)}
+
+
+def diff_lines(d: StateDiff, limit: int = 40) -> list[str]:
+    """A diff that blocks a restore, one line per problem (what the console shows)."""
+    lines = [f"missing in the checkpoint: {k}" for k in d.missing]
+    lines += [f"unexpected in the checkpoint: {k}" for k in d.unexpected]
+    lines += [
+        f"shape {m.key}: {list(m.a_shape)} saved, {list(m.b_shape)} live"
+        for m in d.shape_mismatches
+    ]
+    lines += [f"dtype {m.key}: {m.a_dtype} saved, {m.b_dtype} live" for m in d.dtype_mismatches]
+    lines += list(d.problems)
+    if len(lines) > limit:
+        lines = [*lines[:limit], f"... and {len(lines) - limit} more"]
+    return lines
+
+
+class CheckpointsObserver(Observer):
+    """Saves, restores and diffs for one probe."""
+
+    def __init__(self, probe: Probe, options: Mapping[str, Any]) -> None:
+        self.probe = probe
+        folder = options.get("checkpoint_dir")
+        if not folder and options.get("run_folder"):
+            folder = str(Path(str(options["run_folder"])) / "checkpoints")
+        self.folder: str | None = str(folder) if folder else None
+        self.every = max(0, int(options.get("save_every") or 0))
+        self.keep = max(0, int(options.get("keep") or 0)) or None
+        self.pending_resume: str | None = str(options["resume"]) if options.get("resume") else None
+        self._last_point: StepPoint | None = None
+        self._seen_model = False
+        self._seen_optimizer = False
+        self.probe.send(
+            CheckpointConfig(
+                rank=probe.rank,
+                step=probe.step,
+                folder=self.folder or "",
+                save_every=self.every,
+                keep=self.keep or 0,
+                resume=self.pending_resume or "",
+            )
+        )
+
+    # --- observer hooks (the per-step cost is in on_boundary: two compares) -------------------
+
+    def on_model(self, name: str, module: Any) -> None:
+        self._seen_model = True
+        self._maybe_resume_at_attach()
+
+    def on_optimizer(self, optimizer: Any) -> None:
+        self._seen_optimizer = True
+        self._maybe_resume_at_attach()
+
+    def on_boundary(self, step: int, point: StepPoint, now: float) -> str | None:
+        self._last_point = point
+        if self.pending_resume is not None:
+            # No earlier moment came (no hook object): apply at the first boundary.
+            path, self.pending_resume = self.pending_resume, None
+            self.restore(path, kind="resume", discarded=step)
+        elif self.every and step % self.every == 0:
+            self.save("every")
+        return None
+
+    # --- actions (training thread) ------------------------------------------------------------
+
+    def save(self, reason: str) -> None:
+        """Save the full training state now; the outcome is a message, never an exception."""
+        probe = self.probe
+        step = probe.step
+        if probe.rank != 0:
+            return  # ranks hold the same replicated state; rank 0 writes it once
+        if self.folder is None:
+            self._saved(
+                CheckpointSaved(
+                    step=step,
+                    ok=False,
+                    path="",
+                    reason=reason,
+                    error="no checkpoint folder (use --checkpoint-dir)",
+                )
+            )
+            return
+        try:
+            from tuidebug.ckpt import save_now
+
+            objects = self.collect()
+            point = self._last_point
+            loss = point.loss if point is not None and point.step == step else None
+            result = save_now(
+                self.folder,
+                models=objects["models"],
+                optimizers=objects["optimizers"],
+                schedulers=objects["schedulers"],
+                scaler=objects["scaler"],
+                loaders=objects["loaders"],
+                step=step,
+                epoch=objects["epoch"],
+                metadata={
+                    "loss": loss,
+                    "time": time.time(),
+                    "script": sys.argv[0] if sys.argv else "",
+                    "args": list(sys.argv[1:]),
+                    "reason": reason,
+                },
+                keep=self.keep,
+            )
+            message = CheckpointSaved(
+                step=step,
+                ok=result.ok,
+                path=result.path,
+                reason=reason,
+                error=result.error,
+                size=result.size,
+                sha256=result.sha256,
+                seconds=result.seconds,
+                loss=loss,
+                removed=list(result.removed),
+            )
+        except Exception as error:  # a failed save is a message, not the end of the run
+            message = CheckpointSaved(
+                step=step, ok=False, path=self.folder, reason=reason, error=_one_line(error)
+            )
+        self._saved(message)
+
+    def restore(
+        self, path: str, *, kind: str = "restore", unsafe: bool = False, discarded: int = 0
+    ) -> bool:
+        """Load ``path`` into the live objects and set the step back; False if refused."""
+        probe = self.probe
+        before = probe.step
+
+        def refuse(
+            error: str, problems: list[str] | None = None, notes: list[str] | None = None
+        ) -> bool:
+            self._restored(
+                CheckpointRestored(
+                    step=before,
+                    ok=False,
+                    path=path,
+                    from_step=before,
+                    kind=kind,
+                    error=error,
+                    problems=problems or [],
+                    notes=notes or [],
+                )
+            )
+            return False
+
+        try:
+            from tuidebug.ckpt import DoesNotFit, apply_training_state
+
+            state = self._load(path, unsafe)
+            objects = self.collect()
+            if not objects["models"]:
+                return refuse("no model seen yet: nothing to restore into")
+            # A running iterator cannot be rewound: loader positions are restored only before
+            # the loop started (--resume through tuidebug.attach), see the module docstring.
+            loaders = objects["loaders"] if kind == "resume" and probe.step == 0 else None
+            try:
+                step = apply_training_state(
+                    state,
+                    models=objects["models"],
+                    optimizers=objects["optimizers"],
+                    schedulers=objects["schedulers"],
+                    scaler=objects["scaler"],
+                    loaders=loaders,
+                )
+            except DoesNotFit as error:
+                return refuse(
+                    "the checkpoint does not fit the live model; nothing was changed",
+                    diff_lines(error.diff),
+                    list(error.diff.notes),
+                )
+        except Exception as error:  # CheckpointError subclasses, and anything else
+            return refuse(_one_line(error))
+        if state.get("format") == "state_dict":
+            step = before  # bare weights say nothing of the step
+        restored = self._what(state, objects, loaders)
+        notes = []
+        if objects["loaders"] and not loaders:
+            notes.append("data loaders keep their live position (a running epoch is not rewound)")
+        probe.step = step
+        self._restored(
+            CheckpointRestored(
+                step=step,
+                ok=True,
+                path=path,
+                from_step=before,
+                kind=kind,
+                notes=notes,
+                restored=restored,
+                discarded=discarded,
+            )
+        )
+        return True
+
+    def diff(self, path: str, unsafe: bool = False) -> None:
+        """Compare a checkpoint's model weights with the live model; send the sorted result."""
+        try:
+            from tuidebug.ckpt import diff_state_dicts
+            from tuidebug.ckpt.diff import flatten_tensors
+
+            saved = self._model_weights(path, unsafe)
+            models = self.probe.models()
+            if not models:
+                raise RuntimeError("no model seen yet")
+            if len(models) == 1:
+                live = flatten_tensors(next(iter(models.values())).state_dict())
+            else:
+                live = flatten_tensors({n: m.state_dict() for n, m in models.items()})
+            d = diff_state_dicts(saved, live)
+        except Exception as error:
+            self.probe.send(
+                CheckpointDiff(
+                    rank=self.probe.rank,
+                    step=self.probe.step,
+                    path=path,
+                    ok=False,
+                    error=_one_line(error),
+                )
+            )
+            return
+        # Largest change first; NaN (a non-finite tensor) first of all: it is the news.
+        changes = sorted(d.changes, key=lambda c: (not math.isnan(c.rel_change), -c.rel_change))
+        mismatches = [
+            f"{m.key}: {list(m.a_shape)} {m.a_dtype} saved, {list(m.b_shape)} {m.b_dtype} live"
+            for m in [*d.shape_mismatches, *d.dtype_mismatches]
+        ]
+        full = len(d.missing) + len(d.unexpected) + len(mismatches) + len(changes)
+        message = CheckpointDiff(
+            rank=self.probe.rank,
+            step=self.probe.step,
+            path=path,
+            missing=d.missing[:MAX_DIFF_ROWS],
+            unexpected=d.unexpected[:MAX_DIFF_ROWS],
+            mismatches=mismatches[:MAX_DIFF_ROWS],
+            changes=[(c.key, float(c.rel_change), int(c.numel)) for c in changes[:MAX_DIFF_ROWS]],
+            notes=list(d.notes)[:20],
+            compared=d.compared,
+        )
+        message.truncated = full - (
+            len(message.missing)
+            + len(message.unexpected)
+            + len(message.mismatches)
+            + len(message.changes)
+        )
+        self.probe.send(message)
+
+    # --- finding the training state -----------------------------------------------------------
+
+    def collect(self) -> dict[str, Any]:
+        """Models, optimizers, schedulers, scaler, loaders and epoch of the run, as of now."""
+        import torch
+
+        models = self.probe.models()
+        optimizers = self.probe.optimizers()
+        ours = {id(o) for o in optimizers}
+        schedulers: list[Any] = []
+        scalers: list[Any] = []
+        loaders: list[Any] = []
+        from tuidebug.ckpt import ResumableLoader
+
+        scheduler_types: tuple[type, ...] = (torch.optim.lr_scheduler.LRScheduler,)
+        plateau = getattr(torch.optim.lr_scheduler, "ReduceLROnPlateau", None)
+        if isinstance(plateau, type) and not issubclass(plateau, scheduler_types):
+            scheduler_types = (*scheduler_types, plateau)
+        scaler_types = tuple(
+            t
+            for t in (
+                getattr(getattr(torch, "amp", None), "GradScaler", None),
+                getattr(torch.cuda.amp, "GradScaler", None),
+            )
+            if isinstance(t, type)
+        )
+        # A scan of the live objects, only at a save or restore (tens of ms): schedulers,
+        # scalers and loaders are reached by no hook.
+        for obj in gc.get_objects():
+            kind = type(obj)  # not isinstance: it would ask proxies for __class__
+            if issubclass(kind, scheduler_types):
+                if id(getattr(obj, "optimizer", None)) in ours:
+                    schedulers.append(obj)
+            elif scaler_types and issubclass(kind, scaler_types):
+                scalers.append(obj)
+            elif issubclass(kind, ResumableLoader) or (
+                kind.__name__ == "StatefulDataLoader" and hasattr(obj, "load_state_dict")
+            ):
+                loaders.append(obj)
+        epoch = None
+        if len(loaders) == 1 and isinstance(getattr(loaders[0], "epoch", None), int):
+            epoch = loaders[0].epoch
+        return {
+            "models": models,
+            "optimizers": _names("optimizer", optimizers),
+            "schedulers": _names("scheduler", schedulers),
+            "scaler": scalers[0] if scalers else None,
+            "loaders": {"train": loaders[0]} if len(loaders) == 1 else _names("loader", loaders),
+            "epoch": epoch,
+        }
+
+    # --- internals ----------------------------------------------------------------------------
+
+    def _maybe_resume_at_attach(self) -> None:
+        """``--resume`` with the hook object: apply once attach named a model and an optimizer.
+
+        Not when the optimizer was just found by the auto hooks inside its first ``step()``:
+        that is mid-step; the first boundary comes right after and applies it there.
+        """
+        if self.pending_resume is None or not (self._seen_model and self._seen_optimizer):
+            return
+        if self.probe.step != 0 or _inside("on_optimizer_step"):
+            return
+        path, self.pending_resume = self.pending_resume, None
+        self.restore(path, kind="resume")
+
+    @staticmethod
+    def _load(path: str, unsafe: bool) -> dict[str, Any]:
+        from tuidebug.ckpt import load_training_state
+
+        if not unsafe:
+            return load_training_state(path)
+        # Only after the console's explicit confirmation that names the risk.
+        from tuidebug.ckpt import load_unsafe
+        from tuidebug.ckpt.restore import normalize_training_state
+
+        obj = load_unsafe(path, i_accept_code_execution=True)
+        return normalize_training_state(obj, source=path)
+
+    @staticmethod
+    def _model_weights(path: str, unsafe: bool) -> dict[str, Any]:
+        from tuidebug.ckpt import model_state
+
+        if not unsafe:
+            return model_state(path)
+        from tuidebug.ckpt import load_unsafe
+        from tuidebug.ckpt.diff import flatten_tensors
+        from tuidebug.ckpt.restore import normalize_training_state
+
+        models = normalize_training_state(
+            load_unsafe(path, i_accept_code_execution=True), source=path
+        )["models"]
+        return flatten_tensors(next(iter(models.values())) if len(models) == 1 else models)
+
+    @staticmethod
+    def _what(
+        state: Mapping[str, Any], objects: Mapping[str, Any], loaders: Mapping[str, Any] | None
+    ) -> list[str]:
+        done = [f"model {name}" for name in objects["models"]]
+        if objects["optimizers"] and state.get("optimizers"):
+            done.append(f"{len(objects['optimizers'])} optimizer(s)")
+        if objects["schedulers"] and state.get("schedulers"):
+            done.append(f"{len(objects['schedulers'])} scheduler(s)")
+        if objects["scaler"] is not None and state.get("scaler") is not None:
+            done.append("grad scaler")
+        if loaders and state.get("loaders"):
+            done.append("data position")
+        if state.get("rng"):
+            done.append("RNG states")
+        return done
+
+    def _saved(self, message: CheckpointSaved) -> None:
+        message.rank = self.probe.rank
+        self.probe.send(message)
+        name = Path(message.path).name
+        if message.ok:
+            text = f"saved {name} (step {message.step:,}, {message.size / 1e6:.1f} MB)"
+            self._notice("info", text)
+        else:
+            self._notice("error", f"save failed: {message.error}")
+
+    def _restored(self, message: CheckpointRestored) -> None:
+        message.rank = self.probe.rank
+        self.probe.send(message)
+        name = Path(message.path).name
+        verb = "resumed from" if message.kind == "resume" else "restored"
+        if message.ok:
+            self._notice("info", f"{verb} {name}: now at step {message.step:,}")
+        else:
+            first = f" ({message.problems[0]})" if message.problems else ""
+            self._notice("error", f"{verb} {name} refused: {message.error}{first}")
+        self._wait_sent()
+
+    def _notice(self, level: str, text: str) -> None:
+        self.probe.send(Notice(rank=self.probe.rank, step=self.probe.step, level=level, text=text))
+
+    def _wait_sent(self) -> None:
+        """Let the restore's message leave before the next step's point is queued.
+
+        The link sends queued points before queued messages; a point of the new branch that
+        overtook the restore message would make the console see the step go back before the
+        restore itself. Restores are rare: waiting a few ms for the I/O thread is fine.
+        """
+        queue = getattr(self.probe.link, "_messages", None)  # the socket link's outbox
+        if queue is None:
+            return
+        deadline = time.monotonic() + SEND_WAIT
+        while queue and time.monotonic() < deadline:
+            time.sleep(0.002)
+
+
+def _inside(function_name: str, depth: int = 12) -> bool:
+    """Whether ``function_name`` is among the callers (checked once, at a resume)."""
+    frame = sys._getframe(1)
+    for _ in range(depth):
+        if frame is None:
+            return False
+        if frame.f_code.co_name == function_name:
+            return True
+        frame = frame.f_back  # type: ignore[assignment]
+    return False
+
+
+def install(probe: Probe, options: dict[str, Any]) -> None:
+    observer = CheckpointsObserver(probe, options)
+    probe.add_observer(observer)
+
+    def save(_command: Command) -> None:
+        observer.save("manual")
+
+    def restore(command: Command) -> None:
+        path = command.args.get("path", "")
+        observer.restore(path, unsafe=command.args.get("unsafe") == "1")
+
+    def diff(command: Command) -> None:
+        observer.diff(command.args.get("path", ""), unsafe=command.args.get("unsafe") == "1")
+
+    probe.gate.add_action("ckpt-save", save)
+    probe.gate.add_action("ckpt-restore", restore)
+    probe.gate.add_action("ckpt-diff", diff)
