@@ -48,6 +48,9 @@ def _train(
     gen = torch.Generator().manual_seed(1)
     pauses = []
     for step in range(start, start + steps):
+        for module in model.modules():
+            if isinstance(module, Bad):
+                module.now = step
         x = torch.randn(5, 8, generator=gen)
         opt.zero_grad()
         loss = model(x).pow(2).mean()
@@ -151,6 +154,9 @@ def test_one_host_copy_per_sampled_step() -> None:
     assert samples == 4
     extra = {k: v - baseline.get(k, 0) for k, v in calls.items() if v != baseline.get(k, 0)}
     assert extra.pop("tolist") == samples
+    # The tripwire reads two CPU scalars a step (the loss gradient's sum, one small parameter
+    # gradient's sum): host memory, no device. It is off on accelerators.
+    assert extra.pop("__float__", 0) <= 2 * 9
     # .to() calls are device-to-device casts here (float64 for the one stacked vector).
     assert all(v > 0 for v in extra.values()) and set(extra) <= {"to"}
 
@@ -213,17 +219,24 @@ def test_no_hooks_between_samples_and_numerics_unchanged() -> None:
 
 
 class Bad(nn.Module):
-    """Identity, except at ``steps``: a NaN in the forward output or in the backward gradient."""
+    """Identity, except at ``steps``: a NaN in the forward output or in the backward gradient.
 
-    def __init__(self, steps: set[int], backward: bool) -> None:
+    The step comes from ``now``, which the training loop sets before the forward (so a replay of
+    the forward sees the same step); ``by_call=True`` counts calls instead (Python-side state a
+    replay cannot reproduce).
+    """
+
+    def __init__(self, steps: set[int], backward: bool, by_call: bool = False) -> None:
         super().__init__()
         self.steps = steps
         self.backward = backward
-        self.step = 0
+        self.by_call = by_call
+        self.calls = 0
+        self.now = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.step += 1
-        if self.step not in self.steps:
+        self.calls += 1
+        if (self.calls if self.by_call else self.now) not in self.steps:
             return x * 1.0
         if self.backward:
             return _NanGrad.apply(x)
@@ -240,10 +253,14 @@ class _NanGrad(torch.autograd.Function):
         return grad * math.nan
 
 
-def _bad_model(steps: set[int], backward: bool) -> nn.Sequential:
+def _bad_model(steps: set[int], backward: bool, by_call: bool = False) -> nn.Sequential:
     torch.manual_seed(0)
     return nn.Sequential(
-        nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 16), Bad(steps, backward), nn.Linear(16, 4)
+        nn.Linear(8, 16),
+        nn.Tanh(),
+        nn.Linear(16, 16),
+        Bad(steps, backward, by_call),
+        nn.Linear(16, 4),
     )
 
 
@@ -268,19 +285,33 @@ def test_forward_nan_located_on_its_own_step() -> None:
     _assert_no_hooks(model)
 
 
-def test_forward_nan_found_by_the_loss_then_located_by_a_forensic_step() -> None:
+def test_forward_nan_on_an_unsampled_step_located_by_replay_before_the_update() -> None:
     model = _bad_model(set(range(6, 100)), backward=False)
     out: list[Message] = []
     sampler = LayerSampler(out.append, 0, every=50)  # step 6 is not sampled
     sampler.add_model("net", model)
-    pauses = _train(model, sampler, 8, skip_nonfinite=True)
+    pauses = _train(model, sampler, 8)  # the update of step 6 runs: NaN weights after it
     sampler.close()
     assert pauses[5] and not any(pauses[6:])
-    first, located = _of(out, NonFinite)
-    assert first.source == "loss" and first.step == 6 and not first.located
-    assert located.located and located.step == 6 and located.found_step == 7
+    (located,) = _of(out, NonFinite)
+    assert located.located and located.step == 6 and located.found_step == 6
     assert located.source == "forward" and located.name == "net.3"
-    assert _of(out, LayerStats)[-1].forensic
+    assert "replaying step 6" in located.detail
+    _assert_no_hooks(model)
+
+
+def test_backward_nan_on_an_unsampled_step_located_by_replay() -> None:
+    model = _bad_model(set(range(4, 100)), backward=True)
+    out: list[Message] = []
+    sampler = LayerSampler(out.append, 0, every=50)
+    sampler.add_model("net", model)
+    pauses = _train(model, sampler, 6)
+    sampler.close()
+    assert pauses == [False, False, False, True, False, False]
+    (located,) = _of(out, NonFinite)
+    assert located.located and located.step == 4 and located.found_step == 4
+    assert located.source == "backward" and located.name == "net.3"
+    assert "input gradient" in located.detail
 
 
 def test_backward_nan_located() -> None:
@@ -295,7 +326,99 @@ def test_backward_nan_located() -> None:
     assert reports[0].step == 4 and reports[0].source == "backward"
     located = [r for r in reports if r.located]
     assert located and located[0].name == "net.3" and located[0].step == 4
-    assert located[0].found_step == 5 and "backward" in located[0].detail
+    assert located[0].found_step == 4 and "backward" in located[0].detail
+
+
+def test_not_reproducible_nan_falls_back_to_forensic_samples() -> None:
+    # A call counter: the replay's call is finite. The loss check and the next (forensic)
+    # sample report it, saying the replay was finite.
+    # Calls: 6 = the forward of step 6 (NaN), 7 = the replay (finite), 8 = step 7 (NaN).
+    model = _bad_model({6} | set(range(8, 100)), backward=False, by_call=True)
+    out: list[Message] = []
+    sampler = LayerSampler(out.append, 0, every=50)
+    sampler.add_model("net", model)
+    pauses = _train(model, sampler, 8, skip_nonfinite=True)
+    sampler.close()
+    assert pauses[5] and not any(pauses[6:])
+    first, located = _of(out, NonFinite)
+    assert first.source == "loss" and first.step == 6 and not first.located
+    assert "replay" in first.detail
+    assert located.located and located.step == 6 and located.found_step == 7
+    assert located.source == "forward" and located.name == "net.3"
+
+
+class _Sqrt(nn.Module):
+    """Data-dependent: sqrt of its input's first column times a learned scale. A batch with a
+    negative value there: NaN output; with 0: a NaN gradient for the scale (0 / 0)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([(x[:, :1] * self.scale).sqrt(), x[:, 1:]], dim=1)
+
+
+def _sqrt_model() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        _Sqrt(),
+        nn.Linear(8, 16),
+        nn.BatchNorm1d(16),
+        nn.ReLU(),
+        nn.Dropout(0.3),
+        nn.Linear(16, 4),
+    )
+
+
+def _data_loop(
+    model: nn.Module, sampler: LayerSampler | None, bad_step: int, value: float, steps: int
+) -> list[bool]:
+    opt = torch.optim.SGD(model.parameters(), lr=1e-2)
+    if sampler is not None:
+        sampler.add_optimizer(opt)
+    gen = torch.Generator().manual_seed(3)
+    torch.manual_seed(7)  # dropout draws from the global generator
+    pauses = []
+    for step in range(1, steps + 1):
+        x = torch.rand(6, 8, generator=gen) + 0.5
+        if step == bad_step:
+            x[2, 0] = value
+        loss = model(x).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        grads_ok = all(
+            p.grad is None or bool(torch.isfinite(p.grad).all()) for p in model.parameters()
+        )
+        if bool(torch.isfinite(loss)) and grads_ok:
+            opt.step()  # skipped at the bad step, so the run stays comparable
+        if sampler is not None:
+            pauses.append(sampler.on_boundary(step, time.perf_counter(), float(loss.detach())))
+    return pauses
+
+
+@pytest.mark.parametrize(("value", "source"), [(-1.0, "forward"), (0.0, "backward")])
+def test_data_dependent_nan_is_exact_and_the_replay_changes_no_numerics(
+    value: float, source: str
+) -> None:
+    reference = _sqrt_model()
+    _data_loop(reference, None, 5, value, 8)
+    model = _sqrt_model()
+    out: list[Message] = []
+    sampler = LayerSampler(out.append, 0, every=100)
+    sampler.add_model("net", model)
+    pauses = _data_loop(model, sampler, 5, value, 8)
+    sampler.close()
+    assert pauses == [False] * 4 + [True] + [False] * 3
+    (located,) = _of(out, NonFinite)
+    assert (located.step, located.source, located.name) == (5, source, "net.0")
+    # The replay ran the forward again (dropout, BatchNorm in train mode) and changed nothing.
+    for (name, a), b in zip(
+        reference.state_dict().items(), model.state_dict().values(), strict=True
+    ):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True, msg=name)
+    assert model.training
+    _assert_no_hooks(model)
 
 
 def test_budget_sets_the_interval() -> None:

@@ -49,6 +49,7 @@ from tuidebug.probe.nonfinite import (
     locate_forward,
     to_cpu,
 )
+from tuidebug.probe.replay import preserved, replay_backward, replay_forward
 from tuidebug.probe.schedule import Schedule
 from tuidebug.wire.layer_messages import Histogram, LayerStats, LayerTable, NonFinite
 from tuidebug.wire.messages import Message
@@ -187,6 +188,7 @@ class _Model:
     base: int
     count: int
     pre_hook: RemovableHandle | None
+    post_hook: RemovableHandle | None = None
 
 
 class _Sample:
@@ -236,6 +238,8 @@ class LayerSampler:
             a non-finite value is seen, then goes to the CPU).
         histogram_layers: Layers per sample that get histograms (round robin), plus the one
             chosen with :meth:`focus`.
+        loss_source: Returns the loss tensor whose ``backward`` is running (the probe has it),
+            or None. Lets the tripwire check one scalar instead of the output gradient.
     """
 
     def __init__(
@@ -248,6 +252,7 @@ class LayerSampler:
         pause_on_nonfinite: bool = True,
         keep_last_finite: bool = True,
         histogram_layers: int = HISTOGRAM_LAYERS,
+        loss_source: Callable[[], Any] | None = None,
     ) -> None:
         self._send_fn = send
         self.rank = rank
@@ -286,6 +291,20 @@ class LayerSampler:
         self._last_inputs: Any = None
         self._last_finite: tuple[int, list[torch.Tensor], list[int]] | None = None
         self._keep_next = 0.0
+        # The tripwire (see "Tripwire" below): CPU only, armed until the first non-finite value.
+        self._loss_source = loss_source
+        self._step = 0  # the last step that ended; the running one is _step + 1
+        self._last_root: nn.Module | None = None
+        self._last_rng: torch.Tensor | None = None
+        self._out_grad: torch.Tensor | None = None
+        self._trip_handle: RemovableHandle | None = None
+        self._trip_param: int = -1
+        self._trip_retargeted = False
+        self._tripped: tuple[int, str, str] | None = None  # (step, kind, detail), replay pending
+        self._opt_hooks: list[RemovableHandle] = []
+        self._replaying = False
+        self._pause_pending = False
+        self._replay_note = ""
 
     # --- setup --------------------------------------------------------------------------------
 
@@ -352,7 +371,12 @@ class LayerSampler:
                 if j is not None:
                     totals[j] += own[i]
         pre_hook = model.register_forward_pre_hook(self._on_root_call, with_kwargs=True)
-        self._models.append(_Model(name, weakref.ref(model), base, len(names), pre_hook))
+        post_hook = model.register_forward_hook(self._on_root_output)
+        self._models.append(_Model(name, weakref.ref(model), base, len(names), pre_hook, post_hook))
+        if self._trip_handle is None:
+            first = next((i for i in range(base, base + len(names)) if self._layer_params[i]), -1)
+            if first >= 0:
+                self._set_trip_param(first)
         self._send(
             LayerTable(
                 rank=self.rank,
@@ -400,6 +424,7 @@ class LayerSampler:
         if self.disabled:
             return False
         last, self._last_now = self._last_now, now
+        self._step = step
         if (
             self._sample is None
             and step + 1 < self.schedule.next_step
@@ -419,6 +444,13 @@ class LayerSampler:
 
     def _slow_boundary(self, step: int, now: float, loss: float | None) -> bool:
         pause = False
+        if self._tripped is not None:
+            # No optimizer step came between the trip and this boundary (a skipped update, a
+            # hand-written loop): replay now (the weights may have been updated by hand).
+            self._replay()
+        if self._pause_pending:
+            self._pause_pending = False
+            pause = True
         if self._pending:
             pause |= self._drain(wait=False)
         if self._sample is not None:
@@ -457,10 +489,20 @@ class LayerSampler:
                 except Exception:
                     log.exception("tuidebug: removing a model hook failed")
                 model.pre_hook = None
+            if model.post_hook is not None:
+                try:
+                    model.post_hook.remove()
+                except Exception:
+                    log.exception("tuidebug: removing a model hook failed")
+                model.post_hook = None
+        self._remove_trip_hooks()
         self._sample = None
         self._snapshot = []
         self._arm_params = []
         self._last_inputs = None
+        self._last_root = None
+        self._last_rng = None
+        self._out_grad = None
         try:
             self._drain(wait=True)
         except Exception:
@@ -482,9 +524,15 @@ class LayerSampler:
         log.warning("tuidebug: layer statistics stopped (%s); training continues", reason)
         self.close()
 
-    def _on_root_call(self, _module: nn.Module, args: Any, kwargs: Any) -> None:
-        # Keep a reference (no copy: a few µs a step) to the last batch, for forensics.
+    def _on_root_call(self, module: nn.Module, args: Any, kwargs: Any) -> None:
+        # Keep a reference (no copy: a few µs a step) to the last batch, for forensics, and
+        # the CPU RNG state (~0.6 µs) so that a replay draws the same dropout masks.
+        if self._replaying:
+            return
         self._last_inputs = (args, kwargs)
+        self._last_root = module
+        if self.forensics is None:
+            self._last_rng = torch.get_rng_state()
 
     def _arm(self, step: int) -> None:
         start = time.perf_counter()
@@ -545,7 +593,7 @@ class LayerSampler:
     def _on_forward(self, module: nn.Module, args: Any, kwargs: Any, output: Any) -> None:
         layer = self._index.get(id(module))
         sample = self._sample
-        if layer is None or sample is None:
+        if layer is None or sample is None or self._replaying:
             return
         start = time.perf_counter()
         try:
@@ -828,6 +876,9 @@ class LayerSampler:
             histograms.append(
                 Histogram(self._param_layer[i], kind, i, lo, hi, counts[:BINS], counts[BINS])
             )
+        if not self._trip_retargeted and sample.grad_order:
+            self._trip_retargeted = True
+            self._set_trip_param(self._param_layer[sample.grad_order[-1]])
         events: list[GradEvent] = []
         for event, bad in sample.grad_events:
             if bad is not None:
@@ -896,6 +947,199 @@ class LayerSampler:
                 )
         return self._report(sample.step, culprit, located)
 
+    # --- internals: the tripwire (every step, CPU only) -----------------------------------------
+    #
+    # Between samples nothing is measured, yet the first non-finite value must be located before
+    # optimizer.step() spreads it into the weights. Per step, on the CPU: a gradient hook on the
+    # root model's output (registered by a forward hook, ~2 µs) that reads the loss scalar (or
+    # sums the output gradient when the loss is not on hand), and a post-accumulate hook on one
+    # small parameter of the layer that receives its gradient last (its bias: a NaN gradient
+    # anywhere upstream of it reaches it through the matmuls), summed (~1 µs). When either is
+    # non-finite the sampler "trips": a one-shot pre-hook on the optimizers replays the step's
+    # forward (and backward) before the update (replay.py). On CUDA the tripwire stays off (it
+    # would need a device sync each step): the loss check at the boundary and forensic samples
+    # do the work, after the update.
+
+    def _set_trip_param(self, layer: int) -> None:
+        candidates = [
+            (p.numel(), i)
+            for i in self._layer_params[layer]
+            if (p := self._params[i]()) is not None and p.requires_grad
+        ]
+        if not candidates:
+            return
+        _, index = min(candidates)
+        if index == self._trip_param:
+            return
+        param = self._params[index]()
+        if param is None:
+            return
+        if self._trip_handle is not None:
+            self._trip_handle.remove()
+            self._trip_handle = None
+        self._trip_param = index
+        self._trip_handle = param.register_post_accumulate_grad_hook(self._on_trip_grad)
+
+    def _remove_trip_hooks(self) -> None:
+        handles = [self._trip_handle, *self._opt_hooks]
+        self._trip_handle = None
+        self._opt_hooks = []
+        for handle in handles:
+            if handle is not None:
+                try:
+                    handle.remove()
+                except Exception:
+                    log.exception("tuidebug: removing a tripwire hook failed")
+
+    def _armed(self) -> bool:
+        return self.forensics is None and self._tripped is None and not self._replaying
+
+    def _on_root_output(self, _module: nn.Module, _args: Any, output: Any) -> None:
+        if not self._armed() or self.disabled:
+            return
+        try:
+            x = _primary(output)
+            if x is not None and x.requires_grad and x.device.type == "cpu":
+                x.register_hook(self._on_root_grad)
+        except Exception as error:
+            self._disable(f"output hook failed: {error!r}")
+
+    def _on_root_grad(self, grad: torch.Tensor) -> None:
+        # The backward of the running step begins here: its loss exists (and is on the CPU).
+        if not self._armed() or self.disabled:
+            return
+        try:
+            self._out_grad = grad  # a reference, for a backward replay if a gradient trips
+            loss = self._loss_source() if self._loss_source is not None else None
+            if isinstance(loss, torch.Tensor) and loss.numel() == 1 and loss.device.type == "cpu":
+                value = float(loss)
+                if value - value != 0.0:
+                    self._trip("loss", f"the loss is {value}")
+            elif grad.device.type == "cpu":
+                total = float(grad.detach().sum())
+                if total - total != 0.0:
+                    self._trip("loss", "the loss gradient reaching the model is non-finite")
+        except Exception as error:
+            self._disable(f"output gradient hook failed: {error!r}")
+
+    def _on_trip_grad(self, param: torch.Tensor) -> None:
+        if not self._armed() or self.disabled:
+            return
+        try:
+            g = param.grad
+            if g is not None and g.device.type == "cpu" and not g.is_sparse:
+                total = float(g.detach().sum())
+                if total - total != 0.0:
+                    self._trip("gradient", "a parameter gradient is non-finite")
+        except Exception as error:
+            self._disable(f"tripwire hook failed: {error!r}")
+
+    def _trip(self, kind: str, detail: str) -> None:
+        """A first non-finite value in the running step: replay before the update."""
+        self._tripped = (self._step + 1, kind, detail)
+        self.schedule.next_step = 0  # the boundary takes the slow path (and samples after)
+        for ref in self._optimizers:
+            optimizer = ref()
+            if optimizer is not None:
+                self._opt_hooks.append(optimizer.register_step_pre_hook(self._on_optimizer_pre))
+
+    def _on_optimizer_pre(self, _optimizer: Any, _args: Any, _kwargs: Any) -> None:
+        hooks, self._opt_hooks = self._opt_hooks, []
+        for handle in hooks:
+            handle.remove()
+        self._replay()
+
+    def _replay(self) -> None:
+        """Replay the tripped step's forward (and backward); report the culprit if found."""
+        tripped, self._tripped = self._tripped, None
+        root, inputs = self._last_root, self._last_inputs
+        if tripped is None or root is None or inputs is None or self.forensics is not None:
+            return
+        step, _kind, detail = tripped
+        args, kwargs = inputs
+        culprit: Culprit | None = None
+        self._replaying = True
+        start = time.perf_counter()
+        try:
+            with preserved(root, self._last_rng):
+                records = replay_forward(root, args, kwargs, self._index)
+                param_bad = {
+                    layer: True
+                    for layer in {r.layer for r in records}
+                    if any(
+                        (p := self._params[i]()) is not None
+                        and not bool(torch.isfinite(p.detach()).all())
+                        for i in self._layer_params[layer]
+                    )
+                }
+                culprit = locate_forward(
+                    [r.layer for r in records],
+                    [r.out_bad for r in records],
+                    [r.in_bad for r in records],
+                    param_bad,
+                )
+                out_grad = self._out_grad
+                # A non-finite gradient entering the model came from the loss: replaying the
+                # model's backward from it would only show that again.
+                if (
+                    culprit is None
+                    and out_grad is not None
+                    and bool(torch.isfinite(out_grad).all())
+                ):
+                    param_layer = {
+                        id(p): self._param_layer[i]
+                        for i, ref in enumerate(self._params)
+                        if (p := ref()) is not None
+                    }
+                    events, bad_params = replay_backward(
+                        root, args, kwargs, out_grad, self._index, param_layer
+                    )
+                    culprit = locate_backward(events)
+                    if culprit is None and bad_params:
+                        layer, name = bad_params[0]
+                        culprit = Culprit(
+                            layer, "backward", f"its backward made a non-finite gradient ({name})"
+                        )
+        except Exception:
+            log.exception("tuidebug: replaying the step to locate a non-finite value failed")
+            culprit = None
+        finally:
+            self._replaying = False
+            self._out_grad = None
+        self._cost += time.perf_counter() - start
+        if culprit is None:
+            # Not reproduced (state outside tensors: a counter, a cache): the loss check at the
+            # boundary and forensic samples take over; say so in their report.
+            self._replay_note = (
+                f"; a replay of step {step}'s forward and backward was finite "
+                "(Python-side module state?)"
+            )
+            return
+        culprit.detail = f"{culprit.detail} ({detail}; found by replaying step {step})"
+        self._freeze(step, culprit.source)
+        forensics = self.forensics
+        assert forensics is not None
+        forensics.layer = culprit.layer
+        forensics.name = self._layer_label(culprit.layer)
+        forensics.detail = culprit.detail
+        forensics.located = True
+        forensics.found_step = step
+        self._forensic_left = 0
+        self._pause_pending = self.pause_on_nonfinite
+        self._send(
+            NonFinite(
+                rank=self.rank,
+                step=step,
+                source=culprit.source,
+                layer=culprit.layer,
+                name=forensics.name,
+                detail=culprit.detail,
+                located=True,
+                found_step=step,
+                paused=self.pause_on_nonfinite,
+            )
+        )
+
     # --- internals: non-finite values ----------------------------------------------------------
 
     def _layer_label(self, layer: int) -> str:
@@ -933,7 +1177,10 @@ class LayerSampler:
                 rank=self.rank,
                 step=step,
                 source="loss",
-                detail=f"the loss is {loss}; the next steps are sampled to find where it began",
+                detail=(
+                    f"the loss is {loss}; the next steps are sampled to find where it began"
+                    f"{self._replay_note}"
+                ),
                 paused=pause,
             )
         )
