@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import time
 
@@ -100,3 +101,31 @@ def test_break_on_stops_at_the_first_step_where_it_holds(term: Tmux) -> None:
     term.wait_for("finished: 80 steps", timeout=30)
     term.keys("q")
     term.wait_for("EXIT=0", timeout=20)
+
+
+def test_debugging_after_leaving_and_attaching_again_at_80x24(run_env: dict[str, str]) -> None:
+    env = {**run_env, "PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root")}
+    term = Tmux(env, cols=80, rows=24)
+    try:
+        term.type(f"cd {ROOT}; {TUIDEBUG} run {DEBUG_ME} 4000 0.005; echo EXIT=$?")
+        term.wait_for("loss 0.", timeout=30)
+        term.keys("q")
+        term.wait_for("Leave it running")
+        term.keys("l")
+        term.wait_for("EXIT=0", timeout=20)
+        term.type(f"clear; {TUIDEBUG} attach; echo EXIT=$?")
+        term.wait_for(" running ", timeout=20)
+        term.keys("p")
+        term.wait_for("paused at step", timeout=10)
+        term.keys("d")
+        term.wait_for(PROMPT, timeout=20)
+        screen = ipdb(term, "p step")
+        assert re.search(r"p step\n\d+", screen)
+        term.type("c")
+        term.wait_for(" running ", timeout=20)
+        term.keys("q")
+        term.wait_for("Stop the run")
+        term.keys("s")
+        term.wait_for("EXIT=130", timeout=30)
+    finally:
+        term.kill()

@@ -98,6 +98,12 @@ def describe(value: Any) -> str:
     return head + " " + " ".join(parts)
 
 
+def _new_debugger(notify: Notify) -> Any:
+    """A debugger that leaves SIGINT alone: pdb's `c` would otherwise turn Ctrl-C (and the
+    console's "stop the run") into a new debugger prompt instead of a KeyboardInterrupt."""
+    return _debugger_class(notify)(nosigint=True)
+
+
 def _debugger_class(notify: Notify) -> type:
     from ipdb.__main__ import _get_debugger_cls
 
@@ -153,7 +159,7 @@ def open_at(frame: FrameType, step: int, notify: Notify) -> bool:
 
     Returns True when the person asked the run to continue (``c``), False to stay paused.
     """
-    debugger = _debugger_class(notify)()
+    debugger = _new_debugger(notify)
     sys.stdout.write(BANNER.format(where=where(frame), step=step))
     sys.stdout.flush()
     debugger.reset()
@@ -166,7 +172,7 @@ def open_at(frame: FrameType, step: int, notify: Notify) -> bool:
 
 def post_mortem(tb: TracebackType, notify: Notify) -> None:
     """A post-mortem ipdb session on the traceback of the script's exception."""
-    debugger = _debugger_class(notify)()
+    debugger = _new_debugger(notify)
     debugger.reset()
     debugger.interaction(None, tb)
 
@@ -182,7 +188,7 @@ def breakpoint_hook(notify: Notify) -> Callable[..., Any]:
         notify("opened:breakpoint", where(frame), None)
         if setting and setting not in ("ipdb.set_trace", "pdb.set_trace"):
             return sys.__breakpointhook__(*args, **kwargs)
-        debugger = _debugger_class(notify)()
+        debugger = _new_debugger(notify)
         debugger.set_trace(frame)
         return None
 

@@ -33,6 +33,8 @@ class QuitScreen(ModalScreen[QuitChoice]):
         margin-top: 1;
     }
     QuitScreen Button {
+        width: auto;
+        min-width: 0;
         margin-right: 1;
     }
     """

@@ -48,22 +48,22 @@ class RunHeader(Static):
         self.update(self.headline())
 
     def headline(self) -> Text:
-        """The header's text for the model's current state."""
+        """The header's text: the figures first, the script last (it is cut on narrow screens)."""
         model = self.model
         text = Text(no_wrap=True, overflow="ellipsis")
         state = model.state
         text.append(f" {state} ", style=STATE_STYLES.get(state, ""))
-        if model.info is not None:
-            if model.info.exit_code is not None and model.ended:
-                text.append(f" exit {model.info.exit_code}", style=STATE_STYLES.get(state, ""))
-            script = " ".join([model.info.script, *model.info.args])
-            text.append(f"  {script}", style="bold")
+        if model.info is not None and model.info.exit_code is not None and model.ended:
+            text.append(f" exit {model.info.exit_code}", style=STATE_STYLES.get(state, ""))
         text.append(f"  step {model.step:,}")
-        moving = model.state == "running"
-        text.append(f"  {format_rate(model.steps_per_second() if moving else None)}")
-        text.append(f"  {format_duration(model.elapsed())}")
         text.append("  loss ")
         text.append(format_value(model.last_loss), style="bold")
         if len(model.loss):
             text.append(f" (smoothed {format_value(model.loss.smoothed_last())})", style="dim")
+        moving = model.state == "running"
+        text.append(f"  {format_rate(model.steps_per_second() if moving else None)}")
+        text.append(f"  {format_duration(model.elapsed())}")
+        if model.info is not None:
+            script = " ".join([model.info.script, *model.info.args])
+            text.append(f"  {script}", style="bold")
         return text
