@@ -67,6 +67,7 @@ BINS = 32
 HISTOGRAM_LAYERS = 1  # layers that get histograms, round robin (+ the focused one, every sample)
 HISTOGRAM_EVERY = 4  # samples between two round-robin histograms (each costs ~70 µs a tensor)
 KEEP_EVERY = 30.0  # seconds between two refreshes of the kept last-finite parameters
+TRIP_LAYERS = 16  # layers whose smallest parameter's gradient the tripwire sums every step
 FORENSIC_TRIES = 3  # forensic samples after a non-finite value before giving up locating it
 _NEVER = 1 << 62
 _global_with_kwargs: dict[int, bool] = getattr(
@@ -195,6 +196,7 @@ class _Sample:
     """What the hooks of one sampled step collect (device tensors, not yet read)."""
 
     __slots__ = (
+        "data_fed",
         "floats",
         "forensic",
         "grad_events",
@@ -222,6 +224,7 @@ class _Sample:
         self.grad_order: list[int] = []  # parameter indices in backward order
         self.grad_events: list[tuple[GradEvent, torch.Tensor | None]] = []
         self.tensor_handles: list[Any] = []
+        self.data_fed: set[int] = set()  # layers with parameters whose inputs need no grad
 
 
 class LayerSampler:
@@ -297,8 +300,7 @@ class LayerSampler:
         self._last_root: nn.Module | None = None
         self._last_rng: torch.Tensor | None = None
         self._out_grad: torch.Tensor | None = None
-        self._trip_handle: RemovableHandle | None = None
-        self._trip_param: int = -1
+        self._trip_handles: dict[int, RemovableHandle] = {}  # parameter index -> its hook
         self._trip_retargeted = False
         self._tripped: tuple[int, str, str] | None = None  # (step, kind, detail), replay pending
         self._opt_hooks: list[RemovableHandle] = []
@@ -373,10 +375,10 @@ class LayerSampler:
         pre_hook = model.register_forward_pre_hook(self._on_root_call, with_kwargs=True)
         post_hook = model.register_forward_hook(self._on_root_output)
         self._models.append(_Model(name, weakref.ref(model), base, len(names), pre_hook, post_hook))
-        if self._trip_handle is None:
+        if not self._trip_handles:
             first = next((i for i in range(base, base + len(names)) if self._layer_params[i]), -1)
             if first >= 0:
-                self._set_trip_param(first)
+                self._set_trip_layers([first])
         self._send(
             LayerTable(
                 rank=self.rank,
@@ -607,6 +609,14 @@ class LayerSampler:
         if layer not in sample.meta:
             inputs = describe(args) if not kwargs else f"{describe(args)} {describe(kwargs)}"
             sample.in_shapes[layer] = inputs
+            # Fed by data (no input requires grad): a NaN in its parameter gradients does not
+            # flow on to other layers, so the tripwire watches it separately.
+            if (
+                self._layer_params[layer]
+                and torch.is_grad_enabled()
+                and not any(t.requires_grad for t in _tensors((args, kwargs), []))
+            ):
+                sample.data_fed.add(layer)
             if x is not None:
                 sample.meta[layer] = (describe(output), str(x.dtype)[6:], str(x.device))
             else:
@@ -878,7 +888,8 @@ class LayerSampler:
             )
         if not self._trip_retargeted and sample.grad_order:
             self._trip_retargeted = True
-            self._set_trip_param(self._param_layer[sample.grad_order[-1]])
+            last = self._param_layer[sample.grad_order[-1]]
+            self._set_trip_layers([last, *sorted(sample.data_fed - {last})][:TRIP_LAYERS])
         events: list[GradEvent] = []
         for event, bad in sample.grad_events:
             if bad is not None:
@@ -960,29 +971,30 @@ class LayerSampler:
     # would need a device sync each step): the loss check at the boundary and forensic samples
     # do the work, after the update.
 
-    def _set_trip_param(self, layer: int) -> None:
-        candidates = [
-            (p.numel(), i)
-            for i in self._layer_params[layer]
-            if (p := self._params[i]()) is not None and p.requires_grad
-        ]
-        if not candidates:
-            return
-        _, index = min(candidates)
-        if index == self._trip_param:
-            return
-        param = self._params[index]()
-        if param is None:
-            return
-        if self._trip_handle is not None:
-            self._trip_handle.remove()
-            self._trip_handle = None
-        self._trip_param = index
-        self._trip_handle = param.register_post_accumulate_grad_hook(self._on_trip_grad)
+    def _set_trip_layers(self, layers: list[int]) -> None:
+        """Watch the smallest parameter of each of ``layers`` (its gradient, every step)."""
+        wanted: dict[int, torch.nn.Parameter] = {}
+        for layer in layers:
+            candidates = [
+                (p.numel(), i, p)
+                for i in self._layer_params[layer]
+                if (p := self._params[i]()) is not None and p.requires_grad
+            ]
+            if candidates:
+                _, index, param = min(candidates, key=lambda c: c[:2])
+                wanted[index] = param
+        for index in list(self._trip_handles):
+            if index not in wanted:
+                self._trip_handles.pop(index).remove()
+        for index, param in wanted.items():
+            if index not in self._trip_handles:
+                self._trip_handles[index] = param.register_post_accumulate_grad_hook(
+                    self._on_trip_grad
+                )
 
     def _remove_trip_hooks(self) -> None:
-        handles = [self._trip_handle, *self._opt_hooks]
-        self._trip_handle = None
+        handles = [*self._trip_handles.values(), *self._opt_hooks]
+        self._trip_handles = {}
         self._opt_hooks = []
         for handle in handles:
             if handle is not None:
