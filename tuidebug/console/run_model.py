@@ -15,6 +15,7 @@ from typing import Any
 from tuidebug.console.extensions import extensions
 from tuidebug.console.history import MinMaxHistory
 from tuidebug.console.terminal_text import TerminalText
+from tuidebug.wire.checkpoint_messages import CheckpointRestored  # restore markers
 from tuidebug.wire.messages import (
     Boundary,
     DebuggerClosed,
@@ -112,6 +113,8 @@ class RunModel:
                     self.notices.append(message)
             elif isinstance(message, HistoryDone):
                 self.history_loaded = True
+            elif isinstance(message, CheckpointRestored):
+                self._mark_restore(message)
         for extension in extensions():
             extension.fold(self.ext[extension.name], messages)
         self.version += 1
@@ -141,6 +144,17 @@ class RunModel:
             self._rate.append((last.time, self.steps_seen))
             while self._rate and last.time - self._rate[0][0] > RATE_WINDOW:
                 self._rate.popleft()
+
+    def _mark_restore(self, message: CheckpointRestored) -> None:
+        """Checkpoint feature: mark a restore (or --resume) on the loss chart.
+
+        The probe sends the restore before the new branch's points, so the marker normally
+        announces the step going back. If points of the new branch came first (the history
+        already went back), a second rewind would split the axis: no marker then.
+        """
+        last = self.loss.last_step
+        if message.ok and message.rank == 0 and (last is None or last >= message.from_step):
+            self.loss.mark(message.step, message.kind)
 
     def take_notices(self) -> list[Notice]:
         """The notices that arrived since the last call."""
