@@ -22,6 +22,7 @@ stops); 1 when a check fails. Importing this file does nothing.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import importlib.util
 import io
@@ -252,15 +253,57 @@ def check_torch(
             "this process listed on the GPU",
             f"pid {os.getpid()} not among {[p.pid for p in procs]} (pid namespace?)",
         )
+    observer = check_memory_extension(report, torch, device)
     del block
     torch.cuda.empty_cache()
 
     if oom:
-        exercise_oom(report, poller, torch, device, dev.uuid)
+        exercise_oom(report, poller, torch, device, dev.uuid, observer)
     print_panel(snap_after, own_pids={os.getpid()})
 
 
-def exercise_oom(report: Report, poller: GpuPoller, torch: Any, device: Any, uuid: str) -> None:
+def check_memory_extension(report: Report, torch: Any, device: Any) -> Any:
+    """The probe's memory extension (what the GPU screen's allocator figures come from)."""
+    import tempfile
+    from types import SimpleNamespace
+
+    from tuidebug.probe.extensions.memory import MemoryObserver
+    from tuidebug.wire.gpu_messages import AllocatorStats
+    from tuidebug.wire.messages import Command, Notice, StepPoint
+
+    sent: list[Any] = []
+    probe = SimpleNamespace(send=sent.append, rank=0, step=1, pid=os.getpid())
+    observer = MemoryObserver(probe, interval=0.0)  # type: ignore[arg-type]
+    observer.on_boundary(1, StepPoint(1, time.time()), time.perf_counter())
+    stats = [m for m in sent if isinstance(m, AllocatorStats)]
+    figures = {d.device: d for m in stats for d in m.devices}
+    mine = figures.get(device.index)
+    expected = torch.cuda.memory_allocated(device)
+    report.check(
+        "probe allocator figure = torch.cuda.memory_allocated",
+        mine is not None and mine.allocated == expected,
+        f"probe {(mine.allocated if mine else -1) / MIB:.1f} MiB, torch {expected / MIB:.1f} MiB",
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "snap.pickle")
+        observer.snapshot(Command(name="memory-snapshot", args={"path": path}))
+        size = os.path.getsize(path) if os.path.exists(path) else 0
+        notes = [m.text for m in sent if isinstance(m, Notice)]
+        report.check("memory-snapshot wrote a file", size > 0, f"{size} bytes; {notes[-1:]}")
+    with contextlib.suppress(Exception):
+        torch.cuda.memory._record_memory_history(enabled=None)  # stop recording again
+    observer.sent = sent
+    return observer
+
+
+def exercise_oom(
+    report: Report,
+    poller: GpuPoller,
+    torch: Any,
+    device: Any,
+    uuid: str,
+    observer: Any = None,
+) -> None:
     _, start = used_now(poller, uuid)
     blocks = []
     total = torch.cuda.mem_get_info(device)[1]
@@ -291,6 +334,8 @@ def exercise_oom(report: Report, poller: GpuPoller, torch: Any, device: Any, uui
     )
     if caught is not None:
         report.note("OOM message", str(caught).splitlines()[0][:160])
+    if caught is not None and observer is not None:
+        check_oom_report(report, caught, observer)
     if snap is not None and full is not None and full.memory_fraction is not None:
         report.check(
             "NVML sees the GPU full at the OOM",
@@ -305,6 +350,32 @@ def exercise_oom(report: Report, poller: GpuPoller, torch: Any, device: Any, uui
             back.memory_used <= start.memory_used + MEMORY_TOLERANCE,
             f"{back.memory_used / MIB:.0f} MiB now, {start.memory_used / MIB:.0f} before",
         )
+
+
+def check_oom_report(report: Report, caught: BaseException, observer: Any) -> None:
+    """The allocator's OOM observer fired, and the console builds its report from it."""
+    from tuidebug.console.memory_model import GpuState
+    from tuidebug.wire.gpu_messages import OomMoment
+    from tuidebug.wire.messages import ScriptError
+
+    moments = [m for m in observer.sent if isinstance(m, OomMoment)]
+    report.check(
+        "OOM observer sent OomMoment",
+        bool(moments),
+        f"{len(moments)} sent; first asked {moments[0].requested / MIB:.0f} MiB"
+        if moments
+        else "none (torch without _cuda_attach_out_of_memory_observer?)",
+    )
+    state = GpuState()
+    state.fold(observer.sent)
+    state.fold(
+        [ScriptError(exc_type=type(caught).__name__, text=str(caught), traceback="", step=1)]
+    )
+    report.check(
+        "console OOM report built",
+        state.oom is not None and state.oom.allocator is not None,
+        f"moment={state.oom.moment is not None}" if state.oom else "no report",
+    )
 
 
 def print_panel(snap: GpuSnapshot, own_pids: set[int]) -> None:

@@ -105,8 +105,13 @@ def scripted(oom: bool) -> list[list[Message]]:
     if oom:
         batches.append(
             [
-                OomMoment(step=500, device=0, requested=2 * GIB, device_allocated=76 * GIB,
-                          device_free=GIB),  # fmt: skip
+                OomMoment(
+                    step=500,
+                    device=0,
+                    requested=2 * GIB,
+                    device_allocated=76 * GIB,
+                    device_free=GIB,
+                ),
                 oom_error(),
             ]
         )
