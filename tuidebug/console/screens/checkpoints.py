@@ -363,6 +363,9 @@ class CheckpointsScreen(Screen[None]):
         table = self.query_one("#ckpt-list", DataTable)
         current = self._selected()
         keep = current.path if current is not None else None
+        save = self.state.last_save
+        if save is not None and save.ok and save.path not in {i.path for i in self.infos}:
+            keep = save.path  # a file just saved: show it
         self.infos = infos
         table.clear()
         for info in infos:
