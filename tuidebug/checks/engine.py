@@ -1,0 +1,1163 @@
+"""The rules, live in the training process: a probe Observer that samples a few steps.
+
+How it stays cheap (docs/design.md: no sync, no hook on a step it does not sample):
+- ``schedule(step)`` is an integer test. Only a *window* (from the boundary before a sampled step
+  to the boundary that ends it) carries hooks: forward hooks on the root models (and ReLU /
+  Linear / Conv / BatchNorm modules on some windows), gradient hooks on parameters, the loss
+  functions of ``torch.nn.functional`` wrapped, the DataLoader iterator's ``__next__`` timed.
+  Everything is installed when the window opens and removed when it closes.
+- Between windows the only work is a float test on the loss the probe already has.
+- Every entry point is guarded: a failing rule disables the checks (once, with a warning) and
+  never raises into the script. The exception is ``max_steps`` (``tuidebug check --steps N``):
+  it ends the script with ``SystemExit(0)`` at a boundary, on purpose.
+
+Two patches live as long as the observer: ``warnings.showwarning`` (to see torch's own
+broadcasting warning; it chains to the original), and ``LRScheduler.__init__`` (to know which
+schedulers exist). With ``--overfit-batch`` also ``DataLoader.__iter__``. ``close()`` puts every
+one back, if it is still ours.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import warnings
+import weakref
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.data import DataLoader
+from torch.utils.data.dataloader import _BaseDataLoaderIter
+
+from tuidebug.checks.config import ChecksConfig
+from tuidebug.checks.rules import RULES
+from tuidebug.probe.observer import Observer
+from tuidebug.wire.check_messages import Alert, ChecksDone, OverfitResult
+from tuidebug.wire.messages import Message, StepPoint
+
+if TYPE_CHECKING:
+    pass
+
+log = logging.getLogger("tuidebug.probe")
+
+MAX_ALERTS = 200
+GRAD_SAMPLE_PARAMS = 4  # parameters whose gradients are followed for grad-not-zeroed
+GRAD_SAMPLE_NUMEL = 1 << 20
+UPDATE_SAMPLE_WEIGHTS = 8
+BROADCAST_WARNING = "will likely lead to incorrect results due to broadcasting"
+_SCHEDULER_CLASS: Any = getattr(torch.optim.lr_scheduler, "LRScheduler", None) or getattr(
+    torch.optim.lr_scheduler, "_LRScheduler", None
+)
+_MODE_MODULES = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm)
+_LINEAR_CONV = (nn.Linear, nn.modules.conv._ConvNd)
+
+
+class _Forward:
+    """One forward call of a root model during a window."""
+
+    __slots__ = ("fingerprint", "got_grad", "grad_enabled", "model", "requires_grad", "training")
+
+    def __init__(self, model: str, training: bool, grad_enabled: bool) -> None:
+        self.model = model
+        self.training = training
+        self.grad_enabled = grad_enabled
+        self.requires_grad = False
+        self.got_grad = False
+        self.fingerprint: tuple[Any, ...] | None = None
+
+
+def _first_tensor(value: Any, depth: int = 0) -> torch.Tensor | None:
+    """The first floating tensor in a model's output (tensor, sequence, mapping, ModelOutput)."""
+    if isinstance(value, torch.Tensor):
+        return value if value.is_floating_point() else None
+    if depth > 2:
+        return None
+    if isinstance(value, dict):
+        items: Any = value.values()
+    elif isinstance(value, (list, tuple)):
+        items = value
+    elif hasattr(value, "logits"):
+        items = [value.logits]
+    else:
+        return None
+    for item in items:
+        found = _first_tensor(item, depth + 1)
+        if found is not None:
+            return found
+    return None
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.3g}"
+
+
+class ChecksEngine(Observer):
+    """Every rule of ``tuidebug.checks.rules`` (see the module's docstring for the costs)."""
+
+    def __init__(
+        self,
+        send: Callable[[Message], None],
+        rank: int,
+        config: ChecksConfig,
+        *,
+        every: int = 50,
+        ignore: set[str] | None = None,
+        max_steps: int | None = None,
+        overfit_batch: bool = False,
+        source: Callable[[], str | None] = lambda: None,
+    ) -> None:
+        self._send = send
+        self.rank = rank
+        self.config = config
+        self.every = max(1, every)
+        self.ignore = set(config.ignore) | set(ignore or ())
+        self.max_steps = max_steps
+        self.overfit_batch = overfit_batch
+        self._source = source
+        self.step = 0
+        self.failed = False
+        self.fired: set[tuple[str, str]] = set()
+        self._models: dict[str, weakref.ref[nn.Module]] = {}
+        self._mode_modules: dict[str, bool] = {}
+        self._optimizers: list[weakref.ref[Any]] = []
+        self._schedulers: list[tuple[weakref.ref[Any], int, int]] = []  # (ref, last_epoch, step)
+        # Losses, as floats: the first few, the recent ones and the lowest.
+        self._first_losses: list[float] = []
+        self._recent: deque[float] = deque(maxlen=20)
+        self._loss_count = 0
+        self._min_loss = math.inf
+        self._last_loss: float | None = None
+        # Window state.
+        self._armed = False
+        self._window_step = 0
+        self._handles: list[Any] = []
+        self._patched_f: dict[str, Any] = {}
+        self._next_patched: Any = None
+        self._forwards: list[_Forward] = []
+        self._grad_watch: list[tuple[str, nn.Parameter, torch.Tensor | None, list[Any]]] = []
+        self._grads_seen: set[int] = set()
+        self._grad_refs: dict[int, torch.Tensor] = {}
+        self._backward_windows = 0
+        self._weights_before: list[tuple[str, nn.Parameter, torch.Tensor]] = []
+        self._relu_dead: dict[str, list[float]] = {}
+        self._window_started = 0.0
+        self._data_time = 0.0
+        self._data_windows: list[float] = []
+        self._fingerprints: list[tuple[Any, ...]] = []
+        self._same_count = 0
+        self._ratios_low = 0
+        self._ratios_high = 0
+        self._linear_outputs: dict[int, tuple[weakref.ref[torch.Tensor], str, str]] = {}
+        self._bias_checked = False
+        self._initial: tuple[int, float] | None = None  # (classes, loss) of the first CE call
+        self._initial_checked = False
+        self._lr_zero_since: int | None = None
+        self._optimizer_checked_at = 0
+        # Long-lived patches.
+        self._original_showwarning = warnings.showwarning
+        warnings.showwarning = self._showwarning
+        self._original_scheduler_init: Any = None
+        if _SCHEDULER_CLASS is not None:
+            self._original_scheduler_init = _SCHEDULER_CLASS.__init__
+            engine = self
+
+            def scheduler_init(sched: Any, *args: Any, **kwargs: Any) -> None:
+                engine._original_scheduler_init(sched, *args, **kwargs)
+                engine._scheduler_seen(sched)
+
+            self._patched_scheduler_init = scheduler_init
+            _SCHEDULER_CLASS.__init__ = scheduler_init
+        self._original_dl_iter: Any = None
+        self.overfit_replayed = 0
+        if overfit_batch:
+            self._install_overfit()
+        # The first window opens now: step 1's loss calls and data waits are seen (models are
+        # only known once step 1 ends, so model hooks start with step 2's window).
+        self._open_window(1)
+
+    # --- observer hooks -----------------------------------------------------------------------
+
+    def on_model(self, name: str, module: Any) -> None:
+        if self.failed:
+            return
+        try:
+            self._models[name] = weakref.ref(module)
+            self._mode_modules[name] = any(
+                isinstance(m, _MODE_MODULES) and getattr(m, "p", 1.0) != 0.0
+                for m in module.modules()
+            )
+        except Exception as error:
+            self._fail(error)
+
+    def on_optimizer(self, optimizer: Any) -> None:
+        if not self.failed:
+            self._optimizers.append(weakref.ref(optimizer))
+
+    def schedule(self, step: int) -> bool:
+        """Whether step ``step`` is sampled: the first few, then one in ``every``."""
+        return step <= 4 or (step - 1) % self.every == 0
+
+    def on_boundary(self, step: int, point: StepPoint, now: float) -> str | None:
+        if not self.failed:
+            try:
+                self.step = step
+                if point.loss is not None:
+                    self._loss(step, point.loss)
+                if self._armed:
+                    self._close_window(step)
+                if self.schedule(step + 1):
+                    self._open_window(step + 1)
+            except Exception as error:
+                self._fail(error)
+        if self.max_steps is not None and step >= self.max_steps:
+            self._stop(f"stopped after {step} steps (--steps {self.max_steps})")
+        return None
+
+    def on_late_value(self, point: StepPoint) -> str | None:
+        if not self.failed and point.loss is not None:
+            try:
+                self._loss(point.step, point.loss)
+            except Exception as error:
+                self._fail(error)
+        return None
+
+    def close(self) -> None:
+        """Evaluate what the end of the run tells, then remove every hook and patch."""
+        try:
+            if not self.failed:
+                self._finish_rules()
+        except Exception as error:
+            log.warning("tuidebug: checks failed at the end of the run: %r", error)
+        self._remove_all()
+
+    # --- plumbing ------------------------------------------------------------------------------
+
+    def _fail(self, error: BaseException) -> None:
+        """A rule broke: say so once, remove every hook, and leave the run alone."""
+        if self.failed:
+            return
+        self.failed = True
+        log.warning("tuidebug: the checks stopped (%r); training continues", error)
+        self._remove_all()
+
+    def _remove_all(self) -> None:
+        self._disarm()
+        if warnings.showwarning is self._showwarning:
+            warnings.showwarning = self._original_showwarning
+        if (
+            self._original_scheduler_init is not None
+            and _SCHEDULER_CLASS.__init__ is self._patched_scheduler_init
+        ):
+            _SCHEDULER_CLASS.__init__ = self._original_scheduler_init
+        if self._original_dl_iter is not None:
+            if DataLoader.__iter__ is self._patched_dl_iter:
+                DataLoader.__iter__ = self._original_dl_iter  # type: ignore[method-assign]
+            self._original_dl_iter = None
+
+    def _stop(self, reason: str) -> None:
+        """``--steps N`` reached: evaluate the end-of-run rules and end the script cleanly."""
+        self.close()
+        self._send(ChecksDone(rank=self.rank, step=self.step, reason=reason))
+        raise SystemExit(0)
+
+    def alert(
+        self, rule: str, message: str, place: str = "", layer: str = "", evidence: str = ""
+    ) -> None:
+        """Send an alert once per (rule, place), unless the rule is silenced."""
+        if rule in self.ignore or len(self.fired) >= MAX_ALERTS:
+            return
+        key = (rule, place)
+        if key in self.fired:
+            return
+        self.fired.add(key)
+        spec = RULES[rule]
+        self._send(
+            Alert(
+                rank=self.rank,
+                step=self.step,
+                rule=rule,
+                severity=self.config.severity(rule, spec.severity),
+                message=message,
+                why=spec.why,
+                fix=spec.fix,
+                place=place,
+                layer=layer,
+                evidence=evidence,
+            )
+        )
+
+    def silence(self, rule: str) -> None:
+        self.ignore.add(rule)
+
+    def _models_live(self) -> dict[str, nn.Module]:
+        return {name: m for name, ref in self._models.items() if (m := ref()) is not None}
+
+    def _optimizers_live(self) -> list[Any]:
+        return [o for o in (ref() for ref in self._optimizers) if o is not None]
+
+    # --- loss (every step: floats only) ---------------------------------------------------------
+
+    def _loss(self, step: int, loss: float) -> None:
+        self._loss_count += 1
+        self._last_loss = loss
+        if not math.isfinite(loss):
+            self.alert(
+                "loss-nonfinite",
+                f"the loss is {loss} at step {step}",
+                place=f"step {step}",
+                evidence=f"loss={loss}",
+            )
+            return
+        if len(self._first_losses) < 10:
+            self._first_losses.append(loss)
+        self._recent.append(loss)
+        self._min_loss = min(self._min_loss, loss)
+        n = self._loss_count
+        if n >= 20 and n % 10 == 0:
+            self._loss_trend(step)
+
+    def _loss_trend(self, step: int) -> None:
+        first = sum(self._first_losses) / len(self._first_losses)
+        recent = sum(self._recent) / len(self._recent)
+        factor = self.config.option("loss-diverging", "factor", 3.0)
+        if recent > factor * max(abs(first), 1e-8) and recent > self._min_loss * factor:
+            self.alert(
+                "loss-diverging",
+                f"the loss climbed from {_fmt(first)} to {_fmt(recent)} by step {step}",
+                evidence=f"mean of first 10: {_fmt(first)}, last 20: {_fmt(recent)}, "
+                f"min: {_fmt(self._min_loss)}",
+            )
+        flat_after = int(self.config.option("loss-flat", "steps", 40))
+        if self._loss_count >= flat_after and not self.overfit_batch:
+            spread = max(self._recent) - min(self._recent)
+            change = abs(first - recent)
+            scale = max(abs(first), 1e-8)
+            tolerance = self.config.option("loss-flat", "tolerance", 1e-3)
+            if change < tolerance * scale and spread < 10 * tolerance * scale:
+                self.alert(
+                    "loss-flat",
+                    f"the loss stayed at {_fmt(recent)} for {self._loss_count} steps",
+                    evidence=f"first: {_fmt(first)}, recent: {_fmt(recent)}, "
+                    f"recent spread: {spread:.2e}",
+                )
+
+    # --- windows -------------------------------------------------------------------------------
+
+    def _open_window(self, step: int) -> None:
+        self._armed = True
+        self._window_step = step
+        self._forwards = []
+        self._data_time = 0.0
+        self._window_started = time.perf_counter()
+        self._patch_functional()
+        self._patch_data_next()
+        models = self._models_live()
+        for name, model in models.items():
+            self._handles.append(
+                model.register_forward_pre_hook(self._pre_hook(name), with_kwargs=True)
+            )
+            self._handles.append(model.register_forward_hook(self._post_hook(name)))
+            if step >= 3:
+                for qualified, module in model.named_modules():
+                    if isinstance(module, nn.ReLU):
+                        self._handles.append(
+                            module.register_forward_hook(self._relu_hook(name, qualified))
+                        )
+            if not self._bias_checked:
+                self._hook_bias_check(name, model)
+        if models:
+            self._bias_checked = True
+            self._watch_grads(models)
+            self._snapshot_weights(models)
+
+    def _disarm(self) -> None:
+        self._armed = False
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        for name, original in self._patched_f.items():
+            setattr(F, name, original)
+        self._patched_f = {}
+        if self._next_patched is not None:
+            if _BaseDataLoaderIter.__next__ is self._next_patched[1]:
+                _BaseDataLoaderIter.__next__ = self._next_patched[0]  # type: ignore[method-assign]
+            self._next_patched = None
+        self._linear_outputs = {}
+
+    def _close_window(self, step: int) -> None:
+        elapsed = time.perf_counter() - self._window_started
+        forwards, grad_watch = self._forwards, self._grad_watch
+        grad_refs, self._grad_refs = self._grad_refs, {}
+        weights = self._weights_before
+        self._grad_watch, self._weights_before = [], []
+        self._disarm()
+        self._check_forwards(forwards, final=False)
+        self._check_grad_accumulation(grad_watch)
+        self._check_gradients(grad_refs)
+        self._check_updates(weights)
+        self._check_data(elapsed)
+        self._check_lr(step)
+        self._check_relus()
+        self._check_initial_loss()
+        if step >= 5 and self._optimizer_checked_at == 0:
+            self._optimizer_checked_at = step
+            self._check_optimizer_coverage()
+        if self._backward_windows >= 3:
+            self._check_params_without_grad()
+
+    # --- hooks of a window ---------------------------------------------------------------------
+
+    def _pre_hook(self, name: str) -> Callable[..., None]:
+        def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            try:
+                record = _Forward(name, module.training, torch.is_grad_enabled())
+                self._forwards.append(record)
+                tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
+                floats = [t for t in tensors[:4] if t.is_floating_point() and t.numel()]
+                if floats:
+                    finite = torch.stack([torch.isfinite(t).all() for t in floats])
+                    if not bool(finite.all()):
+                        bad = floats[int((~finite).nonzero()[0])]
+                        count = int((~torch.isfinite(bad)).sum())
+                        self.alert(
+                            "nonfinite-input",
+                            f"{count} of {bad.numel()} input values of {name} are NaN/Inf "
+                            f"at step {self._window_step}",
+                            place=name,
+                            evidence=f"input shape {tuple(bad.shape)}",
+                        )
+                if tensors:
+                    first = tensors[0].detach()
+                    flat = first.reshape(-1)[:4096].float()
+                    weights = torch.arange(1, flat.numel() + 1, device=flat.device)
+                    record.fingerprint = (
+                        tuple(first.shape),
+                        round(float(flat.sum()), 5),
+                        round(float((flat * weights).sum()), 3),
+                    )
+            except Exception as error:
+                self._fail(error)
+
+        return hook
+
+    def _post_hook(self, name: str) -> Callable[..., None]:
+        def hook(_module: nn.Module, _args: Any, output: Any) -> None:
+            try:
+                if not self._forwards or self._forwards[-1].model != name:
+                    return
+                record = self._forwards[-1]
+                tensor = _first_tensor(output)
+                if tensor is not None and tensor.requires_grad:
+                    record.requires_grad = True
+
+                    def got_grad(_grad: torch.Tensor) -> None:
+                        record.got_grad = True
+
+                    tensor.register_hook(got_grad)
+            except Exception as error:
+                self._fail(error)
+
+        return hook
+
+    def _relu_hook(self, model: str, qualified: str) -> Callable[..., None]:
+        def hook(_module: nn.Module, _args: Any, output: Any) -> None:
+            try:
+                if not isinstance(output, torch.Tensor) or output.ndim < 2:
+                    return
+                units = output.detach()
+                if units.ndim == 2 or units.ndim == 3:
+                    alive = (units.reshape(-1, units.shape[-1]) > 0).any(0)
+                else:  # (N, C, ...): channels
+                    alive = (units.transpose(0, 1).reshape(units.shape[1], -1) > 0).any(1)
+                if alive.numel() >= 8 and units.shape[0] >= 8:
+                    dead = 1.0 - float(alive.float().mean())
+                    self._relu_dead.setdefault(f"{model}\0{qualified}", []).append(dead)
+            except Exception as error:
+                self._fail(error)
+
+        return hook
+
+    def _hook_bias_check(self, model: str, root: nn.Module) -> None:
+        """Once: does a Linear/Conv output with a bias go straight into a BatchNorm?"""
+        for qualified, module in root.named_modules():
+            if isinstance(module, _LINEAR_CONV) and getattr(module, "bias", None) is not None:
+                self._handles.append(module.register_forward_hook(self._linear_hook(qualified)))
+            elif isinstance(module, nn.modules.batchnorm._BatchNorm):
+                self._handles.append(
+                    module.register_forward_pre_hook(self._bn_hook(model, qualified))
+                )
+
+    def _linear_hook(self, qualified: str) -> Callable[..., None]:
+        def hook(module: nn.Module, _args: Any, output: Any) -> None:
+            if isinstance(output, torch.Tensor):
+                self._linear_outputs[id(output)] = (
+                    weakref.ref(output),
+                    qualified,
+                    type(module).__name__,
+                )
+
+        return hook
+
+    def _bn_hook(self, model: str, qualified: str) -> Callable[..., None]:
+        def hook(_module: nn.Module, args: tuple[Any, ...]) -> None:
+            if not args or not isinstance(args[0], torch.Tensor):
+                return
+            found = self._linear_outputs.get(id(args[0]))
+            if found is None or found[0]() is not args[0]:
+                return
+            _ref, source, kind = found
+            self.alert(
+                "bias-before-batchnorm",
+                f"{model}.{source} ({kind}, bias=True) feeds {model}.{qualified} (BatchNorm)",
+                place=f"{model}.{source}",
+                layer=source,
+                evidence=f"{source}.bias is cancelled by {qualified}'s mean subtraction",
+            )
+
+        return hook
+
+    def _watch_grads(self, models: dict[str, nn.Module]) -> None:
+        """Gradient hooks: which parameters get one, and what each backward adds to a few."""
+        chosen = 0
+        for name, model in models.items():
+            for pname, param in model.named_parameters():
+                if not param.requires_grad:
+                    continue
+                self._handles.append(
+                    param.register_post_accumulate_grad_hook(self._accumulated(name, pname))
+                )
+                if chosen < GRAD_SAMPLE_PARAMS and 1 < param.numel() <= GRAD_SAMPLE_NUMEL:
+                    chosen += 1
+                    before = None if param.grad is None else param.grad.detach().clone()
+                    contributions: list[Any] = []
+                    self._handles.append(param.register_hook(self._contribution(contributions)))
+                    self._grad_watch.append((f"{name}.{pname}", param, before, contributions))
+
+    def _accumulated(self, model: str, pname: str) -> Callable[[torch.Tensor], None]:
+        def hook(param: torch.Tensor) -> None:
+            self._grads_seen.add(id(param))
+            if param.grad is not None:
+                self._grad_refs[id(param)] = param.grad
+
+        return hook
+
+    @staticmethod
+    def _contribution(store: list[Any]) -> Callable[[torch.Tensor], None]:
+        def hook(grad: torch.Tensor) -> None:
+            store.append(grad.detach().clone())
+
+        return hook
+
+    def _snapshot_weights(self, models: dict[str, nn.Module]) -> None:
+        weights = [
+            (f"{name}.{pname}", p)
+            for name, model in models.items()
+            for pname, p in model.named_parameters()
+            if p.requires_grad and p.ndim >= 2
+        ]
+        if len(weights) > UPDATE_SAMPLE_WEIGHTS:
+            stride = len(weights) / UPDATE_SAMPLE_WEIGHTS
+            weights = [weights[int(i * stride)] for i in range(UPDATE_SAMPLE_WEIGHTS)]
+        self._weights_before = [(n, p, p.detach().clone()) for n, p in weights]
+
+    # --- functional losses, wrapped during windows ----------------------------------------------
+
+    def _patch_functional(self) -> None:
+        wrappers = {
+            "cross_entropy": self._check_cross_entropy,
+            "nll_loss": self._check_nll,
+            "binary_cross_entropy_with_logits": self._check_bce_logits,
+            "binary_cross_entropy": self._check_bce,
+            "kl_div": self._check_kl_div,
+            "mse_loss": self._check_same_shape,
+            "l1_loss": self._check_same_shape,
+            "smooth_l1_loss": self._check_same_shape,
+            "huber_loss": self._check_same_shape,
+        }
+        for fname, check in wrappers.items():
+            original = getattr(F, fname, None)
+            if original is None or fname in self._patched_f:
+                continue
+            self._patched_f[fname] = original
+            setattr(F, fname, self._wrap_loss(fname, original, check))
+
+    def _wrap_loss(self, fname: str, original: Any, check: Callable[..., Any]) -> Any:
+        engine = self
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            info = None
+            try:
+                info = check(fname, *args, **kwargs)
+            except Exception as error:  # a rule must never break the loss
+                engine._fail(error)
+            result = original(*args, **kwargs)
+            if info is not None and isinstance(result, torch.Tensor) and result.numel() == 1:
+                try:
+                    engine._initial_seen(info, float(result.detach()))
+                except Exception as error:
+                    engine._fail(error)
+            return result
+
+        wrapper.__wrapped__ = original  # type: ignore[attr-defined]
+        return wrapper
+
+    @staticmethod
+    def _loss_args(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any]:
+        values = list(args[:2])
+        if len(values) < 1:
+            values.append(kwargs.get("input"))
+        if len(values) < 2:
+            values.append(kwargs.get("target"))
+        return values[0], values[1]
+
+    def _check_labels(self, fname: str, classes: int, target: Any, ignore_index: int) -> None:
+        if not isinstance(target, torch.Tensor) or target.is_floating_point() or not target.numel():
+            return
+        valid = target[target != ignore_index]
+        if not valid.numel():
+            return
+        bounds = torch.stack([valid.min(), valid.max()]).tolist()
+        low, high = int(bounds[0]), int(bounds[1])
+        if low < 0 or high >= classes:
+            self.alert(
+                "labels-out-of-range",
+                f"{fname} gets class labels {low}..{high} but the input has {classes} classes "
+                f"(0..{classes - 1})",
+                place=fname,
+                evidence=f"target min {low}, max {high}; input classes {classes}",
+            )
+
+    def _check_cross_entropy(self, fname: str, *args: Any, **kwargs: Any) -> Any:
+        inp, target = self._loss_args(args, kwargs)
+        if not isinstance(inp, torch.Tensor) or inp.ndim < 1 or not inp.numel():
+            return None
+        classes = inp.shape[1] if inp.ndim >= 2 else inp.shape[0]
+        self._check_labels(fname, classes, target, int(kwargs.get("ignore_index", -100)))
+        grad_fn = type(inp.grad_fn).__name__ if inp.grad_fn is not None else ""
+        stats = torch.stack(
+            [inp.min(), inp.max(), (inp.sum(dim=1 if inp.ndim >= 2 else 0) - 1).abs().max()]
+        ).tolist()
+        lo, hi, off = stats
+        if ("Softmax" in grad_fn and "Log" not in grad_fn) or (lo >= 0 and hi <= 1 and off < 1e-3):
+            self.alert(
+                "softmax-into-ce",
+                f"{fname} gets probabilities (values in [{_fmt(lo)}, {_fmt(hi)}], rows sum to 1)"
+                f"{' from a softmax' if 'Softmax' in grad_fn else ''}",
+                place=fname,
+                evidence=f"input min {_fmt(lo)}, max {_fmt(hi)}, grad_fn {grad_fn or 'none'}",
+            )
+        soft = isinstance(target, torch.Tensor) and target.is_floating_point()
+        if (
+            not soft
+            and kwargs.get("reduction", "mean") == "mean"
+            and not kwargs.get("label_smoothing")
+            and kwargs.get("weight") is None
+            and len(args) <= 2
+        ):
+            return classes
+        return None
+
+    def _check_nll(self, fname: str, *args: Any, **kwargs: Any) -> None:
+        inp, target = self._loss_args(args, kwargs)
+        if not isinstance(inp, torch.Tensor) or inp.ndim < 1 or not inp.numel():
+            return
+        classes = inp.shape[1] if inp.ndim >= 2 else inp.shape[0]
+        self._check_labels(fname, classes, target, int(kwargs.get("ignore_index", -100)))
+        hi = float(inp.detach().max())
+        if hi > 1e-3:
+            self.alert(
+                "nll-on-raw-scores",
+                f"nll_loss gets values up to {_fmt(hi)}; log-probabilities are <= 0",
+                place=fname,
+                evidence=f"input max {_fmt(hi)}",
+            )
+
+    def _binary_targets(self, fname: str, target: Any) -> None:
+        if not isinstance(target, torch.Tensor) or not target.numel():
+            return
+        lo, hi = torch.stack([target.min(), target.max()]).float().tolist()
+        if lo < 0 or hi > 1:
+            self.alert(
+                "labels-out-of-range",
+                f"{fname} gets targets in [{_fmt(lo)}, {_fmt(hi)}]; a binary loss needs [0, 1]",
+                place=fname,
+                evidence=f"target min {_fmt(lo)}, max {_fmt(hi)}",
+            )
+
+    def _check_bce_logits(self, fname: str, *args: Any, **kwargs: Any) -> None:
+        inp, target = self._loss_args(args, kwargs)
+        if not isinstance(inp, torch.Tensor) or not inp.numel():
+            return
+        self._binary_targets(fname, target)
+        grad_fn = type(inp.grad_fn).__name__ if inp.grad_fn is not None else ""
+        lo, hi = torch.stack([inp.min(), inp.max()]).tolist()
+        if "Sigmoid" in grad_fn or (lo >= 0 and hi <= 1 and inp.numel() >= 64):
+            self.alert(
+                "sigmoid-into-bce-logits",
+                f"{fname} gets values in [{_fmt(lo)}, {_fmt(hi)}]"
+                f"{' from a sigmoid' if 'Sigmoid' in grad_fn else ''}; it expects logits",
+                place=fname,
+                evidence=f"input min {_fmt(lo)}, max {_fmt(hi)}, grad_fn {grad_fn or 'none'}",
+            )
+
+    def _check_bce(self, fname: str, *args: Any, **kwargs: Any) -> None:
+        _inp, target = self._loss_args(args, kwargs)
+        self._binary_targets(fname, target)
+
+    def _check_kl_div(self, fname: str, *args: Any, **kwargs: Any) -> None:
+        _inp, target = self._loss_args(args, kwargs)
+        if kwargs.get("log_target") or not isinstance(target, torch.Tensor) or not target.numel():
+            return
+        lo = float(target.detach().min())
+        if lo < 0:
+            self.alert(
+                "logprobs-as-probs",
+                f"kl_div's target has negative values (min {_fmt(lo)}): log-probabilities "
+                "where probabilities are expected",
+                place=fname,
+                evidence=f"target min {_fmt(lo)}, log_target=False",
+            )
+
+    def _check_same_shape(self, fname: str, *args: Any, **kwargs: Any) -> None:
+        inp, target = self._loss_args(args, kwargs)
+        if not isinstance(inp, torch.Tensor) or not isinstance(target, torch.Tensor):
+            return
+        if inp.shape != target.shape:
+            self.alert(
+                "loss-broadcast",
+                f"{fname} gets input {tuple(inp.shape)} and target {tuple(target.shape)}: "
+                "they broadcast",
+                place="loss",
+                evidence=f"input {tuple(inp.shape)}, target {tuple(target.shape)}",
+            )
+
+    def _showwarning(
+        self, message: Any, category: Any, filename: str, lineno: int, *rest: Any
+    ) -> None:
+        try:
+            if BROADCAST_WARNING in str(message):
+                self.alert(
+                    "loss-broadcast",
+                    f"torch warned at {filename}:{lineno}: {message}",
+                    place="loss",
+                    evidence=str(message),
+                )
+        except Exception as error:
+            self._fail(error)
+        self._original_showwarning(message, category, filename, lineno, *rest)
+
+    def _initial_seen(self, classes: int, value: float) -> None:
+        if self._initial is None and self._window_step == 1:
+            self._initial = (classes, value)
+
+    # --- data ----------------------------------------------------------------------------------
+
+    def _patch_data_next(self) -> None:
+        if self._next_patched is not None or self.overfit_batch:
+            return
+        original = _BaseDataLoaderIter.__next__
+        engine = self
+
+        def timed_next(it: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return original(it)
+            finally:
+                engine._data_time += time.perf_counter() - started
+
+        self._next_patched = (original, timed_next)
+        _BaseDataLoaderIter.__next__ = timed_next  # type: ignore[method-assign]
+
+    def _check_data(self, elapsed: float) -> None:
+        if self._window_step < 3 or elapsed <= 0:
+            return
+        share = self._data_time / elapsed
+        self._data_windows.append(share)
+        threshold = self.config.option("data-bottleneck", "share", 0.5)
+        recent = self._data_windows[-2:]
+        if len(recent) == 2 and min(recent) > threshold:
+            self.alert(
+                "data-bottleneck",
+                f"the step waited on the DataLoader for {share:.0%} of its time "
+                f"(step {self._window_step})",
+                evidence=f"data wait {self._data_time * 1e3:.1f} ms of a "
+                f"{elapsed * 1e3:.1f} ms step; last samples "
+                + ", ".join(f"{s:.0%}" for s in recent),
+            )
+
+    def _install_overfit(self) -> None:
+        """``--overfit-batch``: every DataLoader yields its first batch, as often as it would yield."""
+        original = DataLoader.__iter__
+        engine = self
+        cache: dict[int, Any] = {}
+
+        def replay_iter(loader: Any) -> Any:
+            inner = original(loader)
+            try:
+                length: int | None = len(loader)
+            except TypeError:
+                length = None
+            return _Replay(loader, inner, cache, length, engine)
+
+        self._original_dl_iter = original
+        self._patched_dl_iter = replay_iter
+        DataLoader.__iter__ = replay_iter  # type: ignore[method-assign,assignment]
+
+    # --- rules evaluated when a window closes ---------------------------------------------------
+
+    def _check_forwards(self, forwards: list[_Forward], final: bool) -> None:
+        pending_last = not final and self._source() == "backward"
+        train_prints: list[tuple[Any, ...]] = []
+        for index, record in enumerate(forwards):
+            mode_modules = self._mode_modules.get(record.model, False)
+            if record.got_grad:
+                if record.fingerprint is not None:
+                    train_prints.append(record.fingerprint)
+                if not record.training and mode_modules:
+                    self.alert(
+                        "eval-mode-training",
+                        f"{record.model} is in eval mode in a forward that is backpropagated "
+                        f"(step {self._window_step})",
+                        place=record.model,
+                        evidence=f"{record.model}.training=False; it has Dropout/BatchNorm",
+                    )
+                continue
+            if pending_last and index == len(forwards) - 1:
+                continue  # its backward may still come (the boundary is the next backward)
+            if record.grad_enabled and record.requires_grad:
+                self.alert(
+                    "eval-builds-graph",
+                    f"a forward of {record.model} near step {self._window_step} builds a graph "
+                    "that is never backpropagated",
+                    place=record.model,
+                    evidence="grad enabled, output requires grad, no backward reached it",
+                )
+            if record.training and mode_modules:
+                self.alert(
+                    "train-mode-eval",
+                    f"{record.model} is evaluated in train mode near step {self._window_step}",
+                    place=record.model,
+                    evidence=f"{record.model}.training=True in a forward that is not "
+                    "backpropagated; it has Dropout/BatchNorm",
+                )
+        if train_prints and not self.overfit_batch:
+            current = train_prints[0]
+            if self._fingerprints and self._fingerprints[-1] == current:
+                self._same_count += 1
+            else:
+                self._same_count = 0
+            self._fingerprints = [current]
+            if self._same_count >= 2:
+                self.alert(
+                    "same-batch",
+                    f"the model got the same input batch in {self._same_count + 1} sampled "
+                    f"steps in a row (up to step {self._window_step})",
+                    evidence=f"input shape {current[0]}, checksum {current[1]}",
+                )
+
+    def _check_grad_accumulation(
+        self, watch: list[tuple[str, nn.Parameter, torch.Tensor | None, list[Any]]]
+    ) -> None:
+        for name, param, before, contributions in watch:
+            grad = param.grad
+            if before is None or grad is None or not contributions:
+                continue
+            added = (
+                torch.stack(contributions).sum(0) if len(contributions) > 1 else contributions[0]
+            )
+            if added.shape != grad.shape or before.shape != grad.shape:
+                continue
+            g, b, c = (
+                grad.detach().flatten().float(),
+                before.flatten().float(),
+                added.flatten().float(),
+            )
+            norms = torch.stack([g.norm(), b.norm(), c.norm()])
+            cos_stale = F.cosine_similarity(g, b + c, dim=0)
+            cos_fresh = F.cosine_similarity(g, c, dim=0)
+            cos_prev = F.cosine_similarity(b, c, dim=0)
+            values = torch.cat([norms, torch.stack([cos_stale, cos_fresh, cos_prev])]).tolist()
+            gn, bn, cn, stale, fresh, prev = values
+            if bn > 0 and cn > 0 and prev < 0.999 and stale > 0.9999 and fresh < 0.999:
+                self.alert(
+                    "grad-not-zeroed",
+                    f"{name}.grad still holds the previous step's gradient at step "
+                    f"{self._window_step}",
+                    place=name,
+                    layer=name.split(".", 1)[1].rsplit(".", 1)[0] if "." in name else "",
+                    evidence=f"|grad| {_fmt(gn)} = previous {_fmt(bn)} + this step's "
+                    f"{_fmt(cn)} (cosine {stale:.5f})",
+                )
+                return
+
+    def _check_gradients(self, grads: dict[int, torch.Tensor]) -> None:
+        if grads:
+            self._backward_windows += 1
+        names: list[str] = []
+        pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
+        for name, model in self._models_live().items():
+            for pname, param in model.named_parameters():
+                grad = grads.get(id(param))
+                if grad is not None and param.ndim >= 2 and grad.shape == param.shape:
+                    names.append(f"{name}.{pname}")
+                    pairs.append((grad.detach(), param.detach()))
+        if len(pairs) < 1:
+            return
+        gnorms = torch._foreach_norm([g.float() for g, _ in pairs])
+        wnorms = torch._foreach_norm([w.float() for _, w in pairs])
+        values = torch.stack([*gnorms, *wnorms]).tolist()
+        g_list, w_list = values[: len(pairs)], values[len(pairs) :]
+        explode = self.config.option("exploding-gradients", "ratio", 10.0)
+        for name, g, w in zip(names, g_list, w_list, strict=True):
+            if not math.isfinite(g) or (w > 0 and g / w > explode):
+                self.alert(
+                    "exploding-gradients",
+                    f"{name}: |grad| {_fmt(g)} against |weight| {_fmt(w)} at step "
+                    f"{self._window_step}",
+                    place=name,
+                    layer=name.split(".", 1)[1].rsplit(".", 1)[0] if "." in name else "",
+                    evidence=f"grad/weight norm ratio {_fmt(g / w) if w else 'inf'}",
+                )
+                return
+        ratios = [g / w for g, w in zip(g_list, w_list, strict=True) if w > 0]
+        if len(ratios) >= 3:
+            top = max(ratios)
+            floor = self.config.option("vanishing-gradients", "spread", 1e-4)
+            first = ratios[0]
+            if top > 0 and first < floor * top:
+                self.alert(
+                    "vanishing-gradients",
+                    f"{names[0]} gets a gradient {_fmt(top / max(first, 1e-30))}x smaller "
+                    f"(relative to its weight) than the best-fed layer at step {self._window_step}",
+                    place=names[0],
+                    layer=names[0].split(".", 1)[1].rsplit(".", 1)[0] if "." in names[0] else "",
+                    evidence=f"grad/weight: first layer {_fmt(first)}, max {_fmt(top)}",
+                )
+
+    def _check_updates(self, weights: list[tuple[str, nn.Parameter, torch.Tensor]]) -> None:
+        if not weights or self._window_step < 2:
+            return
+        deltas = torch._foreach_norm([(p.detach() - w0).float() for _, p, w0 in weights])
+        norms = torch._foreach_norm([w0.float() for _, _, w0 in weights])
+        values = torch.stack([*deltas, *norms]).tolist()
+        n = len(weights)
+        ratios = sorted(d / w for d, w in zip(values[:n], values[n:], strict=True) if w > 0)
+        if not ratios:
+            return
+        median = ratios[len(ratios) // 2]
+        low = self.config.option("update-ratio", "low", 1e-5)
+        high = self.config.option("update-ratio", "high", 0.1)
+        if median == 0:
+            return  # no update in this window (lr-zero / param-no-grad say why)
+        self._ratios_low = self._ratios_low + 1 if median < low else 0
+        self._ratios_high = self._ratios_high + 1 if median > high else 0
+        if self._ratios_low >= 2 or self._ratios_high >= 2:
+            side = "below" if median < low else "above"
+            self.alert(
+                "update-ratio",
+                f"the median update/weight ratio is {median:.1e} at step {self._window_step}, "
+                f"far {side} ~1e-3",
+                evidence=f"ratios over {len(ratios)} weights: min {ratios[0]:.1e}, median "
+                f"{median:.1e}, max {ratios[-1]:.1e}",
+            )
+
+    def _check_lr(self, step: int) -> None:
+        optimizers = self._optimizers_live()
+        if not optimizers:
+            return
+        zero = any(
+            float(group.get("lr", 1.0)) == 0.0
+            for opt in optimizers
+            for group in opt.param_groups
+            if any(p.requires_grad for p in group["params"])
+            and isinstance(group.get("lr", 1.0), (int, float))
+        )
+        if zero:
+            if self._lr_zero_since is None:
+                self._lr_zero_since = step
+            # A warmup may start at zero: only a rate that stays zero is an alarm.
+            if step - self._lr_zero_since >= 10:
+                self.alert(
+                    "lr-zero",
+                    f"the learning rate has been 0 from step {self._lr_zero_since} to {step}",
+                    evidence="param_groups lr == 0",
+                )
+        else:
+            self._lr_zero_since = None
+        after = int(self.config.option("lr-never-changes", "steps", 30))
+        for ref, epoch0, step0 in self._schedulers:
+            sched = ref()
+            if sched is None or type(sched).__name__ == "ReduceLROnPlateau":
+                continue
+            if step - step0 >= after and getattr(sched, "last_epoch", epoch0) == epoch0:
+                self.alert(
+                    "lr-never-changes",
+                    f"{type(sched).__name__} was created but its step() was not called in "
+                    f"{step - step0} optimizer steps",
+                    place=type(sched).__name__,
+                    evidence=f"last_epoch stayed {epoch0}; lr "
+                    + ", ".join(_fmt(g["lr"]) for g in sched.optimizer.param_groups),
+                )
+
+    def _scheduler_seen(self, sched: Any) -> None:
+        try:
+            self._schedulers.append((weakref.ref(sched), int(sched.last_epoch), self.step))
+        except Exception as error:
+            self._fail(error)
+
+    def _check_relus(self) -> None:
+        threshold = self.config.option("dead-relu", "share", 0.5)
+        for key, shares in self._relu_dead.items():
+            if len(shares) >= 2 and min(shares[-2:]) > threshold:
+                model, qualified = key.split("\0")
+                self.alert(
+                    "dead-relu",
+                    f"{shares[-1]:.0%} of the units after {model}.{qualified} are zero for "
+                    "every sample of the batch",
+                    place=f"{model}.{qualified}",
+                    layer=qualified,
+                    evidence="dead share in the last samples: "
+                    + ", ".join(f"{s:.0%}" for s in shares[-2:]),
+                )
+
+    def _check_initial_loss(self) -> None:
+        if self._initial is None or self._initial_checked:
+            return
+        self._initial_checked = True
+        classes, value = self._initial
+        if classes < 2 or not math.isfinite(value):
+            return
+        expected = math.log(classes)
+        factor = self.config.option("initial-loss", "factor", 2.0)
+        if value > expected * factor or value < expected / factor / 2:
+            self.alert(
+                "initial-loss",
+                f"the first cross-entropy loss is {_fmt(value)}; an untrained {classes}-class "
+                f"model gives about ln {classes} = {_fmt(expected)}",
+                place="cross_entropy",
+                evidence=f"step 1 loss {_fmt(value)}, expected ~{_fmt(expected)}",
+            )
+
+    def _check_optimizer_coverage(self) -> None:
+        optimizers = self._optimizers_live()
+        if not optimizers:
+            return
+        covered = {id(p) for opt in optimizers for g in opt.param_groups for p in g["params"]}
+        for name, model in self._models_live().items():
+            missing = [
+                pname
+                for pname, p in model.named_parameters()
+                if p.requires_grad and id(p) not in covered
+            ]
+            if missing:
+                shown = ", ".join(missing[:4]) + (" ..." if len(missing) > 4 else "")
+                self.alert(
+                    "param-not-in-optimizer",
+                    f"{len(missing)} trainable parameters of {name} are in no optimizer: {shown}",
+                    place=name,
+                    layer=missing[0].rsplit(".", 1)[0] if "." in missing[0] else "",
+                    evidence=f"{len(missing)} of "
+                    f"{sum(1 for p in model.parameters() if p.requires_grad)} trainable tensors",
+                )
+
+    def _check_params_without_grad(self) -> None:
+        for name, model in self._models_live().items():
+            missing = [
+                pname
+                for pname, p in model.named_parameters()
+                if p.requires_grad and id(p) not in self._grads_seen
+            ]
+            if missing:
+                shown = ", ".join(missing[:4]) + (" ..." if len(missing) > 4 else "")
+                self.alert(
+                    "param-no-grad",
+                    f"{len(missing)} trainable parameters of {name} got no gradient in "
+                    f"{self._backward_windows} sampled steps: {shown}",
+                    place=name,
+                    layer=missing[0].rsplit(".", 1)[0] if "." in missing[0] else "",
+                    evidence=f"never reached by backward: {shown}",
+                )
+
+    def _finish_rules(self) -> None:
+        """The end of the run (or of ``--steps``): the last window, and the overfit verdict."""
+        if self._armed:
+            forwards = self._forwards
+            self._disarm()
+            self._check_forwards(forwards, final=True)
+        if self._optimizer_checked_at == 0:
+            self._check_optimizer_coverage()
+        if self.overfit_batch:
+            self._overfit_verdict()
+
+    def _overfit_verdict(self) -> None:
+        if not self._first_losses:
+            return
+        first = self._first_losses[0]
+        last = self._last_loss
+        best = self._min_loss
+        reached = (
+            last is not None and math.isfinite(last) and (last <= 0.1 * abs(first) or last < 0.05)
+        )
+        self._send(
+            OverfitResult(
+                rank=self.rank,
+                step=self.step,
+                steps=self._loss_count,
+                first_loss=first,
+                last_loss=last,
+                min_loss=best if math.isfinite(best) else None,
+                reached=reached,
+                batches_replayed=self.overfit_replayed,
+            )
+        )
+        if not reached:
+            self.alert(
+                "overfit-failed",
+                f"on one batch repeated for {self._loss_count} steps the loss went from "
+                f"{_fmt(first)} to {_fmt(last if last is not None else math.nan)}",
+                evidence=f"first {_fmt(first)}, min {_fmt(best)}, last "
+                f"{_fmt(last if last is not None else math.nan)}",
+            )
+
+
+class _Replay:
+    """A DataLoader iterator that yields the loader's first batch again, as often as it would."""
+
+    def __init__(
+        self,
+        loader: Any,
+        inner: Any,
+        cache: dict[int, Any],
+        length: int | None,
+        engine: ChecksEngine,
+    ) -> None:
+        self._loader = weakref.ref(loader)
+        self._inner = inner
+        self._cache = cache
+        self._key = id(loader)
+        self._left = length
+        self._engine = engine
+
+    def __iter__(self) -> _Replay:
+        return self
+
+    def __next__(self) -> Any:
+        if self._left is not None:
+            if self._left <= 0:
+                raise StopIteration
+            self._left -= 1
+            if self._key not in self._cache:
+                self._cache[self._key] = next(self._inner)
+        else:
+            batch = next(self._inner)  # the loader's own length decides when the epoch ends
+            self._cache.setdefault(self._key, batch)
+        self._engine.overfit_replayed += 1
+        return self._cache[self._key]
+
+    def __len__(self) -> int:
+        return self._left or 0
