@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from rich.text import Text
 from textual.reactive import reactive
 from textual.widgets import Static
@@ -64,6 +66,7 @@ class RunHeader(Static):
         text.append(f"  {format_rate(model.steps_per_second() if moving else None)}")
         text.append(f"  {format_duration(model.elapsed())}")
         if model.info is not None:
-            script = " ".join([model.info.script, *model.info.args])
+            # The script's name and arguments; its folder is in `tuidebug ls` and the help.
+            script = " ".join([os.path.basename(model.info.script), *model.info.args])
             text.append(f"  {script}", style="bold")
         return text
