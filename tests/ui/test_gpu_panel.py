@@ -90,11 +90,15 @@ async def test_no_gpu_here_for_real() -> None:
         await pilot.pause()
         text = _text(panel)
         lines = text.splitlines()
-        assert lines[0].startswith("no GPU · NVML: ")
+        # Compact (dashboard) form: one line, the reason then CPU and RAM.
+        assert len(lines) == 1 and lines[0].startswith("no GPU · NVML: ")
         assert snap.reason is not None and snap.reason in lines[0]
-        assert lines[1].startswith("CPU") and lines[2].startswith("RAM")
-        assert "GiB" in lines[2]
+        assert "CPU" in lines[0] and "RAM" in lines[0]
         assert all(len(line) <= 80 for line in lines)
+        panel.detailed = True
+        await pilot.pause()
+        lines = _text(panel).splitlines()
+        assert lines[1].startswith("CPU") and lines[2].startswith("RAM") and "GiB" in lines[2]
 
 
 @sync

@@ -103,7 +103,13 @@ class GpuPanelView:
         if snap is None:
             return [Text("GPU: waiting for the first poll…", style="dim")]
         out: list[Text] = []
-        if not snap.devices:
+        if not snap.devices and not self.detailed:
+            # The dashboard's line: why there is no GPU, then CPU and RAM, on one line.
+            line = _reason_line(snap.reason, width)
+            line.append("  ·  ")
+            line.append_text(_host_line(snap.host))
+            out.append(line)
+        elif not snap.devices:
             out.append(_reason_line(snap.reason, width))
             out.extend(_host_bars(snap.host, width))
         elif self.detailed:
