@@ -20,6 +20,8 @@ class OutputTail(Widget):
         border: round $surface-lighten-2;
         border-title-color: $text-muted;
         padding: 0 1;
+        text-wrap: nowrap;
+        text-overflow: ellipsis;
     }
     """
 
