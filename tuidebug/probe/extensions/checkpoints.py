@@ -61,6 +61,10 @@ def _one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[0][:300]}" if text else type(error).__name__
 
 
+def _size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.1f} KB"
+
+
 def _names(prefix: str, objects: list[Any]) -> dict[str, Any]:
     """Stable names by discovery order: "optimizer", "optimizer2"... (as models are named)."""
     return {(prefix if i == 0 else f"{prefix}{i + 1}"): o for i, o in enumerate(objects)}
@@ -428,7 +432,7 @@ class CheckpointsObserver(Observer):
         self.probe.send(message)
         name = Path(message.path).name
         if message.ok:
-            text = f"saved {name} (step {message.step:,}, {message.size / 1e6:.1f} MB)"
+            text = f"saved {name} (step {message.step:,}, {_size(message.size)})"
             self._notice("info", text)
         else:
             self._notice("error", f"save failed: {message.error}")
