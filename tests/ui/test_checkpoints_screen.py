@@ -275,4 +275,8 @@ def test_browser_snapshot(snap_compare: Any, monkeypatch: pytest.MonkeyPatch) ->
         await pilot.press("c")
         await pilot.pause(0.8)
 
-    assert snap_compare(TuidebugApp(source=source), terminal_size=(100, 30), run_before=before)
+    try:
+        assert snap_compare(TuidebugApp(source=source), terminal_size=(100, 30), run_before=before)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
