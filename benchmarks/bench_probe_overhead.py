@@ -76,7 +76,7 @@ class Variant:
         loss.backward()
         self.opt.step()
         self.step_no += 1
-        self.after_step(float(loss))
+        self.after_step(float(loss.detach()))
         return time.perf_counter() - start
 
 
