@@ -1,0 +1,24 @@
+"""Bug: a warmup written with integer division: the factor is 0 for the first 1000 steps.
+
+Rule: lr-zero.
+"""
+
+import _common as c
+import torch
+from torch import nn
+
+args = c.args()
+x, y = c.classification()
+model = nn.Sequential(nn.Linear(c.FEATURES, 64), nn.ReLU(), nn.Linear(64, c.CLASSES))
+optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1, s // 1000))  # BUG: //
+loss_fn = nn.CrossEntropyLoss()
+data = c.batches(x, y)
+for step in range(args.steps):
+    xb, yb = next(data)
+    optimizer.zero_grad()
+    loss = loss_fn(model(xb), yb)
+    loss.backward()
+    optimizer.step()
+    scheduler.step()
+print(f"done: {args.steps} steps, loss {loss.item():.4f}")
