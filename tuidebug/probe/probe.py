@@ -168,6 +168,10 @@ class Probe:
                 found[name] = module
         return found
 
+    def current_loss(self) -> Any:
+        """The scalar whose ``backward`` is running or ran last this step (a tensor), or None."""
+        return self._pending_losses[-1] if self._pending_losses else None
+
     def optimizers(self) -> list[Any]:
         """The live optimizers the probe has seen."""
         return [o for o in (ref() for ref in list(self._optimizers.values())) if o is not None]

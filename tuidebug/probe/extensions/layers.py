@@ -43,20 +43,6 @@ class LayersObserver(Observer):
         self.sampler.close()
 
 
-def _loss_source(probe: Probe) -> Any:
-    """The loss whose backward is running: the probe records it just before calling backward.
-
-    Read through a private attribute for now (a public ``Probe.current_loss()`` would be the
-    right door); when it is missing the sampler sums the output gradient instead.
-    """
-
-    def current() -> Any:
-        losses = getattr(probe, "_pending_losses", None)
-        return losses[-1] if losses else None
-
-    return current
-
-
 def install(probe: Probe, options: dict[str, Any]) -> None:
     every = options.get("stats_every")
     sampler = LayerSampler(
@@ -65,7 +51,7 @@ def install(probe: Probe, options: dict[str, Any]) -> None:
         budget=float(options.get("budget", 0.01)),
         every=int(every) if every else None,
         pause_on_nonfinite=bool(options.get("pause_on_nonfinite", True)),
-        loss_source=_loss_source(probe),
+        loss_source=probe.current_loss,
     )
     probe.add_observer(LayersObserver(sampler))
 
