@@ -1,4 +1,4 @@
-"""Bug: an over-confident initialization (the last layer scaled up): the first loss is far above ln C.
+"""Bug: an over-confident initialization: the first loss is far above ln C.
 
 Rule: initial-loss.
 """
@@ -15,7 +15,7 @@ with torch.no_grad():
 optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
 loss_fn = nn.CrossEntropyLoss()
 data = c.batches(x, y)
-for step in range(args.steps):
+for _step in range(args.steps):
     xb, yb = next(data)
     optimizer.zero_grad()
     loss = loss_fn(model(xb), yb)

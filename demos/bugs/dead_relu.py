@@ -14,7 +14,7 @@ nn.init.constant_(model[0].bias, -10.0)  # BUG
 optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
 loss_fn = nn.CrossEntropyLoss()
 data = c.batches(x, y)
-for step in range(args.steps):
+for _step in range(args.steps):
     xb, yb = next(data)
     optimizer.zero_grad()
     loss = loss_fn(model(xb), yb)

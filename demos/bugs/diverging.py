@@ -13,7 +13,7 @@ model = nn.Linear(c.FEATURES, 1)
 optimizer = torch.optim.SGD(model.parameters(), lr=1.1)  # BUG: 2/lambda_max is about 1
 loss_fn = nn.MSELoss()
 data = c.batches(x, y)
-for step in range(args.steps):
+for _step in range(args.steps):
     xb, yb = next(data)
     optimizer.zero_grad()
     loss = loss_fn(model(xb), yb)

@@ -23,7 +23,7 @@ with torch.no_grad():
     print(f"baseline loss {loss_fn(model(x[:256]), y[:256]).item():.4f}")
 # BUG: model.train() is missing here
 data = c.batches(x, y)
-for step in range(args.steps):
+for _step in range(args.steps):
     xb, yb = next(data)
     optimizer.zero_grad()
     loss = loss_fn(model(xb), yb)

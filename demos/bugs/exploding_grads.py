@@ -18,7 +18,7 @@ model = nn.Sequential(*layers, nn.Linear(64, 1))
 optimizer = torch.optim.SGD(model.parameters(), lr=1e-12)
 loss_fn = nn.MSELoss()
 data = c.batches(x, y)
-for step in range(args.steps):
+for _step in range(args.steps):
     xb, yb = next(data)
     optimizer.zero_grad()
     loss = loss_fn(model(xb), yb)

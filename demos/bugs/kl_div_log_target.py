@@ -14,7 +14,7 @@ teacher = nn.Sequential(nn.Linear(c.FEATURES, 64), nn.Tanh(), nn.Linear(64, c.CL
 student = nn.Sequential(nn.Linear(c.FEATURES, 16), nn.ReLU(), nn.Linear(16, c.CLASSES))
 optimizer = torch.optim.Adam(student.parameters(), lr=1e-3)
 data = c.batches(x, x)
-for step in range(args.steps):
+for _step in range(args.steps):
     xb, _ = next(data)
     with torch.no_grad():
         soft = F.log_softmax(teacher(xb), dim=1)

@@ -15,7 +15,7 @@ model = nn.Sequential(nn.Linear(c.FEATURES + 1, 64), nn.ReLU(), nn.Linear(64, c.
 optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
 loss_fn = nn.CrossEntropyLoss()
 data = c.batches(x, y)
-for step in range(args.steps):
+for _step in range(args.steps):
     xb, yb = next(data)
     optimizer.zero_grad()
     loss = loss_fn(model(xb), yb)

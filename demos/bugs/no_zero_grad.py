@@ -13,7 +13,7 @@ model = nn.Sequential(nn.Linear(c.FEATURES, 64), nn.ReLU(), nn.Linear(64, c.CLAS
 optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
 loss_fn = nn.CrossEntropyLoss()
 data = c.batches(x, y)
-for step in range(args.steps):
+for _step in range(args.steps):
     xb, yb = next(data)
     loss = loss_fn(model(xb), yb)
     loss.backward()  # BUG: no optimizer.zero_grad() anywhere in the loop

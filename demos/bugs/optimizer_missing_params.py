@@ -14,7 +14,7 @@ optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
 model.append(nn.Linear(64, c.CLASSES))  # BUG: after the optimizer took model.parameters()
 loss_fn = nn.CrossEntropyLoss()
 data = c.batches(x, y)
-for step in range(args.steps):
+for _step in range(args.steps):
     xb, yb = next(data)
     optimizer.zero_grad()
     loss = loss_fn(model(xb), yb)

@@ -13,7 +13,7 @@ model = nn.Sequential(nn.Linear(c.FEATURES, 64), nn.ReLU(), nn.Linear(64, c.CLAS
 optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
 loss_fn = nn.CrossEntropyLoss()
 xb, yb = next(c.batches(x, y))  # BUG: should be inside the loop
-for step in range(args.steps):
+for _step in range(args.steps):
     optimizer.zero_grad()
     loss = loss_fn(model(xb), yb)
     loss.backward()

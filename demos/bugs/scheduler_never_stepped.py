@@ -14,7 +14,7 @@ optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
 scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.steps)
 loss_fn = nn.CrossEntropyLoss()
 data = c.batches(x, y)
-for step in range(args.steps):
+for _step in range(args.steps):
     xb, yb = next(data)
     optimizer.zero_grad()
     loss = loss_fn(model(xb), yb)

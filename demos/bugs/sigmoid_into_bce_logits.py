@@ -14,7 +14,7 @@ model = nn.Sequential(nn.Linear(c.FEATURES, 64), nn.ReLU(), nn.Linear(64, 1))
 optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
 loss_fn = nn.BCEWithLogitsLoss()
 data = c.batches(x, target)
-for step in range(args.steps):
+for _step in range(args.steps):
     xb, yb = next(data)
     optimizer.zero_grad()
     loss = loss_fn(torch.sigmoid(model(xb)), yb)  # BUG: the loss applies the sigmoid itself

@@ -16,7 +16,7 @@ model = nn.Sequential(*layers, nn.Linear(32, c.CLASSES))
 optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
 loss_fn = nn.CrossEntropyLoss()
 data = c.batches(x, y)
-for step in range(args.steps):
+for _step in range(args.steps):
     xb, yb = next(data)
     optimizer.zero_grad()
     loss = loss_fn(model(xb), yb)
