@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -95,7 +94,9 @@ def test_check_finds_the_bug(run_env: dict[str, str], script: str) -> None:
 
 
 @pytest.mark.parametrize(("script", "args"), CLEAN, ids=[name for name, _ in CLEAN])
-def test_check_is_quiet_on_clean_demos(run_env: dict[str, str], script: str, args: list[str]) -> None:
+def test_check_is_quiet_on_clean_demos(
+    run_env: dict[str, str], script: str, args: list[str]
+) -> None:
     code, report = check(DEMOS / script, *args)
     fired = {a["rule"] for a in report["alerts"]}
     assert fired <= CLEAN_INFO, f"false alarms on {script}: {report['alerts']}"
@@ -136,7 +137,7 @@ def test_script_failure_exits_2(run_env: dict[str, str], tmp_path: Path) -> None
 
 
 def test_steps_after_the_script_are_used(run_env: dict[str, str]) -> None:
-    code, report = check(BUGS / "same_batch.py", "--steps", "12")
+    _code, report = check(BUGS / "same_batch.py", "--steps", "12")
     assert report["steps"] == 12
 
 
@@ -188,9 +189,7 @@ def alerts_of_run(run_id: str) -> list:  # type: ignore[type-arg]
 )
 def test_run_detached_records_the_alert(run_env: dict[str, str], script: str) -> None:
     rule, args = GALLERY[script]
-    run_id = start_detached(
-        BUGS / script, "--steps", "30", *args
-    )
+    run_id = start_detached(BUGS / script, "--steps", "30", *args)
     rules = {a.rule for a in alerts_of_run(run_id)}
     assert rule in rules
 
@@ -198,10 +197,19 @@ def test_run_detached_records_the_alert(run_env: dict[str, str], script: str) ->
 def test_run_detached_clean_demo_and_ignore(run_env: dict[str, str]) -> None:
     proc = subprocess.run(
         [
-            *TUIDEBUG, "run", "--detach", "--ignore", "bias-before-batchnorm",
-            str(DEMOS / "classifier.py"), "--steps", "30",
+            *TUIDEBUG,
+            "run",
+            "--detach",
+            "--ignore",
+            "bias-before-batchnorm",
+            str(DEMOS / "classifier.py"),
+            "--steps",
+            "30",
         ],
-        capture_output=True, text=True, timeout=30, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stderr
     run_id = proc.stdout.splitlines()[0].split()[2]

@@ -18,6 +18,7 @@ stops at N too (most training scripts call their step limit that).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -88,10 +89,8 @@ def stop_run(paths: Any) -> None:
         await asyncio.sleep(0.2)
         connection.close()
 
-    try:
+    with contextlib.suppress(ConnectError, OSError):
         asyncio.run(send())
-    except (ConnectError, OSError):
-        pass
 
 
 def wait_for_end(paths: Any, timeout: float) -> tuple[int | None, bool]:
@@ -376,12 +375,12 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
         paths = start_run(args.script, list(args.script_args), options)
     except RuntimeError as error:
         return _fail(str(error))
-    code, timed_out = wait_for_end(paths, args.timeout)
+    code, _timed_out = wait_for_end(paths, args.timeout)
     found = read_findings(paths)
     result = found["lr_find"]
     if result is None:
-        error = found["error"]
-        why = f": {error.exc_type}: {error.text}" if error else f" (exit code {code})"
+        failure = found["error"]
+        why = f": {failure.exc_type}: {failure.text}" if failure else f" (exit code {code})"
         notes = "; ".join(n.text for n in found["notices"])
         return _fail(f"no range test result{why}{' - ' + notes if notes else ''}")
     if args.json:

@@ -160,7 +160,9 @@ class ChecksEngine(Observer):
         self._optimizer_checked_at = 0
         # Long-lived patches.
         self._original_showwarning = warnings.showwarning
-        warnings.showwarning = self._showwarning
+        # A bound method is a new object on each access: keep the one installed, to compare.
+        self._showwarning_hook = self._showwarning
+        warnings.showwarning = self._showwarning_hook  # type: ignore[assignment]
         self._original_scheduler_init: Any = None
         if _SCHEDULER_CLASS is not None:
             self._original_scheduler_init = _SCHEDULER_CLASS.__init__
@@ -247,7 +249,7 @@ class ChecksEngine(Observer):
 
     def _remove_all(self) -> None:
         self._disarm()
-        if warnings.showwarning is self._showwarning:
+        if warnings.showwarning is self._showwarning_hook:
             warnings.showwarning = self._original_showwarning
         if (
             self._original_scheduler_init is not None
@@ -768,7 +770,7 @@ class ChecksEngine(Observer):
                 engine._data_time += time.perf_counter() - started
 
         self._next_patched = (original, timed_next)
-        _BaseDataLoaderIter.__next__ = timed_next  # type: ignore[method-assign]
+        _BaseDataLoaderIter.__next__ = timed_next  # type: ignore[method-assign,assignment]
 
     def _check_data(self, elapsed: float) -> None:
         if self._window_step < 3 or elapsed <= 0:
@@ -788,7 +790,7 @@ class ChecksEngine(Observer):
             )
 
     def _install_overfit(self) -> None:
-        """``--overfit-batch``: every DataLoader yields its first batch, as often as it would yield."""
+        """``--overfit-batch``: each DataLoader yields its first batch, as often as it would."""
         original = DataLoader.__iter__
         engine = self
         cache: dict[int, Any] = {}
@@ -803,7 +805,7 @@ class ChecksEngine(Observer):
 
         self._original_dl_iter = original
         self._patched_dl_iter = replay_iter
-        DataLoader.__iter__ = replay_iter  # type: ignore[method-assign,assignment]
+        DataLoader.__iter__ = replay_iter  # type: ignore[method-assign]
 
     # --- rules evaluated when a window closes ---------------------------------------------------
 

@@ -209,7 +209,7 @@ def _schedulers_of(optimizers: list[Any]) -> list[Any]:
     """The LR schedulers that drive these optimizers (found once, when a test starts)."""
     import torch
 
-    base = getattr(torch.optim.lr_scheduler, "LRScheduler", None) or getattr(
+    base: Any = getattr(torch.optim.lr_scheduler, "LRScheduler", None) or getattr(
         torch.optim.lr_scheduler, "_LRScheduler", object
     )
     wanted = {id(o) for o in optimizers}

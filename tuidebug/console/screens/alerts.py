@@ -7,6 +7,7 @@ a learning-rate range test on the live run (its state is restored after it); Esc
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import ClassVar
 
@@ -145,10 +146,8 @@ class AlertsScreen(Screen[None]):
             self.notify(f"{alert.rule}: layer {alert.layer} (step {alert.step})")
             open_extension = getattr(self.app, "action_open_extension", None)
             if open_extension is not None:
-                try:
+                with contextlib.suppress(StopIteration):  # no layers extension here
                     open_extension("layers")
-                except StopIteration:  # no layers extension in this console
-                    pass
             return
         self.notify(f"{alert.rule}: step {alert.step} on the loss chart")
 
