@@ -19,7 +19,7 @@ def summary_text(state: CheckpointsState) -> Text:
     text = Text("ckpt  ", style="bold")
     latest = state.last_event
     if latest is None:
-        text.append("no checkpoint saved yet (c: browser, s there: save now)", style="bright_black")
+        text.append("none saved yet (c)", style="bright_black")
     elif isinstance(latest, CheckpointSaved):
         if latest.ok:
             name = os.path.basename(latest.path)
