@@ -72,7 +72,10 @@ def _of(messages: list[Message], kind: type[Any]) -> list[Any]:
     return [m for m in messages if isinstance(m, kind)]
 
 
-def test_statistics_match_torch() -> None:
+def test_statistics_match_torch(monkeypatch: pytest.MonkeyPatch) -> None:
+    import tuidebug.probe.layers as layers_module
+
+    monkeypatch.setattr(layers_module, "DENSE_INTERVAL", 1)  # every statistic, every sample
     model = _mlp()
     out: list[Message] = []
     sampler = LayerSampler(out.append, 0, every=1)
@@ -117,6 +120,33 @@ def test_statistics_match_torch() -> None:
         assert len(h.counts) == 32 and h.lo <= h.hi
         numel = acts[table.names[h.layer]].numel() if h.kind == "act" else params[h.param].numel()
         assert sum(h.counts) + h.nonfinite == numel
+
+
+def test_dense_sampling_spreads_the_costly_extras() -> None:
+    """Every step: zeros are counted for ReLU-like layers only, and the update ratio (which
+    needs a copy of the weights) comes on one sample in DENSE_UPDATE_EVERY."""
+    from tuidebug.probe.layers import DENSE_UPDATE_EVERY
+
+    model = _mlp()
+    out: list[Message] = []
+    sampler = LayerSampler(out.append, 0, every=1)
+    sampler.add_model("model", model)
+    _train(model, sampler, 2 + 2 * DENSE_UPDATE_EVERY)
+    sampler.close()
+    table = _of(out, LayerTable)[0]
+    stats = _of(out, LayerStats)
+    assert len(stats) >= 2 * DENSE_UPDATE_EVERY
+    n = len(ACT_FIELDS)
+    zeros_at = ACT_FIELDS.index("zeros")
+    for s in stats:
+        for k, layer in enumerate(s.layers):
+            zeros = s.act[k * n + zeros_at]
+            if table.types[layer] == "ReLU":
+                assert zeros == zeros and 0 <= zeros <= 1  # counted
+            elif table.types[layer] == "Linear":
+                assert zeros != zeros  # NaN: not counted in dense sampling
+    with_ratio = [s for s in stats if all(r >= 0 for r in s.update_ratio)]
+    assert len(with_ratio) == -(-len(stats) // DENSE_UPDATE_EVERY)  # samples 0, N, 2N...
 
 
 def test_messages_round_trip_msgspec() -> None:

@@ -282,7 +282,9 @@ class LayersModel:
             p = params[index]
             p.grad_norm = stats.grad_norm[k]
             p.weight_norm = stats.weight_norm[k]
-            p.update_ratio = stats.update_ratio[k]
+            ratio = stats.update_ratio[k]
+            if ratio != -1.0:  # -1: not measured on this sample; keep the last one
+                p.update_ratio = ratio
             touched.add(p.layer)
         for layer in touched:
             if not 0 <= layer < len(rows):

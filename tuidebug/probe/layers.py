@@ -64,6 +64,22 @@ __all__ = ["LayerSampler", "describe", "host_copy"]
 log = logging.getLogger("tuidebug.probe")
 
 BINS = 32
+DENSE_INTERVAL = 4  # sampling this often or more is "dense": the costly extras are spread out
+DENSE_UPDATE_EVERY = 4  # in dense sampling, the update ratio on one sample in this many
+_DEAD_UNIT_MODULES = (
+    torch.nn.ReLU,
+    torch.nn.ReLU6,
+    torch.nn.LeakyReLU,
+    torch.nn.PReLU,
+    torch.nn.RReLU,
+    torch.nn.ELU,
+    torch.nn.CELU,
+    torch.nn.SELU,
+    torch.nn.Hardtanh,
+    torch.nn.Hardswish,
+    torch.nn.Threshold,
+    torch.nn.Dropout,
+)
 HISTOGRAM_LAYERS = 1  # layers that get histograms, round robin (+ the focused one, every sample)
 HISTOGRAM_EVERY = 4  # samples between two round-robin histograms (each costs ~70 µs a tensor)
 KEEP_EVERY = 30.0  # seconds between two refreshes of the kept last-finite parameters
@@ -146,6 +162,12 @@ def _primary(obj: Any, depth: int = 0) -> torch.Tensor | None:
             if t is not None:
                 return t
     return None
+
+
+def _first_shape(args: tuple[Any, ...]) -> Any:
+    """The shape of the first positional argument when it is a tensor (a cheap cache key)."""
+    first = args[0] if args else None
+    return first.shape if isinstance(first, torch.Tensor) else type(first)
 
 
 def _tensors(obj: Any, out: list[torch.Tensor], depth: int = 0) -> list[torch.Tensor]:
@@ -285,6 +307,10 @@ class LayerSampler:
         self._param_handles: list[RemovableHandle] = []
         self._arm_params: list[tuple[int, torch.nn.Parameter]] = []
         self._snapshot: list[torch.Tensor] = []
+        self._dense = False
+        self._zero_layers: set[int] = set()  # layers whose exact zeros are dead units
+        self._not_counted = torch.tensor(-1)  # stands for "zeros not counted" in a sample
+        self._meta_cache: dict[int, tuple[Any, str, bool, tuple[str, str, str]]] = {}
         self._hist_layers: set[int] = set()
         self._cost = 0.0
         self._hist_cursor = 0
@@ -338,6 +364,8 @@ class LayerSampler:
                 continue  # shared with a model already followed: stats go to the first one
             index = base + len(names)
             self._index[id(module)] = index
+            if isinstance(module, _DEAD_UNIT_MODULES):
+                self._zero_layers.add(index)
             position[qualified] = len(names)
             names.append(qualified)
             types.append(_fmt_module(module))
@@ -545,9 +573,13 @@ class LayerSampler:
             p = ref()
             if p is not None and p.requires_grad:
                 params.append((i, p))
+        # Dense sampling (every step or nearly): the costly extras are spread out. The update
+        # ratio needs a copy of every weight; take it on one sample in DENSE_UPDATE_EVERY.
+        self._dense = self.schedule.interval() < DENSE_INTERVAL
+        with_update = not self._dense or self.samples % DENSE_UPDATE_EVERY == 0
         with torch.no_grad():
             # Weights at the start of the step, for ||Δw|| at its end.
-            self._snapshot = [p.detach().clone() for _, p in params]
+            self._snapshot = [p.detach().clone() for _, p in params] if with_update else []
         self._arm_params = params
         self._hist_layers = self._pick_histogram_layers()
         self._sample = sample
@@ -607,20 +639,33 @@ class LayerSampler:
     def _record(self, sample: _Sample, layer: int, args: Any, kwargs: Any, output: Any) -> None:
         x = _primary(output)
         if layer not in sample.meta:
-            inputs = describe(args) if not kwargs else f"{describe(args)} {describe(kwargs)}"
-            sample.in_shapes[layer] = inputs
-            # Fed by data (no input requires grad): a NaN in its parameter gradients does not
-            # flow on to other layers, so the tripwire watches it separately.
-            if (
-                self._layer_params[layer]
-                and torch.is_grad_enabled()
-                and not any(t.requires_grad for t in _tensors((args, kwargs), []))
-            ):
+            # Describing shapes costs more than the statistics on small layers: reuse the last
+            # description while the primary output and first input keep their shape.
+            key = (
+                None if x is None else (x.shape, x.dtype, x.device),
+                _first_shape(args),
+                torch.is_grad_enabled(),
+                type(output),
+            )
+            cached = self._meta_cache.get(layer)
+            if cached is None or cached[0] != key or kwargs:
+                inputs = describe(args) if not kwargs else f"{describe(args)} {describe(kwargs)}"
+                # Fed by data (no input requires grad): a NaN in its parameter gradients does
+                # not flow on to other layers, so the tripwire watches it separately.
+                data_fed = bool(
+                    self._layer_params[layer]
+                    and torch.is_grad_enabled()
+                    and not any(t.requires_grad for t in _tensors((args, kwargs), []))
+                )
+                if x is not None:
+                    meta = (describe(output), str(x.dtype)[6:], str(x.device))
+                else:
+                    meta = (describe(output), "", "")
+                cached = (key, inputs, data_fed, meta)
+                self._meta_cache[layer] = cached
+            _, sample.in_shapes[layer], data_fed, sample.meta[layer] = cached
+            if data_fed:
                 sample.data_fed.add(layer)
-            if x is not None:
-                sample.meta[layer] = (describe(output), str(x.dtype)[6:], str(x.device))
-            else:
-                sample.meta[layer] = (describe(output), "", "")
         if x is None or type(x) is not torch.Tensor or not x.is_floating_point() or x.numel() == 0:
             sample.records.append((layer, -1, 0))
             return
@@ -648,7 +693,11 @@ class LayerSampler:
         # Ordinary samples tell non-finite values from the sum, norm, min and max (a NaN or
         # an inf shows in them) and count them only on forensic samples: counting costs
         # two more ops a module.
-        sample.ints.append(torch.count_nonzero(d))
+        if self._dense and not sample.forensic and layer not in self._zero_layers:
+            # Dense sampling: exact zeros are counted where they mean dead units only.
+            sample.ints.append(self._not_counted)
+        else:
+            sample.ints.append(torch.count_nonzero(d))
         if sample.forensic:
             # x - x is 0 for finite values and NaN for NaN and ±inf: one count of both.
             sample.ints.append(torch.count_nonzero(d - d))
@@ -727,7 +776,12 @@ class LayerSampler:
                     grad_at.append(k)
             weights = [p.detach() for _, p in params]
             keeping = self.keep_last_finite and time.monotonic() >= self._keep_next
-            if keeping or not weights:
+            if not snapshot:
+                # No start-of-step copy on this sample (dense sampling): no update ratio; and
+                # nothing finite to keep from it either.
+                deltas = []
+                keeping = False
+            elif keeping or not weights:
                 deltas = list(torch._foreach_sub(weights, snapshot)) if weights else []
             else:
                 # In place: no second copy of the weights (same norm as w_end - w_start).
@@ -838,7 +892,7 @@ class LayerSampler:
             a[1] += nrm * nrm
             a[2] = lo if not lo >= a[2] else a[2]  # keeps NaN
             a[3] = hi if not hi <= a[3] else a[3]
-            a[4] += numel - nonzero
+            a[4] = math.nan if nonzero < 0 or a[4] != a[4] else a[4] + numel - nonzero
             a[5] = -1.0 if bad < 0 or a[5] < 0 else a[5] + bad
             a[6] += numel
             if sample.forensic:
@@ -868,10 +922,14 @@ class LayerSampler:
             grad_norm[k] = norms[j]
         weight_norm = norms[n_grads : n_grads + p_count]
         delta_norm = norms[n_grads + p_count : n_grads + 2 * p_count]
-        update_ratio = [
-            d / w if w > 0 else (0.0 if d == 0 else math.inf)
-            for d, w in zip(delta_norm, weight_norm, strict=True)
-        ]
+        update_ratio = (
+            [
+                d / w if w > 0 else (0.0 if d == 0 else math.inf)
+                for d, w in zip(delta_norm, weight_norm, strict=True)
+            ]
+            if delta_norm
+            else [-1.0] * p_count  # -1: not measured on this sample (dense sampling)
+        )
         histograms: list[Histogram] = []
         for layer, slot, _h in sample.hist:
             counts = [int(c) for c in values[cursor : cursor + BINS + 1]]

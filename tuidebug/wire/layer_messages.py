@@ -99,6 +99,8 @@ class LayerStats(Message):
     grad_norm: list[float] = msgspec.field(default_factory=list)
     weight_norm: list[float] = msgspec.field(default_factory=list)
     update_ratio: list[float] = msgspec.field(default_factory=list)
+    """‖Δw‖/‖w‖ over the step; -1 where not measured (dense sampling measures it on one
+    sample in a few, since it needs a copy of the weights)."""
     histograms: list[Histogram] = msgspec.field(default_factory=list)
     cost: float = 0.0
     """Seconds of the training thread this sample cost (hooks, statistics, the copy)."""
