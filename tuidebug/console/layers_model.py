@@ -281,7 +281,8 @@ class LayersModel:
                 continue
             p = params[index]
             p.grad_norm = stats.grad_norm[k]
-            p.weight_norm = stats.weight_norm[k]
+            if stats.weight_norm[k] != -1.0:  # -1: not measured on this sample
+                p.weight_norm = stats.weight_norm[k]
             ratio = stats.update_ratio[k]
             if ratio != -1.0:  # -1: not measured on this sample; keep the last one
                 p.update_ratio = ratio

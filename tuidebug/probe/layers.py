@@ -65,7 +65,7 @@ log = logging.getLogger("tuidebug.probe")
 
 BINS = 32
 DENSE_INTERVAL = 4  # sampling this often or more is "dense": the costly extras are spread out
-DENSE_UPDATE_EVERY = 4  # in dense sampling, the update ratio on one sample in this many
+DENSE_UPDATE_EVERY = 4  # dense sampling: update ratio and zero counts on 1 sample in this many
 _DEAD_UNIT_MODULES = (
     torch.nn.ReLU,
     torch.nn.ReLU6,
@@ -308,6 +308,7 @@ class LayerSampler:
         self._arm_params: list[tuple[int, torch.nn.Parameter]] = []
         self._snapshot: list[torch.Tensor] = []
         self._dense = False
+        self._full_sample = True  # this sample measures everything (see DENSE_UPDATE_EVERY)
         self._zero_layers: set[int] = set()  # layers whose exact zeros are dead units
         self._not_counted = torch.tensor(-1)  # stands for "zeros not counted" in a sample
         self._meta_cache: dict[int, tuple[Any, str, bool, tuple[str, str, str]]] = {}
@@ -576,7 +577,9 @@ class LayerSampler:
         # Dense sampling (every step or nearly): the costly extras are spread out. The update
         # ratio needs a copy of every weight; take it on one sample in DENSE_UPDATE_EVERY.
         self._dense = self.schedule.interval() < DENSE_INTERVAL
-        with_update = not self._dense or self.samples % DENSE_UPDATE_EVERY == 0
+        self._full_sample = with_update = (
+            not self._dense or self.samples % DENSE_UPDATE_EVERY == 0
+        )
         with torch.no_grad():
             # Weights at the start of the step, for ||Δw|| at its end.
             self._snapshot = [p.detach().clone() for _, p in params] if with_update else []
@@ -600,7 +603,7 @@ class LayerSampler:
         n = len(self._layer_names)
         if self._focus >= 0:
             chosen.add(self._focus)
-        if self.samples % HISTOGRAM_EVERY:
+        if self.samples % (HISTOGRAM_EVERY * (DENSE_UPDATE_EVERY if self._dense else 1)):
             return chosen
         for _ in range(min(self.histogram_layers, n)):
             chosen.add(self._hist_cursor % n)
@@ -693,8 +696,12 @@ class LayerSampler:
         # Ordinary samples tell non-finite values from the sum, norm, min and max (a NaN or
         # an inf shows in them) and count them only on forensic samples: counting costs
         # two more ops a module.
-        if self._dense and not sample.forensic and layer not in self._zero_layers:
-            # Dense sampling: exact zeros are counted where they mean dead units only.
+        if self._dense and not sample.forensic and not (
+            layer in self._zero_layers and self._full_sample
+        ):
+            # Dense sampling: exact zeros (a slow count on the CPU) are counted where they mean
+            # dead units, on one sample in DENSE_UPDATE_EVERY: dead units do not come and go
+            # from one step to the next.
             sample.ints.append(self._not_counted)
         else:
             sample.ints.append(torch.count_nonzero(d))
@@ -787,7 +794,9 @@ class LayerSampler:
                 # In place: no second copy of the weights (same norm as w_end - w_start).
                 torch._foreach_sub_(snapshot, weights)
                 deltas = snapshot
-            norms = torch._foreach_norm(grads + weights + deltas) if weights else []
+            # Weights move slowly: a dense sample that is not a full one skips their norms.
+            normed = grads + weights + deltas if self._full_sample else grads
+            norms = torch._foreach_norm(normed) if normed else []
             hist_params: list[tuple[int, int, str, torch.Tensor]] = []
             for k, (i, p) in enumerate(params):
                 if self._param_layer[i] in self._hist_layers:
@@ -920,7 +929,7 @@ class LayerSampler:
         grad_norm = [-1.0] * p_count  # -1: no gradient (a NaN norm is a real NaN)
         for j, k in enumerate(grad_at):
             grad_norm[k] = norms[j]
-        weight_norm = norms[n_grads : n_grads + p_count]
+        weight_norm = norms[n_grads : n_grads + p_count] or [-1.0] * p_count  # -1: not measured
         delta_norm = norms[n_grads + p_count : n_grads + 2 * p_count]
         update_ratio = (
             [

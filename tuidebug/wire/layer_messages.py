@@ -99,8 +99,9 @@ class LayerStats(Message):
     grad_norm: list[float] = msgspec.field(default_factory=list)
     weight_norm: list[float] = msgspec.field(default_factory=list)
     update_ratio: list[float] = msgspec.field(default_factory=list)
-    """‖Δw‖/‖w‖ over the step; -1 where not measured (dense sampling measures it on one
-    sample in a few, since it needs a copy of the weights)."""
+    """‖Δw‖/‖w‖ over the step. Here and in ``weight_norm``, -1 means "not measured on this
+    sample": dense sampling measures weights on one sample in a few (the ratio needs a copy
+    of every weight)."""
     histograms: list[Histogram] = msgspec.field(default_factory=list)
     cost: float = 0.0
     """Seconds of the training thread this sample cost (hooks, statistics, the copy)."""
