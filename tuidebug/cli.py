@@ -7,14 +7,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import time
 from typing import Any
 
 from tuidebug import __version__
-
-SUPERVISOR_START_TIMEOUT = 15.0
 
 
 def _fail(message: str, code: int = 2) -> int:
@@ -27,9 +24,9 @@ def _fail(message: str, code: int = 2) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Start a script under a supervisor and open the console on it."""
-    from tuidebug.paths import UnsafeDirectory, new_run_id, run_paths
+    from tuidebug.paths import UnsafeDirectory
     from tuidebug.supervisor.child import script_error
-    from tuidebug.wire.auth import write_token
+    from tuidebug.supervisor.launch import LaunchError, start_supervised
 
     problem = script_error(args.script)
     if problem:
@@ -44,38 +41,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.detach and not (sys.stdin.isatty() and sys.stdout.isatty()):
         return _fail("the console needs a terminal; use `tuidebug run --detach` for batch jobs")
     try:
-        paths = run_paths(new_run_id())
-    except UnsafeDirectory as error:
-        return _fail(str(error))
-    write_token(paths.token)
-    paths.write_meta(
-        {
-            "run_id": paths.run_id,
-            "script": args.script,
-            "args": list(args.script_args),
-            "cwd": os.getcwd(),
-            "created": time.time(),
-            "state": "starting",
-            "break_on": list(args.break_on),
+        paths = start_supervised(
+            args.script,
+            args.script_args,
+            options=probe_options(args),
+            break_on=args.break_on,
             # Hold a crashed script for a post-mortem only when someone is watching.
-            "hold_on_error": not args.no_hold and not args.detach,
-            "options": probe_options(args),
-        }
-    )
-    with open(paths.supervisor_log, "ab") as log_file:
-        supervisor = subprocess.Popen(
-            [sys.executable, "-m", "tuidebug.supervisor", paths.run_id],
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # neither SIGHUP nor the terminal's Ctrl-C reach it
+            hold_on_error=not args.no_hold and not args.detach,
         )
-    deadline = time.monotonic() + SUPERVISOR_START_TIMEOUT
-    while not paths.socket.exists():
-        if supervisor.poll() is not None or time.monotonic() > deadline:
-            tail = paths.supervisor_log.read_text(errors="replace")[-2000:]
-            return _fail(f"the supervisor did not start:\n{tail}", 1)
-        time.sleep(0.02)
+    except (UnsafeDirectory, LaunchError) as error:
+        return _fail(str(error), 1)
     if args.detach:
         print(f"tuidebug: run {paths.run_id} started ({args.script})")
         print(f"  attach a console:  tuidebug attach {paths.run_id}")

@@ -20,8 +20,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,7 +27,6 @@ from typing import Any
 
 from tuidebug.checks.rules import RULES, SEVERITIES, severity_rank
 
-SUPERVISOR_START_TIMEOUT = 15.0
 DEFAULT_STEPS = 100
 EXIT_CLEAN, EXIT_ALERTS, EXIT_SCRIPT_FAILED = 0, 1, 2
 
@@ -40,40 +37,13 @@ def _fail(message: str, code: int = EXIT_SCRIPT_FAILED) -> int:
 
 
 def start_run(script: str, script_args: list[str], options: dict[str, Any]) -> Any:
-    """Start ``script`` under a supervisor, detached, with the probe ``options``; its RunPaths."""
-    from tuidebug.paths import new_run_id, run_paths
-    from tuidebug.wire.auth import write_token
+    """Start ``script`` under a supervisor, detached, with the probe ``options``; its RunPaths.
 
-    paths = run_paths(new_run_id())
-    write_token(paths.token)
-    paths.write_meta(
-        {
-            "run_id": paths.run_id,
-            "script": script,
-            "args": list(script_args),
-            "cwd": os.getcwd(),
-            "created": time.time(),
-            "state": "starting",
-            "break_on": [],
-            "hold_on_error": False,  # nobody is there to open a post-mortem
-            "options": options,
-        }
-    )
-    with open(paths.supervisor_log, "ab") as log_file:
-        supervisor = subprocess.Popen(
-            [sys.executable, "-m", "tuidebug.supervisor", paths.run_id],
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    deadline = time.monotonic() + SUPERVISOR_START_TIMEOUT
-    while not paths.socket.exists():
-        if supervisor.poll() is not None or time.monotonic() > deadline:
-            tail = paths.supervisor_log.read_text(errors="replace")[-2000:]
-            raise RuntimeError(f"the supervisor did not start:\n{tail}")
-        time.sleep(0.02)
-    return paths
+    Nobody is there to open a post-mortem debugger, so a script that raises is not held.
+    """
+    from tuidebug.supervisor.launch import start_supervised
+
+    return start_supervised(script, script_args, options=options)
 
 
 def stop_run(paths: Any) -> None:
