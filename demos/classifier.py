@@ -104,7 +104,7 @@ class Classifier(nn.Module):
     def __init__(self, hidden: int = 128, channels: int = 8, dropout: float = 0.2) -> None:
         super().__init__()
         self.stem = nn.Sequential(
-            nn.Linear(N_FEATURES, hidden),
+            nn.Linear(N_FEATURES, hidden, bias=False),  # BatchNorm's shift replaces the bias
             nn.BatchNorm1d(hidden),
             nn.ReLU(),
             nn.Dropout(dropout),

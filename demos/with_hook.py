@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     model = nn.Sequential(
-        nn.Linear(N_FEATURES, 128),
+        nn.Linear(N_FEATURES, 128, bias=False),  # BatchNorm's shift replaces the bias
         nn.BatchNorm1d(128),
         nn.ReLU(),
         nn.Dropout(0.1),
