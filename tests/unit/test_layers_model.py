@@ -81,3 +81,18 @@ def test_shapes_and_anomalies() -> None:
     model.fold([NonFinite(step=4, source="forward", layer=2, name="net.act", located=True)])
     assert model.jump_to == 2 and model.nonfinite is not None and model.nonfinite.located
     assert model.rows[2].histories["std"].total == 4
+
+
+def test_activation_bytes_per_layer_by_hand() -> None:
+    """fc and act each output 8x4 float32 (128 B); act runs twice (256 B); the block holds both
+    leaves' outputs (384 B): what backward keeps, at most, and what checkpointing it saves."""
+    model = LayersModel()
+    model.fold([_table()])
+    stats = _stats(10)
+    stats.calls = [1, 2, 1]
+    model.fold([stats])
+    assert [r.act_bytes for r in model.rows] == [8 * 4 * 4 * 1 + 8 * 4 * 4 * 2, 128, 256]
+    half = _stats(20, shape="8×4")
+    half.dtypes = ["bfloat16"] * 3
+    model.fold([half])
+    assert [r.act_bytes for r in model.rows] == [64 + 64, 64, 64]

@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Iterable
 
 from tuidebug.console.history import MinMaxHistory
+from tuidebug.console.memory_model import DEFAULT_DTYPE_BYTES, DTYPE_BYTES, shape_elements
 from tuidebug.wire.layer_messages import (
     ACT_FIELDS,
     Histogram,
@@ -86,6 +87,7 @@ class LayerRow:
 
     __slots__ = (
         "act",
+        "act_bytes",
         "calls",
         "depth",
         "device",
@@ -112,6 +114,9 @@ class LayerRow:
     def __init__(
         self, index: int, model: str, name: str, type_: str, depth: int, params: int
     ) -> None:
+        self.act_bytes = 0
+        """Bytes of activations on the last sample: a leaf's outputs (x calls), a block's
+        leaves' outputs: what backward keeps, at most, and what checkpointing a block saves."""
         self.index = index
         self.model = model
         self.name = f"{model}.{name}" if name else model
@@ -274,6 +279,7 @@ class LayersModel:
             row.device = stats.devices[k] if k < len(stats.devices) else ""
             row.step = step
             self._changed.add(layer)
+        self._update_activation_bytes()
         touched: set[int] = set()
         params = self.params
         for k, index in enumerate(stats.params):
@@ -306,6 +312,30 @@ class LayersModel:
             if 0 <= layer < len(rows) and rows[layer].step == step:
                 self._track(rows[layer], step)
         self.version += 1
+
+    def _update_activation_bytes(self) -> None:
+        """Recompute every row's activation bytes from its output shapes, dtype and calls.
+
+        Rows are in pre-order with depths, so a stack gives each leaf's ancestors (one pass).
+        """
+        rows = self.rows
+        totals = [0] * len(rows)
+        stack: list[int] = []
+        for i, row in enumerate(rows):
+            while stack and rows[stack[-1]].depth >= row.depth:
+                stack.pop()
+            leaf = i + 1 >= len(rows) or rows[i + 1].depth <= row.depth
+            if leaf and row.out_shape:
+                size = DTYPE_BYTES.get(row.dtype, DEFAULT_DTYPE_BYTES)
+                own = shape_elements(row.out_shape) * size * max(1, row.calls)
+                totals[i] += own
+                for ancestor in stack:
+                    totals[ancestor] += own
+            stack.append(i)
+        for i, row in enumerate(rows):
+            if row.act_bytes != totals[i]:
+                row.act_bytes = totals[i]
+                self._changed.add(i)
 
     def _track(self, row: LayerRow, step: int) -> None:
         for name in TRACKED:

@@ -18,9 +18,9 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 
 from tuidebug.console.extensions import SendCommand
+from tuidebug.console.formatting import fmt_bytes
 from tuidebug.console.memory_model import GpuState, LayerMemory
 from tuidebug.console.widgets.gpu_panel import GpuPanel
-from tuidebug.console.widgets.gpu_summary import fmt_bytes
 from tuidebug.gpu.history import sparkline
 from tuidebug.wire.messages import Command
 

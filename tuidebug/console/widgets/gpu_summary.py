@@ -11,21 +11,11 @@ from rich.console import Group
 from rich.text import Text
 from textual.widgets import Static
 
+from tuidebug.console.formatting import fmt_bytes
 from tuidebug.console.memory_model import GpuState
 from tuidebug.console.widgets.gpu_panel import GpuPanelView
 
 __all__ = ["GpuSummary", "allocator_line", "fmt_bytes"]
-
-
-def fmt_bytes(value: int) -> str:
-    """Bytes for a person: ``512 B``, ``3.2 MiB``, ``1.50 GiB``."""
-    if value >= 1 << 30:
-        return f"{value / (1 << 30):.2f} GiB"
-    if value >= 1 << 20:
-        return f"{value / (1 << 20):.1f} MiB"
-    if value >= 1 << 10:
-        return f"{value / (1 << 10):.1f} KiB"
-    return f"{value} B"
 
 
 def allocator_line(rank: int, device: int, allocated: int, reserved: int, peak: int) -> Text:

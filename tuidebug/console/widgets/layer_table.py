@@ -18,6 +18,7 @@ from rich.text import Text
 from textual.widgets import DataTable
 from textual.widgets.data_table import ColumnKey, RowKey
 
+from tuidebug.console.formatting import fmt_bytes
 from tuidebug.console.layers_model import LayerRow, LayersModel
 from tuidebug.console.widgets.loss_chart import format_number
 
@@ -33,6 +34,7 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("shape", "out shape"),
     ("dtype", "dtype"),
     ("device", "dev"),
+    ("act_bytes", "act mem"),
     ("mean", "mean"),
     ("std", "std"),
     ("min", "min"),
@@ -90,6 +92,7 @@ def row_cells(row: LayerRow) -> dict[str, SortCell]:
         "shape": SortCell(row.out_shape + ("*" if row.shape_changed else ""), row.out_shape),
         "dtype": SortCell(row.dtype, row.dtype),
         "device": SortCell(row.device, row.device),
+        "act_bytes": SortCell(fmt_bytes(row.act_bytes) if row.act_bytes else "", row.act_bytes),
     }
     for k, key in enumerate(("mean", "std", "min", "max")):
         cells[key] = _num(act[k], act is None) if act is not None else _num(0.0, True)
