@@ -25,6 +25,7 @@ TensorBoard rounds, so "bare" is bare.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import statistics
@@ -148,8 +149,11 @@ def run(rounds: int, steps: int, warmup: int) -> dict[str, Any]:
             Variant("bare"),
             SamplerVariant("probe default", send, None),
             SamplerVariant("probe every step", send, 1),
-            TensorBoardVariant("tensorboard/10", logdir),
         ]
+        if importlib.util.find_spec("tensorboard") is not None:
+            variants.append(TensorBoardVariant("tensorboard/10", logdir))
+        else:
+            print("(tensorboard is not installed: `pip install tensorboard` adds the comparison)")
         for v in variants:
             for _ in range(warmup):
                 v.step()
