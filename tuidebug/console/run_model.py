@@ -116,7 +116,7 @@ class RunModel:
             elif isinstance(message, CheckpointRestored):
                 self._mark_restore(message)
         for extension in extensions():
-            extension.fold(self.ext[extension.name], messages)
+            self.ext[extension.name].fold(messages)
         self.version += 1
 
     def _fold_steps(self, message: Steps) -> None:

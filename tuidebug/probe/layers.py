@@ -49,7 +49,7 @@ from tuidebug.probe.nonfinite import (
     locate_forward,
     to_cpu,
 )
-from tuidebug.probe.replay import preserved, replay_backward, replay_forward
+from tuidebug.probe.replay import preserved, replay_backward, replay_forward, tensors_in
 from tuidebug.probe.schedule import Schedule
 from tuidebug.wire.layer_messages import Histogram, LayerStats, LayerTable, NonFinite
 from tuidebug.wire.messages import Message
@@ -168,19 +168,6 @@ def _first_shape(args: tuple[Any, ...]) -> Any:
     """The shape of the first positional argument when it is a tensor (a cheap cache key)."""
     first = args[0] if args else None
     return first.shape if isinstance(first, torch.Tensor) else type(first)
-
-
-def _tensors(obj: Any, out: list[torch.Tensor], depth: int = 0) -> list[torch.Tensor]:
-    if isinstance(obj, torch.Tensor):
-        out.append(obj)
-    elif depth <= 3:
-        if isinstance(obj, (tuple, list)):
-            for o in obj:
-                _tensors(o, out, depth + 1)
-        elif isinstance(obj, dict):
-            for o in obj.values():
-                _tensors(o, out, depth + 1)
-    return out
 
 
 def _histogram(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
@@ -577,9 +564,7 @@ class LayerSampler:
         # Dense sampling (every step or nearly): the costly extras are spread out. The update
         # ratio needs a copy of every weight; take it on one sample in DENSE_UPDATE_EVERY.
         self._dense = self.schedule.interval() < DENSE_INTERVAL
-        self._full_sample = with_update = (
-            not self._dense or self.samples % DENSE_UPDATE_EVERY == 0
-        )
+        self._full_sample = with_update = not self._dense or self.samples % DENSE_UPDATE_EVERY == 0
         with torch.no_grad():
             # Weights at the start of the step, for ||Δw|| at its end.
             self._snapshot = [p.detach().clone() for _, p in params] if with_update else []
@@ -658,7 +643,7 @@ class LayerSampler:
                 data_fed = bool(
                     self._layer_params[layer]
                     and torch.is_grad_enabled()
-                    and not any(t.requires_grad for t in _tensors((args, kwargs), []))
+                    and not any(t.requires_grad for t in tensors_in((args, kwargs), []))
                 )
                 if x is not None:
                     meta = (describe(output), str(x.dtype)[6:], str(x.device))
@@ -696,8 +681,10 @@ class LayerSampler:
         # Ordinary samples tell non-finite values from the sum, norm, min and max (a NaN or
         # an inf shows in them) and count them only on forensic samples: counting costs
         # two more ops a module.
-        if self._dense and not sample.forensic and not (
-            layer in self._zero_layers and self._full_sample
+        if (
+            self._dense
+            and not sample.forensic
+            and not (layer in self._zero_layers and self._full_sample)
         ):
             # Dense sampling: exact zeros (a slow count on the CPU) are counted where they mean
             # dead units, on one sample in DENSE_UPDATE_EVERY: dead units do not come and go
@@ -710,7 +697,7 @@ class LayerSampler:
             sample.ints.append(torch.count_nonzero(d - d))
             bad_in = [
                 torch.count_nonzero(t.detach() - t.detach())
-                for t in _tensors((args, kwargs), [])
+                for t in tensors_in((args, kwargs), [])
                 if t.is_floating_point()
             ]
             nan = torch.count_nonzero(d != d)
@@ -728,7 +715,10 @@ class LayerSampler:
     ) -> None:
         # Forensic steps only: a gradient hook on the module's outputs and inputs, to see in
         # which module's backward a gradient first went non-finite.
-        for kind, tensors in (("out", _tensors(output, [])), ("in", _tensors((args, kwargs), []))):
+        for kind, tensors in (
+            ("out", tensors_in(output, [])),
+            ("in", tensors_in((args, kwargs), [])),
+        ):
             for t in tensors:
                 if t.requires_grad and t.is_floating_point():
                     sample.tensor_handles.append(

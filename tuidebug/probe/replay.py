@@ -50,16 +50,17 @@ def nonfinite_count(t: torch.Tensor) -> int:
     return int(torch.count_nonzero(d - d))  # x - x: 0 when finite, NaN for NaN and ±inf
 
 
-def _tensors(obj: Any, out: list[torch.Tensor], depth: int = 0) -> list[torch.Tensor]:
+def tensors_in(obj: Any, out: list[torch.Tensor], depth: int = 0) -> list[torch.Tensor]:
+    """Every tensor in a (nested) tuple, list or dict, into ``out``; three levels deep."""
     if isinstance(obj, torch.Tensor):
         out.append(obj)
     elif depth <= 3:
         if isinstance(obj, (tuple, list)):
             for o in obj:
-                _tensors(o, out, depth + 1)
+                tensors_in(o, out, depth + 1)
         elif isinstance(obj, dict):
             for o in obj.values():
-                _tensors(o, out, depth + 1)
+                tensors_in(o, out, depth + 1)
     return out
 
 
@@ -117,8 +118,8 @@ def replay_forward(
         layer = index.get(id(module))
         if layer is None:
             return
-        out_bad = sum(nonfinite_count(t) for t in _tensors(output, []))
-        in_bad = sum(nonfinite_count(t) for t in _tensors((m_args, m_kwargs), []))
+        out_bad = sum(nonfinite_count(t) for t in tensors_in(output, []))
+        in_bad = sum(nonfinite_count(t) for t in tensors_in((m_args, m_kwargs), []))
         records.append(ForwardRecord(layer, out_bad, in_bad))
 
     remove = _hooked(hook)
@@ -155,8 +156,8 @@ def replay_backward(
         if layer is None:
             return
         for kind, tensors in (
-            ("out", _tensors(output, [])),
-            ("in", _tensors((m_args, m_kwargs), [])),
+            ("out", tensors_in(output, [])),
+            ("in", tensors_in((m_args, m_kwargs), [])),
         ):
             for t in tensors:
                 if t.requires_grad and t.is_floating_point():
@@ -169,7 +170,7 @@ def replay_backward(
     finally:
         remove()
     try:
-        primary = next((t for t in _tensors(output, []) if t.requires_grad), None)
+        primary = next((t for t in tensors_in(output, []) if t.requires_grad), None)
         if primary is None or primary.shape != out_grad.shape:
             return events, []
         named = [(n, p) for n, p in root.named_parameters() if p.requires_grad]

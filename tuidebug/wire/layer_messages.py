@@ -7,7 +7,7 @@ sampler's numbering (``LayerTable.base + position``) and to a parameter tensor b
 floats per module), which msgspec encodes in a few microseconds even for 1,000 modules.
 
 These are subclasses of :class:`tuidebug.wire.messages.Message` (tagged by class name, with
-``rank`` and ``step``); ``LAYER_MESSAGES`` lists them for the ``AnyMessage`` union.
+``rank`` and ``step``); ``tuidebug/wire/registry.py`` lists this module for the codec.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from tuidebug.wire.messages import Message
 
 __all__ = [
     "ACT_FIELDS",
-    "LAYER_MESSAGES",
     "AnyLayerMessage",
     "Histogram",
     "LayerStats",
@@ -132,4 +131,3 @@ class NonFinite(Message):
 
 
 AnyLayerMessage = LayerTable | LayerStats | NonFinite
-LAYER_MESSAGES: tuple[type[Message], ...] = (LayerTable, LayerStats, NonFinite)

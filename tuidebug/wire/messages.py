@@ -6,7 +6,8 @@ console can place anything on the timeline and tell the ranks of a job apart.
 
 Compatibility rules, so that a newer peer can talk to an older one:
 - ``PROTOCOL`` changes only when an existing message changes meaning.
-- New kinds may be added freely: a receiver skips kinds it does not know (see ``codec``).
+- New kinds may be added freely: a receiver skips kinds it does not know (see ``codec``); a
+  feature's kinds live in its own module, listed in ``registry.py``.
 - New fields are added with defaults, at the end.
 """
 
@@ -210,25 +211,3 @@ class Resize(Message):
     cols: int
     rows: int
 
-
-AnyMessage = (
-    Hello
-    | Welcome
-    | Reject
-    | Steps
-    | Boundary
-    | ModelSeen
-    | OptimizerSeen
-    | ScriptError
-    | Paused
-    | Resumed
-    | DebuggerOpened
-    | DebuggerClosed
-    | Notice
-    | RunInfo
-    | Output
-    | HistoryDone
-    | Command
-    | Input
-    | Resize
-)

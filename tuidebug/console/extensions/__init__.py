@@ -13,7 +13,7 @@ import pkgutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tuidebug.wire.messages import Command, Message
 
@@ -24,16 +24,21 @@ if TYPE_CHECKING:  # the RunModel loads extensions and stays free of Textual
 SendCommand = Callable[[Command], None]
 
 
+class ExtensionState(Protocol):
+    """What an extension's state must do: fold every batch of messages the console gets."""
+
+    def fold(self, messages: Iterable[Message]) -> None:
+        """Fold a batch of messages (ignore kinds it does not know)."""
+
+
 @dataclass(frozen=True)
 class ConsoleExtension:
     """One feature of the console."""
 
     name: str
     """Short id; the state is ``run_model.ext[name]``."""
-    make_state: Callable[[], Any]
+    make_state: Callable[[], ExtensionState]
     """A fresh state object (plain Python, no Textual)."""
-    fold: Callable[[Any, Iterable[Message]], None]
-    """Fold a batch of messages into the state (ignore kinds it does not know)."""
     key: str
     """The key that opens the screen."""
     title: str

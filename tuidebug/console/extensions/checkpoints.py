@@ -90,7 +90,6 @@ def _dashboard_widget(state: CheckpointsState) -> Any:
 EXTENSION = ConsoleExtension(
     name="checkpoints",
     make_state=CheckpointsState,
-    fold=lambda state, messages: state.fold(messages),
     key="c",
     title="Checkpoints",
     make_screen=_screen,

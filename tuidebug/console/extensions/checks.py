@@ -55,7 +55,6 @@ def _dashboard_widget(state: ChecksState) -> Any:
 EXTENSION = ConsoleExtension(
     name="checks",
     make_state=ChecksState,
-    fold=lambda state, messages: state.fold(messages),
     key="a",
     title="Alerts",
     make_screen=_screen,

@@ -25,7 +25,6 @@ def _dashboard_widget(state: GpuState) -> Any:
 EXTENSION = ConsoleExtension(
     name="gpu",
     make_state=GpuState,
-    fold=lambda state, messages: state.fold(messages),
     key="G",
     title="GPU",
     make_screen=_screen,

@@ -25,7 +25,6 @@ def _wants_screen(state: Any) -> bool:
 EXTENSION = ConsoleExtension(
     name="layers",
     make_state=LayersModel,
-    fold=lambda state, messages: state.fold(messages),
     key="L",
     title="Layers",
     make_screen=_screen,
