@@ -178,6 +178,8 @@ def run(rounds: int, steps: int, warmup: int) -> dict[str, Any]:
             row = {
                 "variant": v.name,
                 "ms_per_step": mean * 1e3,
+                "ms_median": median * 1e3,
+                "ms_p10": statistics.quantiles([t for r in v.times for t in r], n=10)[0] * 1e3,
                 "ratio_mean": mean / base_mean,
                 "ratio_median": median / base_median,
             }
@@ -196,7 +198,8 @@ def report(results: dict[str, Any]) -> str:
     lines = [
         "8 x (Linear(256,256)+ReLU) + Linear(256,10), batch 128, Adam, CPU, "
         f"{results['threads']} threads; messages to {results['sink']}",
-        f"{'variant':<18}{'ms/step':>9}{'mean ratio':>12}{'median ratio':>14}  notes",
+        f"{'variant':<18}{'ms/step':>9}{'median':>8}{'p10':>7}{'mean ratio':>12}"
+        f"{'median ratio':>14}  notes",
     ]
     for r in results["rows"]:
         notes = ""
@@ -204,7 +207,8 @@ def report(results: dict[str, Any]) -> str:
             cost = f"{r['cost_ms']:.2f} ms" if r["cost_ms"] is not None else "?"
             notes = f"{r['samples']} samples, interval {r['interval']}, {cost}/sample"
         lines.append(
-            f"{r['variant']:<18}{r['ms_per_step']:>9.2f}{r['ratio_mean']:>11.3f}x"
+            f"{r['variant']:<18}{r['ms_per_step']:>9.2f}{r['ms_median']:>8.2f}{r['ms_p10']:>7.2f}"
+            f"{r['ratio_mean']:>11.3f}x"
             f"{r['ratio_median']:>13.3f}x  {notes}"
         )
     lines.append("targets: probe default <= 1.02x, probe every step <= 1.20x (mean ratio)")

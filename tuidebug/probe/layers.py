@@ -91,6 +91,15 @@ _global_with_kwargs: dict[int, bool] = getattr(
 )
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 _FLOATS_PER_RECORD = 4  # sum, norm, min, max
+# On an accelerator, outputs up to BATCH_NUMEL elements are measured together at the root's
+# forward end: one stack and four reductions per group of equal shapes instead of four kernel
+# launches per module (there the cost of a small op is its launch). On the CPU each output is
+# measured in its hook, while it is still in cache: measured on the benchmark model, batching
+# there costs more (+400 µs a step) than it saves (in the hook: +300 µs), because re-reading
+# outputs that left the cache costs more than the dispatches saved. BATCH_ON_CPU is for tests.
+BATCH_NUMEL = 1 << 17
+BATCH_ON_CPU = False
+DEFERRED_NUMEL = 1 << 22  # deferred elements held at most before measuring them early
 _SHAPE_CACHE_LIMIT = 4096
 
 
@@ -205,7 +214,12 @@ class _Sample:
     """What the hooks of one sampled step collect (device tensors, not yet read)."""
 
     __slots__ = (
+        "block_slots",
+        "blocks",
         "data_fed",
+        "deferred",
+        "deferred_numel",
+        "float_slots",
         "floats",
         "forensic",
         "grad_events",
@@ -216,6 +230,8 @@ class _Sample:
         "last_out",
         "meta",
         "records",
+        "slots",
+        "stale",
         "step",
         "tensor_handles",
     )
@@ -224,8 +240,21 @@ class _Sample:
         self.step = step
         self.forensic = forensic
         self.records: list[tuple[int, int, int]] = []  # (layer, slot, numel); slot -1 = no stats
-        self.floats: list[torch.Tensor] = []  # 4 per slot: sum, norm, min, max
-        self.ints: list[torch.Tensor] = []  # per slot: nonzero, nonfinite (+ nan, in-nonfinite)
+        self.slots = 0  # outputs measured so far (a slot each)
+        # Statistics computed in the hook: 4 scalars per slot (sum, norm, min, max), in the
+        # order of float_slots. Batched ones: one (k, 4) block per group of deferred outputs.
+        self.floats: list[torch.Tensor] = []
+        self.float_slots: list[int] = []
+        self.blocks: list[torch.Tensor] = []
+        self.block_slots: list[int] = []
+        # Outputs whose statistics wait for the root's forward end (see _flush):
+        # (slot, layer, detached output, its version counter then, count its zeros?).
+        self.deferred: list[tuple[int, int, torch.Tensor, int, bool]] = []
+        self.deferred_numel = 0
+        self.stale: set[int] = set()  # deferred outputs changed in place before measured
+        # Per slot: count of nonzeros (None: not counted); forensic samples add nonfinite, NaN
+        # and non-finite inputs counts.
+        self.ints: list[torch.Tensor | None] = []
         self.meta: dict[int, tuple[str, str, str]] = {}  # layer -> (out shape, dtype, device)
         self.in_shapes: dict[int, str] = {}
         self.hist: list[tuple[int, int, torch.Tensor]] = []  # (layer, slot, counts)
@@ -294,10 +323,12 @@ class LayerSampler:
         self._param_handles: list[RemovableHandle] = []
         self._arm_params: list[tuple[int, torch.nn.Parameter]] = []
         self._snapshot: list[torch.Tensor] = []
+        self._snapshot_pool: list[torch.Tensor] = []  # reused snapshot buffers (dense sampling)
         self._dense = False
         self._full_sample = True  # this sample measures everything (see DENSE_UPDATE_EVERY)
         self._zero_layers: set[int] = set()  # layers whose exact zeros are dead units
-        self._not_counted = torch.tensor(-1)  # stands for "zeros not counted" in a sample
+        self._eager_layers: set[int] = set()  # outputs changed in place later: measure in hook
+        self._grad_order: list[int] = []  # parameter indices in the last backward order seen
         self._meta_cache: dict[int, tuple[Any, str, bool, tuple[str, str, str]]] = {}
         self._hist_layers: set[int] = set()
         self._cost = 0.0
@@ -481,6 +512,8 @@ class LayerSampler:
                 self.schedule.first(step)
             if step + 1 >= self.schedule.next_step:
                 self._arm(step + 1)
+        if self._sample is None and self._forward_handle is not None:
+            self._remove_step_hooks()  # no sample follows: nothing stays installed
         return pause
 
     def on_loss(self, step: int, loss: float) -> bool:
@@ -516,6 +549,7 @@ class LayerSampler:
         self._remove_trip_hooks()
         self._sample = None
         self._snapshot = []
+        self._snapshot_pool = []
         self._arm_params = []
         self._last_inputs = None
         self._last_root = None
@@ -565,23 +599,53 @@ class LayerSampler:
         # ratio needs a copy of every weight; take it on one sample in DENSE_UPDATE_EVERY.
         self._dense = self.schedule.interval() < DENSE_INTERVAL
         self._full_sample = with_update = not self._dense or self.samples % DENSE_UPDATE_EVERY == 0
+        if not self._dense:
+            self._snapshot_pool = []
         with torch.no_grad():
             # Weights at the start of the step, for ||Δw|| at its end.
-            self._snapshot = [p.detach().clone() for _, p in params] if with_update else []
+            self._snapshot = self._take_snapshot(params) if with_update else []
         self._arm_params = params
         self._hist_layers = self._pick_histogram_layers()
         self._sample = sample
         try:
-            self._forward_handle = register_module_forward_hook(self._on_forward, with_kwargs=True)
-            for i, p in params:
-                self._param_handles.append(
-                    p.register_post_accumulate_grad_hook(partial(self._on_param_grad, i))
+            if self._forward_handle is None:
+                self._forward_handle = register_module_forward_hook(
+                    self._on_forward, with_kwargs=True
                 )
+            # Parameter hooks record the backward order (for the tripwire and as a hint when a
+            # gradient goes non-finite) and, on forensic samples, check each gradient. The
+            # order does not change from step to step: ordinary samples reuse the last one.
+            if forensic or not self._grad_order:
+                for i, p in params:
+                    self._param_handles.append(
+                        p.register_post_accumulate_grad_hook(partial(self._on_param_grad, i))
+                    )
         except Exception:
             self._remove_step_hooks()
             self._sample = None
             raise
         self._cost = time.perf_counter() - start
+
+    def _take_snapshot(self, params: list[tuple[int, torch.nn.Parameter]]) -> list[torch.Tensor]:
+        """A copy of the weights. Under dense sampling the buffers of the last one are reused:
+        a fresh copy every few steps means fresh memory from the OS every few steps (on the
+        CPU, glibc hands big blocks back and takes them again: hundreds of page faults a
+        step, measured). The pool goes when sampling stops being dense."""
+        weights = [p.detach() for _, p in params]
+        pool = self._snapshot_pool
+        if (
+            self._dense
+            and len(pool) == len(weights)
+            and all(
+                b.shape == w.shape and b.dtype == w.dtype and b.device == w.device
+                for b, w in zip(pool, weights, strict=True)
+            )
+        ):
+            torch._foreach_copy_(pool, weights)
+            return pool
+        snapshot = [w.clone() for w in weights]
+        self._snapshot_pool = snapshot if self._dense else []
+        return snapshot
 
     def _pick_histogram_layers(self) -> set[int]:
         chosen: set[int] = set()
@@ -595,16 +659,19 @@ class LayerSampler:
             self._hist_cursor += 1
         return chosen
 
-    def _remove_step_hooks(self) -> None:
-        if self._forward_handle is not None:
-            # torch's handle forgets the global "with kwargs" flag dict (a small leak per
-            # sample): remove its entry ourselves.
-            _global_with_kwargs.pop(self._forward_handle.id, None)
-        handles = [self._forward_handle, *self._param_handles]
+    def _remove_step_hooks(self, keep_forward: bool = False) -> None:
+        """Remove the hooks of a sampled step (``keep_forward``: all but the global one)."""
+        handles: list[Any] = [*self._param_handles]
+        if not keep_forward:
+            handles.append(self._forward_handle)
+            if self._forward_handle is not None:
+                # torch's handle forgets the global "with kwargs" flag dict (a small leak per
+                # sample): remove its entry ourselves.
+                _global_with_kwargs.pop(self._forward_handle.id, None)
+            self._forward_handle = None
         if self._sample is not None:
             handles.extend(self._sample.tensor_handles)
             self._sample.tensor_handles = []
-        self._forward_handle = None
         self._param_handles = []
         for handle in handles:
             if handle is not None:
@@ -662,9 +729,34 @@ class LayerSampler:
             # A container returning its last child's output (Sequential): same numbers.
             sample.records.append((layer, last[1], x.numel()))
             return
-        slot = len(sample.floats) // _FLOATS_PER_RECORD
+        slot = sample.slots
+        sample.slots += 1
         # Ops on a detached tensor record no autograd graph (cheaper than torch.no_grad()).
         d = x.detach()
+        numel = d.numel()
+        # Exact zeros mean dead units: under dense sampling (a slow count on the CPU) they are
+        # counted for ReLU-like layers, on one sample in DENSE_UPDATE_EVERY: dead units do not
+        # come and go from one step to the next.
+        count_zeros = (
+            not self._dense
+            or sample.forensic
+            or (layer in self._zero_layers and self._full_sample)
+        )
+        if (
+            numel <= BATCH_NUMEL
+            and (BATCH_ON_CPU or d.device.type != "cpu")
+            and not sample.forensic
+            and layer not in self._hist_layers
+            and layer not in self._eager_layers
+        ):
+            sample.deferred.append((slot, layer, d, d._version, count_zeros))
+            sample.ints.append(None)  # replaced by _flush when counted
+            sample.records.append((layer, slot, numel))
+            sample.last_out = (x, slot)
+            sample.deferred_numel += numel
+            if sample.deferred_numel > DEFERRED_NUMEL:
+                self._flush(sample)
+            return
         if d.dtype in _LOW_PRECISION:
             # Sums of half floats overflow at 65504: accumulate and report in float32.
             total = d.sum(dtype=torch.float32)
@@ -678,20 +770,11 @@ class LayerSampler:
             if d.dtype != torch.float32:
                 total, norm, lo, hi = total.float(), norm.float(), lo.float(), hi.float()
         sample.floats += (total, norm, lo, hi)
+        sample.float_slots.append(slot)
         # Ordinary samples tell non-finite values from the sum, norm, min and max (a NaN or
         # an inf shows in them) and count them only on forensic samples: counting costs
         # two more ops a module.
-        if (
-            self._dense
-            and not sample.forensic
-            and not (layer in self._zero_layers and self._full_sample)
-        ):
-            # Dense sampling: exact zeros (a slow count on the CPU) are counted where they mean
-            # dead units, on one sample in DENSE_UPDATE_EVERY: dead units do not come and go
-            # from one step to the next.
-            sample.ints.append(self._not_counted)
-        else:
-            sample.ints.append(torch.count_nonzero(d))
+        sample.ints.append(torch.count_nonzero(d) if count_zeros else None)
         if sample.forensic:
             # x - x is 0 for finite values and NaN for NaN and ±inf: one count of both.
             sample.ints.append(torch.count_nonzero(d - d))
@@ -705,10 +788,51 @@ class LayerSampler:
             sample.ints += (nan, torch.stack(bad_in).sum().to(nan.device) if bad_in else zero)
         if layer in self._hist_layers:
             sample.hist.append((layer, slot, _histogram(d, lo, hi)))
-        sample.records.append((layer, slot, x.numel()))
+        sample.records.append((layer, slot, numel))
         sample.last_out = (x, slot)
         if sample.forensic and torch.is_grad_enabled():
             self._watch_grads(sample, layer, args, kwargs, output)
+
+    def _flush(self, sample: _Sample) -> None:
+        """Measure the deferred outputs: per group of equal shape, one stack and 4 reductions.
+
+        Runs at the root model's forward end (and at the boundary for anything left). An
+        output changed in place since its module returned (``nn.ReLU(inplace=True)`` after a
+        Linear) would give the wrong numbers: its version counter tells; it is left out of this
+        sample and its layer is measured in the hook from then on.
+        """
+        deferred, sample.deferred = sample.deferred, []
+        sample.deferred_numel = 0
+        groups: dict[tuple[Any, ...], list[tuple[int, int, torch.Tensor, int, bool]]] = {}
+        for item in deferred:
+            _, layer, d, version, _ = item
+            if d._version != version:
+                sample.stale.add(item[0])
+                self._eager_layers.add(layer)
+                continue
+            key = (d.shape, d.dtype, d.device)
+            group = groups.get(key)
+            if group is None:
+                groups[key] = [item]
+            else:
+                group.append(item)
+        for (_, dtype, _), items in groups.items():
+            tensors = [item[2] for item in items]
+            rows = torch.stack(tensors).reshape(len(tensors), -1)
+            if dtype in _LOW_PRECISION:
+                total = rows.sum(1, dtype=torch.float32)
+                norm = torch.linalg.vector_norm(rows, dim=1, dtype=torch.float32)
+            else:
+                total = rows.sum(1)
+                norm = torch.linalg.vector_norm(rows, dim=1)
+            lo, hi = rows.amin(1), rows.amax(1)
+            if lo.dtype != total.dtype:
+                lo, hi = lo.to(total.dtype), hi.to(total.dtype)
+            sample.blocks.append(torch.stack((total, norm, lo, hi), 1))
+            for slot, _, d, _, count_zeros in items:
+                sample.block_slots.append(slot)
+                if count_zeros:
+                    sample.ints[slot] = torch.count_nonzero(d)
 
     def _watch_grads(
         self, sample: _Sample, layer: int, args: Any, kwargs: Any, output: Any
@@ -756,11 +880,17 @@ class LayerSampler:
     def _finish(self, step: int) -> bool:
         start = time.perf_counter()
         sample = self._sample
-        try:
-            self._remove_step_hooks()
-        finally:
-            self._sample = None
         assert sample is not None
+        try:
+            if sample.deferred:
+                self._flush(sample)  # outputs of modules called outside a root's forward
+        finally:
+            try:
+                # The global forward hook stays while the next step is sampled too (dense
+                # sampling): _slow_boundary removes it when no sample follows.
+                self._remove_step_hooks(keep_forward=True)
+            finally:
+                self._sample = None
         params, self._arm_params = self._arm_params, []
         snapshot, self._snapshot = self._snapshot, []
         with torch.no_grad():
@@ -780,6 +910,7 @@ class LayerSampler:
                 keeping = False
             elif keeping or not weights:
                 deltas = list(torch._foreach_sub(weights, snapshot)) if weights else []
+                self._snapshot_pool = []  # the snapshot is kept: no longer a reusable buffer
             else:
                 # In place: no second copy of the weights (same norm as w_end - w_start).
                 torch._foreach_sub_(snapshot, weights)
@@ -795,15 +926,17 @@ class LayerSampler:
                             lo, hi = torch.aminmax(t.detach())
                             hist_params.append((i, k, kind, torch.stack([lo, hi]).float()))
                             hist_params.append((i, k, kind, _histogram(t, lo, hi)))
+            # ONE vector for the host copy, in sections: [in-hook statistics and parameter norms
+            # (0-d tensors, one stack) | batched statistics blocks | counts | histograms |
+            # forensic gradient checks]. _complete reads it back in the same order.
+            scalars = sample.floats + [n if n.dtype == torch.float32 else n.float() for n in norms]
+            counted = [t for t in sample.ints if t is not None]
             parts: list[torch.Tensor] = []
-            if sample.floats:
-                parts.append(torch.stack(sample.floats))
-            if sample.ints:
-                parts.append(torch.stack(sample.ints))
-            if norms:
-                parts.append(
-                    torch.stack([n if n.dtype == torch.float32 else n.float() for n in norms])
-                )
+            if scalars:
+                parts.append(torch.stack(scalars))
+            parts.extend(sample.blocks)
+            if counted:
+                parts.append(torch.stack(counted))
             parts.extend(h for _, _, h in sample.hist)
             parts.extend(t for *_, t in hist_params)
             parts.extend(bad for _, bad in sample.grad_events if bad is not None)
@@ -816,9 +949,9 @@ class LayerSampler:
         keep = (step, snapshot, [i for i, _ in params]) if keeping else None
         shape = (
             len(sample.floats),
-            len(sample.ints),
+            sum(b.numel() for b in sample.blocks),
+            len(counted),
             len(grads),
-            len(grad_at),
             len(norms),
         )
         layout = (sample, params, grad_at, shape, hist_params, keep, self.schedule.interval())
@@ -856,11 +989,19 @@ class LayerSampler:
     def _complete(self, layout: tuple[Any, ...], values: list[float], cost: float) -> bool:
         """Turn one sample's host values into messages; locate non-finite values."""
         sample, params, grad_at, shape, hist_params, keep, interval = layout
-        n_floats, n_ints, n_grads, _, n_norms = shape
-        floats = values[:n_floats]
-        ints = values[n_floats : n_floats + n_ints]
-        norms = values[n_floats + n_ints : n_floats + n_ints + n_norms]
-        cursor = n_floats + n_ints + n_norms
+        n_eager, n_batched, n_counted, n_grads, n_norms = shape
+        # Read the sections back (see _finish). Statistics come as eager slots, then batched
+        # ones: index them by slot. Counts not taken on this sample read -1.
+        floats = [math.nan] * (_FLOATS_PER_RECORD * sample.slots)
+        stats = values[:n_eager] + values[n_eager + n_norms : n_eager + n_norms + n_batched]
+        for position, slot in enumerate(sample.float_slots + sample.block_slots):
+            at = position * _FLOATS_PER_RECORD
+            floats[slot * _FLOATS_PER_RECORD : slot * _FLOATS_PER_RECORD + 4] = stats[at : at + 4]
+        norms = values[n_eager : n_eager + n_norms]
+        cursor = n_eager + n_norms + n_batched
+        counted = iter(values[cursor : cursor + n_counted])
+        ints = [-1.0 if t is None else next(counted) for t in sample.ints]
+        cursor += n_counted
         per_int = 4 if sample.forensic else 1
         # Fold the records per layer (a module called N times aggregates its N outputs).
         agg: dict[int, list[float]] = {}
@@ -873,7 +1014,7 @@ class LayerSampler:
             if layer not in agg:
                 order.append(layer)
                 agg[layer] = [0.0, 0.0, math.inf, -math.inf, 0.0, 0.0, 0.0, 0.0]
-            if slot < 0:
+            if slot < 0 or slot in sample.stale:
                 rec_bad.append(0)
                 rec_bad_in.append(0)
                 continue
@@ -943,6 +1084,8 @@ class LayerSampler:
             histograms.append(
                 Histogram(self._param_layer[i], kind, i, lo, hi, counts[:BINS], counts[BINS])
             )
+        if sample.grad_order:
+            self._grad_order = sample.grad_order
         if not self._trip_retargeted and sample.grad_order:
             self._trip_retargeted = True
             last = self._param_layer[sample.grad_order[-1]]
@@ -1005,7 +1148,8 @@ class LayerSampler:
                 for j, g in enumerate(norms[:n_grads])
                 if g != g or abs(g) == math.inf
             }
-            first = next((i for i in sample.grad_order if i in bad_params), None)
+            order = sample.grad_order or self._grad_order
+            first = next((i for i in order if i in bad_params), None)
             if first is not None:
                 culprit = Culprit(
                     self._param_layer[first],
@@ -1064,6 +1208,15 @@ class LayerSampler:
         return self.forensics is None and self._tripped is None and not self._replaying
 
     def _on_root_output(self, _module: nn.Module, _args: Any, output: Any) -> None:
+        sample = self._sample
+        if sample is not None and sample.deferred and not self._replaying:
+            start = time.perf_counter()
+            try:
+                self._flush(sample)
+            except Exception as error:
+                self._disable(f"measuring the layer outputs failed: {error!r}")
+                return
+            self._cost += time.perf_counter() - start
         if not self._armed() or self.disabled:
             return
         try:
