@@ -25,6 +25,7 @@ TensorBoard rounds, so "bare" is bare.
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib.util
 import json
 import os
@@ -70,6 +71,9 @@ class Variant:
     def after_step(self, loss: float) -> None:
         """Called after each step (inside the timed region)."""
 
+    def settle(self) -> None:
+        """Called after each round, untimed: finish background work."""
+
     def step(self) -> float:
         start = time.perf_counter()
         self.opt.zero_grad(set_to_none=True)
@@ -102,6 +106,9 @@ class TensorBoardVariant(Variant):
         self.acts: dict[str, torch.Tensor] = {}
         self.handles: list[Any] = []
         self.names = {m: n for n, m in self.model.named_modules() if n}
+
+    def settle(self) -> None:
+        self.writer.flush()
 
     def _hook(self, module: nn.Module, _args: Any, output: torch.Tensor) -> None:
         name = self.names[module]
@@ -157,12 +164,18 @@ def run(rounds: int, steps: int, warmup: int) -> dict[str, Any]:
         for v in variants:
             for _ in range(warmup):
                 v.step()
-        for _ in range(rounds):
-            for v in variants:
+        for round_no in range(rounds):
+            # A different order each round, so that no variant always follows the same one.
+            shift = round_no % len(variants)
+            for v in variants[shift:] + variants[:shift]:
                 # The probe's own boundaries (optimizer hook) only for the probe variants.
                 if probe is not None:
                     probe.disabled = not isinstance(v, SamplerVariant)
                 v.times.append([v.step() for _ in range(steps)])
+                # Untimed: leave nothing running into the next variant's round (TensorBoard
+                # writes its events from a background thread; garbage left for the collector).
+                v.settle()
+                gc.collect()
         if probe is not None:
             probe.disabled = False
         for v in variants:
@@ -236,8 +249,8 @@ def supervised(args: argparse.Namespace) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--rounds", type=int, default=24)
+    parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--warmup", type=int, default=60)
     parser.add_argument("--supervised", action="store_true", help="under tuidebug run --detach")
     parser.add_argument("--out", help="also write the results as JSON here")

@@ -123,28 +123,30 @@ def test_statistics_match_torch(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_dense_sampling_spreads_the_costly_extras() -> None:
-    """Every step: zeros are counted for ReLU-like layers only, and the update ratio (which
-    needs a copy of the weights) comes on one sample in DENSE_UPDATE_EVERY."""
-    from tuidebug.probe.layers import DENSE_UPDATE_EVERY
+    """Every step: the update ratio (which needs a copy of the weights) comes on phase 0 of a
+    cycle of DENSE_CYCLE samples, exact zeros (ReLU-like layers only) on its middle phase."""
+    from tuidebug.probe.layers import DENSE_CYCLE
 
     model = _mlp()
     out: list[Message] = []
     sampler = LayerSampler(out.append, 0, every=1)
     sampler.add_model("model", model)
-    _train(model, sampler, 2 + 2 * DENSE_UPDATE_EVERY)
+    _train(model, sampler, 2 + 2 * DENSE_CYCLE)
     sampler.close()
     table = _of(out, LayerTable)[0]
     stats = _of(out, LayerStats)
-    assert len(stats) >= 2 * DENSE_UPDATE_EVERY
+    assert len(stats) >= 2 * DENSE_CYCLE
     n = len(ACT_FIELDS)
     zeros_at = ACT_FIELDS.index("zeros")
-    with_ratio = [s for s in stats if all(r >= 0 for r in s.update_ratio)]
-    assert len(with_ratio) == -(-len(stats) // DENSE_UPDATE_EVERY)  # samples 0, N, 2N...
-    for s in stats:
-        full = s in with_ratio
-        for k, layer in enumerate(s.layers):
-            zeros = s.act[k * n + zeros_at]
-            if table.types[layer] == "ReLU" and full:
+    for k, s in enumerate(stats):
+        with_ratio = all(r >= 0 for r in s.update_ratio)
+        with_weights = all(w >= 0 for w in s.weight_norm)
+        assert with_ratio == with_weights == (k % DENSE_CYCLE == 0)
+        assert all(g >= 0 for g in s.grad_norm)  # gradient norms on every sample
+        for j, layer in enumerate(s.layers):
+            zeros = s.act[j * n + zeros_at]
+            assert s.act[j * n] == s.act[j * n]  # the mean on every sample
+            if table.types[layer] == "ReLU" and k % DENSE_CYCLE == DENSE_CYCLE // 2:
                 assert zeros == zeros and 0 <= zeros <= 1  # counted
             else:
                 assert zeros != zeros  # NaN: not counted on this sample

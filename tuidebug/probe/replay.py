@@ -135,12 +135,13 @@ def replay_backward(
     root: nn.Module,
     args: Any,
     kwargs: Any,
-    out_grad: torch.Tensor,
+    out_grad: torch.Tensor | None,
     index: dict[int, int],
     param_layer: dict[int, int],
 ) -> tuple[list[GradEvent], list[tuple[int, str]]]:
     """Run the forward with grad and its backward from ``out_grad`` (the gradient the real
-    backward gave the root's primary output), recording gradient events in backward order.
+    backward gave the root's primary output; None: ones), recording gradient events in
+    backward order.
 
     Returns the events (module outputs and inputs) and ``(layer, parameter name)`` of every
     parameter whose gradient is non-finite. ``.grad`` of the parameters is not touched.
@@ -171,7 +172,13 @@ def replay_backward(
         remove()
     try:
         primary = next((t for t in tensors_in(output, []) if t.requires_grad), None)
-        if primary is None or primary.shape != out_grad.shape:
+        if primary is not None and not bool(torch.isfinite(primary.detach()).all()):
+            # This forward went non-finite where the forward-only replay did not: the model
+            # is not replayable (Python-side state); a backward from here would blame it.
+            return events, []
+        if out_grad is None and primary is not None:
+            out_grad = torch.ones_like(primary)
+        if primary is None or out_grad is None or primary.shape != out_grad.shape:
             return events, []
         named = [(n, p) for n, p in root.named_parameters() if p.requires_grad]
         grads = torch.autograd.grad(
