@@ -91,6 +91,7 @@ KEEP_EVERY = 30.0  # seconds between two refreshes of the kept last-finite param
 TRIP_LAYERS = 16  # layers whose smallest parameter's gradient the tripwire sums every step
 FORENSIC_TRIES = 3  # forensic samples after a non-finite value before giving up locating it
 _NEVER = 1 << 62
+_clock = time.perf_counter
 _global_with_kwargs: dict[int, bool] = getattr(
     _module_globals, "_global_forward_hooks_with_kwargs", {}
 )
@@ -225,6 +226,7 @@ class _Sample:
         "count_all",
         "count_dead",
         "data_fed",
+        "defer",
         "deferred",
         "deferred_numel",
         "float_slots",
@@ -251,6 +253,7 @@ class _Sample:
         self.slots = 0  # outputs measured so far (a slot each)
         self.count_all = True  # count exact zeros of every output
         self.count_dead = False  # count them for ReLU-like layers (dense sampling, see _arm)
+        self.defer = False  # accelerator outputs may wait for the root's forward end (_flush)
         # Statistics (sum, norm, min, max: 4 per slot), in one of three places: written into
         # the sampler's StatBuffer (buf_slots, in order); computed in the hook as 0-d tensors
         # when the buffer cannot take them (float_slots: another dtype or device, or full);
@@ -613,6 +616,7 @@ class LayerSampler:
         with_update = not dense or phase == 0
         sample.count_all = not dense or forensic
         sample.count_dead = dense and phase == DENSE_CYCLE // 2
+        sample.defer = not forensic
         if not dense:
             self._snapshot_pool = []
         with torch.no_grad():
@@ -710,75 +714,92 @@ class LayerSampler:
     # --- internals: hooks (training thread, inside forward/backward) --------------------------
 
     def _on_forward(self, module: nn.Module, args: Any, kwargs: Any, output: Any) -> None:
-        layer = self._index.get(id(module))
         sample = self._sample
-        if layer is None or sample is None or self._replaying:
+        if sample is None or self._replaying:
             return
-        start = time.perf_counter()
+        layer = self._index.get(id(module))
+        if layer is None:
+            return
+        start = _clock()
         try:
             self._record(sample, layer, args, kwargs, output)
         except Exception as error:
             self._disable(f"forward hook failed on {type(module).__name__}: {error!r}")
-        self._cost += time.perf_counter() - start
+        self._cost += _clock() - start
+
+    def _describe(
+        self,
+        sample: _Sample,
+        layer: int,
+        x: torch.Tensor | None,
+        args: Any,
+        kwargs: Any,
+        output: Any,
+    ) -> None:
+        """Note the layer's shapes for this sample (first call of the layer in the sample).
+
+        Describing shapes costs more than the statistics on small layers: the last description
+        is reused while the primary output and the first input keep their shape.
+        """
+        key = (
+            None if x is None else (x.shape, x.dtype, x.get_device()),
+            _first_shape(args),
+            torch.is_grad_enabled(),
+            type(output),
+        )
+        cached = self._meta_cache.get(layer)
+        if cached is None or cached[0] != key or kwargs:
+            inputs = describe(args) if not kwargs else f"{describe(args)} {describe(kwargs)}"
+            # Fed by data (no input requires grad): a NaN in its parameter gradients does
+            # not flow on to other layers, so the tripwire watches it separately.
+            data_fed = bool(
+                self._layer_params[layer]
+                and torch.is_grad_enabled()
+                and not any(t.requires_grad for t in tensors_in((args, kwargs), []))
+            )
+            if x is not None:
+                meta = (describe(output), str(x.dtype)[6:], str(x.device))
+            else:
+                meta = (describe(output), "", "")
+            cached = (key, inputs, data_fed, meta)
+            self._meta_cache[layer] = cached
+        _, sample.in_shapes[layer], data_fed, sample.meta[layer] = cached
+        if data_fed:
+            sample.data_fed.add(layer)
 
     def _record(self, sample: _Sample, layer: int, args: Any, kwargs: Any, output: Any) -> None:
-        x = _primary(output)
+        # The hot path of a sampled step: once per module call. Keep it lean.
+        x = output if type(output) is torch.Tensor else _primary(output)
         if layer not in sample.meta:
-            # Describing shapes costs more than the statistics on small layers: reuse the last
-            # description while the primary output and first input keep their shape.
-            key = (
-                None if x is None else (x.shape, x.dtype, x.device),
-                _first_shape(args),
-                torch.is_grad_enabled(),
-                type(output),
-            )
-            cached = self._meta_cache.get(layer)
-            if cached is None or cached[0] != key or kwargs:
-                inputs = describe(args) if not kwargs else f"{describe(args)} {describe(kwargs)}"
-                # Fed by data (no input requires grad): a NaN in its parameter gradients does
-                # not flow on to other layers, so the tripwire watches it separately.
-                data_fed = bool(
-                    self._layer_params[layer]
-                    and torch.is_grad_enabled()
-                    and not any(t.requires_grad for t in tensors_in((args, kwargs), []))
-                )
-                if x is not None:
-                    meta = (describe(output), str(x.dtype)[6:], str(x.device))
-                else:
-                    meta = (describe(output), "", "")
-                cached = (key, inputs, data_fed, meta)
-                self._meta_cache[layer] = cached
-            _, sample.in_shapes[layer], data_fed, sample.meta[layer] = cached
-            if data_fed:
-                sample.data_fed.add(layer)
-        if x is None or type(x) is not torch.Tensor or not x.is_floating_point() or x.numel() == 0:
+            self._describe(sample, layer, x, args, kwargs, output)
+        if x is None or type(x) is not torch.Tensor or not x.is_floating_point():
+            sample.records.append((layer, -1, 0))
+            return
+        numel = x.numel()
+        if not numel:
             sample.records.append((layer, -1, 0))
             return
         last = sample.last_out
         if last is not None and last[0] is x:
             # A container returning its last child's output (Sequential): same numbers.
-            sample.records.append((layer, last[1], x.numel()))
+            sample.records.append((layer, last[1], numel))
             return
         slot = sample.slots
-        sample.slots += 1
+        sample.slots = slot + 1
+        sample.records.append((layer, slot, numel))
+        sample.last_out = (x, slot)
         # Ops on a detached tensor record no autograd graph (cheaper than torch.no_grad()).
         d = x.detach()
-        numel = d.numel()
-        # Exact zeros mean dead units: under dense sampling (a slow count on the CPU) they are
-        # counted for ReLU-like layers, on one sample in DENSE_UPDATE_EVERY: dead units do not
-        # come and go from one step to the next.
         count_zeros = sample.count_all or (sample.count_dead and layer in self._zero_layers)
         if (
-            numel <= BATCH_NUMEL
-            and (BATCH_ON_CPU or d.device.type != "cpu")
-            and not sample.forensic
+            sample.defer
+            and numel <= BATCH_NUMEL
+            and (BATCH_ON_CPU or not d.is_cpu)
             and layer not in self._hist_layers
             and layer not in self._eager_layers
         ):
             sample.deferred.append((slot, layer, d, d._version, count_zeros))
             sample.ints.append(None)  # replaced by _flush when counted
-            sample.records.append((layer, slot, numel))
-            sample.last_out = (x, slot)
             sample.deferred_numel += numel
             if sample.deferred_numel > DEFERRED_NUMEL:
                 self._flush(sample)
@@ -821,8 +842,6 @@ class LayerSampler:
             sample.ints += (nan, torch.stack(bad_in).sum().to(nan.device) if bad_in else zero)
         if layer in self._hist_layers:
             sample.hist.append((layer, slot, _histogram(d, lo, hi)))
-        sample.records.append((layer, slot, numel))
-        sample.last_out = (x, slot)
         if sample.forensic and torch.is_grad_enabled():
             self._watch_grads(sample, layer, args, kwargs, output)
 
@@ -1056,60 +1075,7 @@ class LayerSampler:
         counted = iter(values[cursor : cursor + n_counted])
         ints = [-1.0 if t is None else next(counted) for t in sample.ints]
         cursor += n_counted
-        per_int = 4 if sample.forensic else 1
-        # Fold the records per layer (a module called N times aggregates its N outputs).
-        agg: dict[int, list[float]] = {}
-        calls: dict[int, int] = {}
-        order: list[int] = []
-        rec_bad: list[int] = []
-        rec_bad_in: list[int] = []
-        for layer, slot, numel in sample.records:
-            calls[layer] = calls.get(layer, 0) + 1
-            if layer not in agg:
-                order.append(layer)
-                agg[layer] = [0.0, 0.0, math.inf, -math.inf, 0.0, 0.0, 0.0, 0.0]
-            if slot < 0 or slot in sample.stale:
-                rec_bad.append(0)
-                rec_bad_in.append(0)
-                continue
-            a = agg[layer]
-            s, nrm, lo, hi = floats[slot * 4 : slot * 4 + 4]
-            ib = slot * per_int
-            nonzero = ints[ib]
-            if sample.forensic:
-                bad = ints[ib + 1]
-            else:
-                # -1: "some, not counted" (a NaN or inf shows in the sum, norm, min or max).
-                finite = s - s == 0.0 and nrm - nrm == 0.0 and lo - lo == 0.0 and hi - hi == 0.0
-                bad = 0.0 if finite else -1.0
-            a[0] += s
-            a[1] += nrm * nrm
-            a[2] = lo if not lo >= a[2] else a[2]  # keeps NaN
-            a[3] = hi if not hi <= a[3] else a[3]
-            a[4] = math.nan if nonzero < 0 or a[4] != a[4] else a[4] + numel - nonzero
-            a[5] = -1.0 if bad < 0 or a[5] < 0 else a[5] + bad
-            a[6] += numel
-            if sample.forensic:
-                a[7] += ints[ib + 2]
-                rec_bad_in.append(int(ints[ib + 3]))
-            rec_bad.append(1 if bad < 0 else int(bad))
-        act: list[float] = []
-        for layer in order:
-            s, sq, lo, hi, zeros, bad, n, nan = agg[layer]
-            if n:
-                mean = s / n
-                var = max(sq / n - mean * mean, 0.0) * (n / (n - 1) if n > 1 else 1.0)
-                act += (
-                    mean,
-                    math.sqrt(var),
-                    lo,
-                    hi,
-                    zeros / n,
-                    bad,
-                    nan if sample.forensic else -1,
-                )
-            else:
-                act += (math.nan, math.nan, math.nan, math.nan, math.nan, 0.0, -1.0)
+        order, calls, act, rec_bad, rec_bad_in = _fold_records(sample, floats, ints)
         p_count = len(params)
         grad_norm = [-1.0] * p_count  # -1: no gradient (a NaN norm is a real NaN)
         for j, k in enumerate(grad_at):
@@ -1155,7 +1121,7 @@ class LayerSampler:
                 rank=self.rank,
                 step=sample.step,
                 layers=order,
-                calls=[calls[layer] for layer in order],
+                calls=calls,
                 act=act,
                 out_shapes=[sample.meta[layer][0] for layer in order],
                 in_shapes=[sample.in_shapes.get(layer, "") for layer in order],
@@ -1172,10 +1138,15 @@ class LayerSampler:
             )
         )
         # --- non-finite values ---------------------------------------------------------------
-        weights_ok = all(math.isfinite(w) for w in weight_norm)
-        deltas_ok = all(math.isfinite(d) for d in delta_norm)
-        grads_ok = all(math.isfinite(g) for g in norms[:n_grads])
-        forward_bad = any(b > 0 for b in rec_bad)
+        # One sum says "all finite" for the common sample (a NaN or inf makes it non-finite;
+        # an overflow only sends it to the exact checks below).
+        total = sum(norms)
+        forward_bad = any(rec_bad)
+        weights_ok = deltas_ok = grads_ok = total - total == 0.0
+        if not grads_ok:
+            weights_ok = all(math.isfinite(w) for w in weight_norm)
+            deltas_ok = all(math.isfinite(d) for d in delta_norm)
+            grads_ok = all(math.isfinite(g) for g in norms[:n_grads])
         if not forward_bad and weights_ok and deltas_ok and grads_ok:
             if keep is not None:
                 self._last_finite = keep
@@ -1486,3 +1457,98 @@ class LayerSampler:
                 )
             )
         return pause
+
+
+_NO_STATS = (math.nan, math.nan, math.nan, math.nan, math.nan, 0.0, -1.0)
+
+
+def _fold_records(
+    sample: _Sample, floats: list[float], ints: list[float]
+) -> tuple[list[int], list[int], list[float], list[int], list[int]]:
+    """Per layer, in the order forwards finished: (layers, calls, act fields, and per record
+    whether its output and its inputs were non-finite). A module called N times aggregates
+    its N outputs."""
+    records = sample.records
+    forensic = sample.forensic
+    stale = sample.stale
+    if not forensic and len({layer for layer, _, _ in records}) == len(records):
+        # The common sample: each module called once, statistics only (no counts of
+        # non-finite values). One pass, no aggregation.
+        act: list[float] = []
+        rec_bad: list[int] = []
+        sqrt = math.sqrt
+        nan = math.nan
+        for _layer, slot, numel in records:
+            if slot < 0 or slot in stale:
+                act += _NO_STATS
+                rec_bad.append(0)
+                continue
+            at = slot * _FLOATS_PER_RECORD
+            s, nrm, lo, hi = floats[at : at + 4]
+            nonzero = ints[slot]
+            mean = s / numel
+            var = nrm * nrm / numel - mean * mean
+            if var < 0.0:
+                var = 0.0
+            elif numel > 1:
+                var *= numel / (numel - 1)
+            # -1: "some, not counted" (a NaN or inf shows in the sum, norm, min or max).
+            finite = s - s == 0.0 and nrm - nrm == 0.0 and lo - lo == 0.0 and hi - hi == 0.0
+            zeros = nan if nonzero < 0 else (numel - nonzero) / numel
+            act += (mean, sqrt(var), lo, hi, zeros, 0.0 if finite else -1.0, -1.0)
+            rec_bad.append(0 if finite else 1)
+        layers = [layer for layer, _, _ in records]
+        return layers, [1] * len(layers), act, rec_bad, [0] * len(layers)
+    per_int = 4 if forensic else 1
+    agg: dict[int, list[float]] = {}
+    calls: dict[int, int] = {}
+    order: list[int] = []
+    rec_bad = []
+    rec_bad_in: list[int] = []
+    for layer, slot, numel in records:
+        calls[layer] = calls.get(layer, 0) + 1
+        if layer not in agg:
+            order.append(layer)
+            agg[layer] = [0.0, 0.0, math.inf, -math.inf, 0.0, 0.0, 0.0, 0.0]
+        if slot < 0 or slot in stale:
+            rec_bad.append(0)
+            rec_bad_in.append(0)
+            continue
+        a = agg[layer]
+        s, nrm, lo, hi = floats[slot * 4 : slot * 4 + 4]
+        ib = slot * per_int
+        nonzero = ints[ib]
+        if forensic:
+            bad = ints[ib + 1]
+        else:
+            finite = s - s == 0.0 and nrm - nrm == 0.0 and lo - lo == 0.0 and hi - hi == 0.0
+            bad = 0.0 if finite else -1.0
+        a[0] += s
+        a[1] += nrm * nrm
+        a[2] = lo if not lo >= a[2] else a[2]  # keeps NaN
+        a[3] = hi if not hi <= a[3] else a[3]
+        a[4] = math.nan if nonzero < 0 or a[4] != a[4] else a[4] + numel - nonzero
+        a[5] = -1.0 if bad < 0 or a[5] < 0 else a[5] + bad
+        a[6] += numel
+        if forensic:
+            a[7] += ints[ib + 2]
+            rec_bad_in.append(int(ints[ib + 3]))
+        rec_bad.append(1 if bad < 0 else int(bad))
+    act = []
+    for layer in order:
+        s, sq, lo, hi, zeros, bad, n, nan_count = agg[layer]
+        if n:
+            mean = s / n
+            var = max(sq / n - mean * mean, 0.0) * (n / (n - 1) if n > 1 else 1.0)
+            act += (
+                mean,
+                math.sqrt(var),
+                lo,
+                hi,
+                zeros / n,
+                bad,
+                nan_count if forensic else -1,
+            )
+        else:
+            act += _NO_STATS
+    return order, [calls[layer] for layer in order], act, rec_bad, rec_bad_in

@@ -93,10 +93,12 @@ class Link:
             self._points.append(point)
 
     def send(self, message: Message) -> None:
-        """Queue any other message, sent in order after the points queued before it."""
+        """Queue any other message, sent in order after the points queued before it (at once,
+        or with the next batch for a ``bulk`` kind)."""
         if self.alive:
             self._messages.append(message)
-            self._wake()
+            if not message.bulk:
+                self._wake()
 
     def close(self, timeout: float = 2.0) -> None:
         """Send what is queued (waiting up to ``timeout``), then close the socket."""

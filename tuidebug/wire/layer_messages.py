@@ -86,6 +86,7 @@ class LayerStats(Message):
     """
 
     retention: ClassVar[str] = "latest"
+    bulk: ClassVar[bool] = True  # one a step under dense sampling: batched, no wake-up each
 
     layers: list[int]
     calls: list[int]

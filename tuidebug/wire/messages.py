@@ -28,10 +28,12 @@ class Message(msgspec.Struct, tag=True, kw_only=True, omit_defaults=True):
 
     ``retention`` tells the supervisor what to keep of a kind a probe sends, for consoles that
     attach later: "all" (stored in the run's history), "latest" (the newest per rank, in
-    memory), or "none" (passed on live only).
+    memory), or "none" (passed on live only). ``bulk`` kinds (a probe may send one every step)
+    do not wake the probe's I/O thread: they go with its next batch, at most 50 ms later.
     """
 
     retention: ClassVar[str] = "all"
+    bulk: ClassVar[bool] = False
 
     rank: int = 0
     step: int = 0
