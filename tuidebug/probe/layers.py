@@ -1,18 +1,23 @@
 """The layer sampler: per-module statistics on sampled steps, NaN/Inf forensics, in budget.
 
-How it stays cheap (docs/design.md, "Probe"):
+How it stays cheap (docs/layers.md has the measurements):
 - On a step it does not sample, :meth:`LayerSampler.on_boundary` compares two integers and a
-  float; no tensor is touched and no hook is installed (except one forward pre-hook per root
-  model, which keeps a reference to the last batch for forensics: a few microseconds a step).
-- A sampled step gets ONE global module forward hook (one install however many modules) and a
-  post-accumulate-grad hook per parameter (cheap; it only records the backward order). Never
-  ``register_full_backward_hook`` (~220 µs per module per step). All are removed at the next
-  boundary, in ``finally``.
-- Statistics are 0-d tensors computed on the device in the hook (sum, L2 norm, aminmax, two
-  count_nonzero: ~25 µs a module on this CPU, where ``std_mean`` alone costs 150 µs) and the
-  parameter norms with ``torch._foreach_norm``; at the boundary everything is stacked into one
-  tensor and copied to the host once (on CUDA without blocking: the result is read at a later
-  boundary once its event has completed).
+  float; no tensor is touched and no step hook is installed. What runs every step is one
+  forward pre-hook per root model (keeps a reference to the batch and the CPU RNG state, for
+  forensics) and the tripwire (a post-accumulate hook on a few small parameters, CPU only).
+- A sampled step gets ONE global module forward hook (one install however many modules; kept
+  while the next step is sampled too). Post-accumulate-grad hooks on every parameter only
+  while the backward order is unknown and on forensic samples. Never
+  ``register_full_backward_hook`` (~220 µs per module per step). Removed in ``finally``.
+- Per module output, three reductions written with ``out=`` into the sampler's
+  :class:`~tuidebug.probe.statbuffer.StatBuffer` while the output is still in cache (sum, L2
+  norm, aminmax; ``std_mean`` alone costs 150 µs here); parameter-gradient norms with one
+  ``torch._foreach_norm`` stacked into its tail. The buffer's prefix is the one host copy of
+  the sample (on CUDA without blocking: read at a later boundary once its event completed).
+  On an accelerator small outputs are batched instead (one stack and four kernels per group
+  of equal shapes at the root's forward end: launches, not bytes, are the cost there).
+- Dense sampling (every step or nearly) spreads the costly extras over a cycle of
+  ``DENSE_CYCLE`` samples: update ratio and weight norms, exact-zero counts, histograms.
 - The cadence comes from :class:`~tuidebug.probe.schedule.Schedule`: the sampler times itself
   (hooks, statistics, the copy; on CUDA the host side only) and samples as often as ``budget``
   of the measured step time allows. ``every=N`` forces it.
