@@ -102,6 +102,13 @@ class SamplerVariant(Variant):
     def after_step(self, loss: float) -> None:
         self.sampler.on_boundary(self.step_no, time.perf_counter(), loss)
 
+    def before(self) -> None:
+        self.sampler.unpark()
+
+    def settle(self) -> None:
+        # The sampler's global forward hook would fire for the other variants' modules too.
+        self.sampler.park()
+
 
 class TensorBoardVariant(Variant):
     def __init__(self, name: str, logdir: str, every: int = 10) -> None:
@@ -178,6 +185,7 @@ def run(rounds: int, steps: int, warmup: int) -> dict[str, Any]:
                 # The probe's own boundaries (optimizer hook) only for the probe variants.
                 if probe is not None:
                     probe.disabled = not isinstance(v, SamplerVariant)
+                v.before()
                 v.times.append([v.step() for _ in range(steps)])
                 # Untimed: leave nothing running into the next variant's round (TensorBoard
                 # writes its events from a background thread; garbage left for the collector).

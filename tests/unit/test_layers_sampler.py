@@ -41,9 +41,11 @@ def _train(
     skip_nonfinite: bool = False,
     pass_loss: bool = True,
     start: int = 1,
+    opt: torch.optim.Optimizer | None = None,
 ) -> list[bool]:
     """A plain loop calling the sampler at each boundary; returns what on_boundary said."""
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    if opt is None:
+        opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     sampler.add_optimizer(opt)
     gen = torch.Generator().manual_seed(1)
     pauses = []
@@ -76,7 +78,7 @@ def _of(messages: list[Message], kind: type[Any]) -> list[Any]:
 def test_statistics_match_torch(monkeypatch: pytest.MonkeyPatch, where: str) -> None:
     """The same numbers whichever way the statistics are computed: written into the sampler's
     buffer (the CPU default), as 0-d tensors when the buffer is full, or batched at the root's
-    forward end (the accelerator path, forced on the CPU here)."""
+    step's end (the accelerator path, forced on the CPU here)."""
     import tuidebug.probe.layers as layers_module
 
     monkeypatch.setattr(layers_module, "DENSE_INTERVAL", 1)  # every statistic, every sample
@@ -238,10 +240,13 @@ def test_no_hook_left_after_close_even_mid_sample() -> None:
     model = _mlp()
     sampler = LayerSampler(lambda m: None, 0, every=1)
     sampler.add_model("model", model)
-    _train(model, sampler, 3)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    _train(model, sampler, 3, opt=optimizer)
     assert module_globals._global_forward_hooks  # armed for step 4
+    assert optimizer._optimizer_step_pre_hooks  # the tripwire's
     sampler.close()
     _assert_no_hooks(model)
+    assert not optimizer._optimizer_step_pre_hooks
     sampler.close()  # idempotent
 
 
@@ -483,7 +488,7 @@ def test_budget_sets_the_interval() -> None:
 def test_output_changed_in_place_after_its_module_is_not_misreported(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Batched statistics are taken at the root's forward end: an output a later module
+    """Batched statistics are taken at the step's end: an output a later module
     changed in place (ReLU(inplace=True) after a Linear) is left out of that sample, and its
     layer is measured in its hook from then on (with the values it returned)."""
     import tuidebug.probe.layers as layers_module

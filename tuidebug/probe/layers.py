@@ -4,7 +4,8 @@ How it stays cheap (docs/layers.md has the measurements):
 - On a step it does not sample, :meth:`LayerSampler.on_boundary` compares two integers and a
   float; no tensor is touched and no step hook is installed. What runs every step is one
   forward pre-hook per root model (keeps a reference to the batch and the CPU RNG state, for
-  forensics) and the tripwire (a post-accumulate hook on a few small parameters, CPU only).
+  forensics) and the tripwire (an optimizer step pre-hook that reads the loss and a few small
+  gradients, CPU only).
 - A sampled step gets ONE global module forward hook (one install however many modules; kept
   while the next step is sampled too). Post-accumulate-grad hooks on every parameter only
   while the backward order is unknown and on forensic samples. Never
@@ -15,7 +16,7 @@ How it stays cheap (docs/layers.md has the measurements):
   ``torch._foreach_norm`` stacked into its tail. The buffer's prefix is the one host copy of
   the sample (on CUDA without blocking: read at a later boundary once its event completed).
   On an accelerator small outputs are batched instead (one stack and four kernels per group
-  of equal shapes at the root's forward end: launches, not bytes, are the cost there).
+  of equal shapes at the step's end: launches, not bytes, are the cost there).
 - Dense sampling (every step or nearly) spreads the costly extras over a cycle of
   ``DENSE_CYCLE`` samples: update ratio and weight norms, exact-zero counts, histograms.
 - The cadence comes from :class:`~tuidebug.probe.schedule.Schedule`: the sampler times itself
@@ -103,7 +104,7 @@ _global_with_kwargs: dict[int, bool] = getattr(
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 _FLOATS_PER_RECORD = 4  # sum, norm, min, max
 # On an accelerator, outputs up to BATCH_NUMEL elements are measured together at the root's
-# forward end: one stack and four reductions per group of equal shapes instead of four kernel
+# step's end: one stack and four reductions per group of equal shapes instead of four kernel
 # launches per module (there the cost of a small op is its launch). On the CPU each output is
 # measured in its hook, while it is still in cache: measured on the benchmark model, batching
 # there costs more (+400 µs a step) than it saves (in the hook: +300 µs), because re-reading
@@ -218,7 +219,6 @@ class _Model:
     base: int
     count: int
     pre_hook: RemovableHandle | None
-    post_hook: RemovableHandle | None = None
 
 
 class _Sample:
@@ -258,7 +258,7 @@ class _Sample:
         self.slots = 0  # outputs measured so far (a slot each)
         self.count_all = True  # count exact zeros of every output
         self.count_dead = False  # count them for ReLU-like layers (dense sampling, see _arm)
-        self.defer = False  # accelerator outputs may wait for the root's forward end (_flush)
+        self.defer = False  # accelerator outputs may wait for the step's end (_flush)
         # Statistics (sum, norm, min, max: 4 per slot), in one of three places: written into
         # the sampler's StatBuffer (buf_slots, in order); computed in the hook as 0-d tensors
         # when the buffer cannot take them (float_slots: another dtype or device, or full);
@@ -268,7 +268,7 @@ class _Sample:
         self.float_slots: list[int] = []
         self.blocks: list[torch.Tensor] = []
         self.block_slots: list[int] = []
-        # Outputs whose statistics wait for the root's forward end (see _flush):
+        # Outputs whose statistics wait for the step's end (see _flush):
         # (slot, layer, detached output, its version counter then, count its zeros?).
         self.deferred: list[tuple[int, int, torch.Tensor, int, bool]] = []
         self.deferred_numel = 0
@@ -366,10 +366,12 @@ class LayerSampler:
         self._step = 0  # the last step that ended; the running one is _step + 1
         self._last_root: nn.Module | None = None
         self._last_rng: torch.Tensor | None = None
-        self._trip_handles: dict[int, RemovableHandle] = {}  # parameter index -> its hook
+        self._watched: dict[int, weakref.ref[torch.nn.Parameter]] = {}  # the tripwire's params
+        self._trip_handles: dict[int, RemovableHandle] = {}  # their hooks (no optimizer known)
         self._trip_retargeted = False
         self._tripped: tuple[int, str, str] | None = None  # (step, kind, detail), replay pending
-        self._opt_hooks: list[RemovableHandle] = []
+        self._opt_hooks: list[RemovableHandle] = []  # a step pre-hook per optimizer
+        self._stepped = True  # an optimizer stepped since the last boundary (or none is known)
         self._replaying = False
         self._pause_pending = False
         self._replay_note = ""
@@ -441,9 +443,8 @@ class LayerSampler:
                 if j is not None:
                     totals[j] += own[i]
         pre_hook = model.register_forward_pre_hook(self._on_root_call, with_kwargs=True)
-        post_hook = model.register_forward_hook(self._on_root_output)
-        self._models.append(_Model(name, weakref.ref(model), base, len(names), pre_hook, post_hook))
-        if not self._trip_handles:
+        self._models.append(_Model(name, weakref.ref(model), base, len(names), pre_hook))
+        if not self._watched:
             first = next((i for i in range(base, base + len(names)) if self._layer_params[i]), -1)
             if first >= 0:
                 self._set_trip_layers([first])
@@ -470,7 +471,12 @@ class LayerSampler:
         if not self._usable():
             return
         try:
+            if any(ref() is optimizer for ref in self._optimizers):
+                return
             self._optimizers.append(weakref.ref(optimizer))
+            # The tripwire's check, right before each update (see "Tripwire" below).
+            self._opt_hooks.append(optimizer.register_step_pre_hook(self._on_optimizer_pre))
+            self._hook_watched()
         except Exception as error:
             self._disable(f"add_optimizer failed: {error!r}")
 
@@ -480,6 +486,17 @@ class LayerSampler:
         Safe to call from another thread (the link's): it only sets an int.
         """
         self._focus = int(layer)
+
+    def park(self) -> None:
+        """Take the global forward hook out until :meth:`unpark` (for a caller that runs other
+        models between steps in this process, like the overhead benchmark's interleaved
+        variants: the hook would fire, and cost, for their modules too)."""
+        self._remove_forward_hook()
+
+    def unpark(self) -> None:
+        """Put the global forward hook back if a sample is armed (see :meth:`park`)."""
+        if self._sample is not None and self._forward_handle is None and not self.disabled:
+            self._forward_handle = register_module_forward_hook(self._on_forward, with_kwargs=True)
 
     def sample_next(self) -> None:
         """Sample the next step whatever the budget (e.g. when the console asks for fresh data)."""
@@ -495,11 +512,15 @@ class LayerSampler:
             return False
         last, self._last_now = self._last_now, now
         self._step = step
+        # False when optimizers are known and none stepped (a skipped update, as GradScaler
+        # does on inf): the tripwire then checks here.
+        stepped, self._stepped = self._stepped, not self._opt_hooks
         if (
             self._sample is None
             and step + 1 < self.schedule.next_step
             and not self._pending
             and (loss is None or loss - loss == 0.0)
+            and stepped
         ):
             if last is not None:
                 self.schedule.note_step(now - last)
@@ -507,13 +528,15 @@ class LayerSampler:
         if os.getpid() != self.pid:
             return False
         try:
-            return self._slow_boundary(step, now, loss)
+            return self._slow_boundary(step, now, loss, stepped)
         except Exception as error:
             self._disable(f"on_boundary failed: {error!r}")
             return False
 
-    def _slow_boundary(self, step: int, now: float, loss: float | None) -> bool:
+    def _slow_boundary(self, step: int, now: float, loss: float | None, stepped: bool) -> bool:
         pause = False
+        if not stepped and self._tripped is None and self._armed():
+            self._check_tripwire(step)
         if self._tripped is not None:
             # No optimizer step came between the trip and this boundary (a skipped update, a
             # hand-written loop): replay now (the weights may have been updated by hand).
@@ -534,7 +557,7 @@ class LayerSampler:
             if step + 1 >= self.schedule.next_step:
                 self._arm(step + 1)
         if self._sample is None and self._forward_handle is not None:
-            self._remove_step_hooks()  # no sample follows: nothing stays installed
+            self._remove_forward_hook()  # no sample follows: nothing stays installed
         return pause
 
     def on_loss(self, step: int, loss: float) -> bool:
@@ -561,12 +584,6 @@ class LayerSampler:
                 except Exception:
                     log.exception("tuidebug: removing a model hook failed")
                 model.pre_hook = None
-            if model.post_hook is not None:
-                try:
-                    model.post_hook.remove()
-                except Exception:
-                    log.exception("tuidebug: removing a model hook failed")
-                model.post_hook = None
         self._remove_trip_hooks()
         self._sample = None
         self._snapshot = []
@@ -701,20 +718,24 @@ class LayerSampler:
     def _remove_step_hooks(self, keep_forward: bool = False) -> None:
         """Remove the hooks of a sampled step (``keep_forward``: all but the global one)."""
         handles: list[Any] = [*self._param_handles]
-        if not keep_forward:
-            handles.append(self._forward_handle)
-            if self._forward_handle is not None:
-                # torch's handle forgets the global "with kwargs" flag dict (a small leak per
-                # sample): remove its entry ourselves.
-                _global_with_kwargs.pop(self._forward_handle.id, None)
-            self._forward_handle = None
         if self._sample is not None:
             handles.extend(self._sample.tensor_handles)
             self._sample.tensor_handles = []
         self._param_handles = []
-        for handle in handles:
-            if handle is not None:
+        try:
+            for handle in handles:
                 handle.remove()
+        finally:
+            if not keep_forward:
+                self._remove_forward_hook()
+
+    def _remove_forward_hook(self) -> None:
+        handle, self._forward_handle = self._forward_handle, None
+        if handle is not None:
+            # torch's handle forgets the global "with kwargs" flag dict (a small leak per
+            # sample): remove its entry ourselves.
+            _global_with_kwargs.pop(handle.id, None)
+            handle.remove()
 
     # --- internals: hooks (training thread, inside forward/backward) --------------------------
 
@@ -853,7 +874,7 @@ class LayerSampler:
     def _flush(self, sample: _Sample) -> None:
         """Measure the deferred outputs: per group of equal shape, one stack and 4 reductions.
 
-        Runs at the root model's forward end (and at the boundary for anything left). An
+        Runs at the boundary (or earlier when DEFERRED_NUMEL elements wait). An
         output changed in place since its module returned (``nn.ReLU(inplace=True)`` after a
         Linear) would give the wrong numbers: its version counter tells; it is left out of this
         sample and its layer is measured in the hook from then on.
@@ -940,7 +961,7 @@ class LayerSampler:
         assert sample is not None
         try:
             if sample.deferred:
-                self._flush(sample)  # outputs of modules called outside a root's forward
+                self._flush(sample)  # the batched outputs (accelerator)
         finally:
             try:
                 # The global forward hook stays while the next step is sampled too (dense
@@ -1192,16 +1213,18 @@ class LayerSampler:
     # --- internals: the tripwire (every step, CPU only) -----------------------------------------
     #
     # Between samples nothing is measured, yet the first non-finite value must be located before
-    # optimizer.step() spreads it into the weights. Per step, on the CPU: a post-accumulate hook
-    # on one small parameter of the layer that receives its gradient last (its bias: a NaN
-    # gradient anywhere upstream of it reaches it through the matmuls; and on the layers fed by
-    # data, whose gradients flow nowhere else), which reads the loss scalar when the probe has
-    # it and sums the gradient (~1-2 µs each). When either is non-finite the sampler "trips": a
-    # one-shot pre-hook on the optimizers replays the step's forward (and backward) before the
-    # update (replay.py). No hook on the model's output: a tensor hook there costs ~40 µs a
-    # step on the benchmark model (measured), a third of the whole budget. On CUDA the
-    # tripwire stays off (it would need a device sync each step): the loss check at the
-    # boundary and forensic samples do the work, after the update.
+    # optimizer.step() spreads it into the weights. Per step, on the CPU, a step pre-hook on
+    # each optimizer reads the loss scalar the probe holds and sums the gradient of a few small
+    # parameters: the smallest of the layer that receives its gradient last (its bias: a NaN
+    # gradient anywhere upstream of it reaches it through the matmuls) and of the layers fed by
+    # data, whose gradients flow nowhere else (~1 µs each). When one is non-finite the sampler
+    # "trips" and replays the step's forward (and backward) there, before the update
+    # (replay.py). Without an optimizer (a hand-written update) the watched parameters get
+    # post-accumulate hooks instead and the replay waits for the boundary. No hook on the
+    # model's output: a tensor hook there costs ~40 µs a step on the benchmark model
+    # (measured), most of the 1% budget. On CUDA the tripwire stays off (it would need a device
+    # sync each step): the loss check at the boundary and forensic samples do the work, after
+    # the update.
 
     def _set_trip_layers(self, layers: list[int]) -> None:
         """Watch the smallest parameter of each of ``layers`` (its gradient, every step)."""
@@ -1215,11 +1238,18 @@ class LayerSampler:
             if candidates:
                 _, index, param = min(candidates, key=lambda c: c[:2])
                 wanted[index] = param
+        self._watched = {index: weakref.ref(param) for index, param in wanted.items()}
+        self._hook_watched()
+
+    def _hook_watched(self) -> None:
+        """Without an optimizer to hook, the watched parameters get post-accumulate hooks."""
+        wanted = {} if self._optimizers else self._watched
         for index in list(self._trip_handles):
             if index not in wanted:
                 self._trip_handles.pop(index).remove()
-        for index, param in wanted.items():
-            if index not in self._trip_handles:
+        for index, ref in wanted.items():
+            param = ref()
+            if index not in self._trip_handles and param is not None:
                 self._trip_handles[index] = param.register_post_accumulate_grad_hook(
                     self._on_trip_grad
                 )
@@ -1238,51 +1268,49 @@ class LayerSampler:
     def _armed(self) -> bool:
         return self.forensics is None and self._tripped is None and not self._replaying
 
-    def _on_root_output(self, _module: nn.Module, _args: Any, output: Any) -> None:
-        sample = self._sample
-        if sample is not None and sample.deferred and not self._replaying:
-            start = time.perf_counter()
-            try:
-                self._flush(sample)
-            except Exception as error:
-                self._disable(f"measuring the layer outputs failed: {error!r}")
-                return
-            self._cost += time.perf_counter() - start
-
-    def _on_trip_grad(self, param: torch.Tensor) -> None:
-        # A watched gradient was just accumulated: the running step's backward is under way,
-        # its loss exists and no optimizer has used the gradients yet.
-        if not self._armed() or self.disabled:
-            return
-        try:
-            loss = self._loss_source() if self._loss_source is not None else None
-            if isinstance(loss, torch.Tensor) and loss.numel() == 1 and loss.device.type == "cpu":
-                value = float(loss)
-                if value - value != 0.0:
-                    self._trip("loss", f"the loss is {value}")
-                    return
-            g = param.grad
-            if g is not None and g.device.type == "cpu" and not g.is_sparse:
-                total = float(g.detach().sum())
-                if total - total != 0.0:
-                    self._trip("gradient", "a parameter gradient is non-finite")
-        except Exception as error:
-            self._disable(f"tripwire hook failed: {error!r}")
-
-    def _trip(self, kind: str, detail: str) -> None:
-        """A first non-finite value in the running step: replay before the update."""
-        self._tripped = (self._step + 1, kind, detail)
-        self.schedule.next_step = 0  # the boundary takes the slow path (and samples after)
-        for ref in self._optimizers:
-            optimizer = ref()
-            if optimizer is not None:
-                self._opt_hooks.append(optimizer.register_step_pre_hook(self._on_optimizer_pre))
+    def _on_trip_grad(self, _param: torch.Tensor) -> None:
+        # No optimizer known: a watched gradient was just accumulated (its backward is under
+        # way, its loss exists). A trip is replayed at the boundary.
+        if self._armed() and not self.disabled:
+            self._check_tripwire(self._step + 1)
 
     def _on_optimizer_pre(self, _optimizer: Any, _args: Any, _kwargs: Any) -> None:
-        hooks, self._opt_hooks = self._opt_hooks, []
-        for handle in hooks:
-            handle.remove()
-        self._replay()
+        # Right before an update: the step's loss and gradients exist, the weights are intact.
+        if self.disabled or self._replaying:
+            return
+        self._stepped = True
+        if self._tripped is None and self._armed():
+            self._check_tripwire(self._step + 1)
+        if self._tripped is not None:
+            self._replay()
+            self.schedule.next_step = 0  # the next boundary plans the next sample
+
+    def _check_tripwire(self, step: int) -> None:
+        """Check the loss the probe holds and the watched gradients of ``step`` (the running
+        one, or the one just ended at a boundary); trip when non-finite."""
+        try:
+            loss = self._loss_source() if self._loss_source is not None else None
+            if isinstance(loss, torch.Tensor) and loss.numel() == 1 and loss.is_cpu:
+                value = float(loss)
+                if value - value != 0.0:
+                    self._trip(step, "loss", f"the loss is {value}")
+                    return
+            for ref in self._watched.values():
+                param = ref()
+                g = param.grad if param is not None else None
+                if g is not None and g.is_cpu and not g.is_sparse:
+                    total = float(g.detach().sum())
+                    if total - total != 0.0:
+                        self._trip(step, "gradient", "a parameter gradient is non-finite")
+                        return
+        except Exception as error:
+            self._disable(f"tripwire check failed: {error!r}")
+
+    def _trip(self, step: int, kind: str, detail: str) -> None:
+        """A first non-finite value in ``step``: replay it before the update (at the
+        optimizer's pre-hook; at the boundary when there is no optimizer step)."""
+        self._tripped = (step, kind, detail)
+        self.schedule.next_step = 0  # the boundary takes the slow path (and samples after)
 
     def _replay(self) -> None:
         """Replay the tripped step's forward (and backward); report the culprit if found."""
