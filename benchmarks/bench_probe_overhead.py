@@ -6,6 +6,8 @@ interleaved in many short rounds so that machine noise hits them all alike:
 - bare: the training loop alone;
 - probe default: the LayerSampler with the default budget (1% of step time);
 - probe every step: the LayerSampler sampling every step;
+- naive mean+std: a forward hook on every module computing mean and std each step (the issue
+  quotes 1.2-1.6x for it on this model);
 - tensorboard/10: SummaryWriter, every 10 steps: a scalar per layer (activation mean and std,
   gradient norm) plus add_histogram of every weight and gradient.
 
@@ -110,6 +112,24 @@ class SamplerVariant(Variant):
         self.sampler.park()
 
 
+class NaiveHookVariant(Variant):
+    """The issue's yardstick: a forward hook on every module that computes the output's mean and
+    std every step (read to the host, as a logging call would)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.seen: list[float] = []
+        for module in self.model.modules():
+            module.register_forward_hook(self._hook)
+
+    def _hook(self, _module: nn.Module, _args: Any, output: torch.Tensor) -> None:
+        d = output.detach()
+        self.seen += (d.mean().item(), d.std().item())
+
+    def after_step(self, loss: float) -> None:
+        self.seen.clear()
+
+
 class TensorBoardVariant(Variant):
     def __init__(self, name: str, logdir: str, every: int = 10) -> None:
         super().__init__(name)
@@ -170,6 +190,7 @@ def run(rounds: int, steps: int, warmup: int) -> dict[str, Any]:
             Variant("bare"),
             SamplerVariant("probe default", send, None),
             SamplerVariant("probe every step", send, 1),
+            NaiveHookVariant("naive mean+std"),
         ]
         if importlib.util.find_spec("tensorboard") is not None:
             variants.append(TensorBoardVariant("tensorboard/10", logdir))
