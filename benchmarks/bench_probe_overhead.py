@@ -11,9 +11,11 @@ interleaved in many short rounds so that machine noise hits them all alike:
 - tensorboard/10: SummaryWriter, every 10 steps: a scalar per layer (activation mean and std,
   gradient norm) plus add_histogram of every weight and gradient.
 
-The order of the variants rotates from round to round, and after each round (untimed) the
-TensorBoard writer is flushed and garbage collected: its writer thread used to run on into the
-next round, which was the bare loop's, and made "bare" look slow.
+The order of the variants is shuffled each round, and after each round (untimed) the TensorBoard
+writer is flushed, garbage is collected and, under a supervisor, the probe's link is let send its
+last batch: work left running in the background (TensorBoard's writer thread, the probe's I/O
+thread) used to be timed in the next variant's round and made "bare" look slow. The sampler's
+global forward hook is parked between its rounds, or it would fire for the other models.
 
 Printed per variant: the median step time (the target's figure), its ratio to the bare loop,
 the 10th percentile, and the median over rounds of the round's mean step time (sampled steps
@@ -38,6 +40,7 @@ import gc
 import importlib.util
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -178,6 +181,13 @@ def run(rounds: int, steps: int, warmup: int) -> dict[str, Any]:
     probe: Any = runtime.current()
     link = getattr(probe, "link", None)
     sent: list[Message] = []
+    if probe is not None:
+        # The probe's own extensions (its layer sampler, the checks) would follow the
+        # benchmark's models too, the bare one included: only the variants' samplers measure
+        # here. The probe keeps its link and its step boundaries (on the probe variants only).
+        for observer in probe.observers:
+            observer.close()
+        probe.observers.clear()
     if link is not None:
         sink = "the supervisor's socket (tuidebug run)"
         send: Callable[[Message], None] = link.send
@@ -199,10 +209,10 @@ def run(rounds: int, steps: int, warmup: int) -> dict[str, Any]:
         for v in variants:
             for _ in range(warmup):
                 v.step()
-        for round_no in range(rounds):
+        order = random.Random(0)
+        for _ in range(rounds):
             # A different order each round, so that no variant always follows the same one.
-            shift = round_no % len(variants)
-            for v in variants[shift:] + variants[:shift]:
+            for v in order.sample(variants, len(variants)):
                 # The probe's own boundaries (optimizer hook) only for the probe variants.
                 if probe is not None:
                     probe.disabled = not isinstance(v, SamplerVariant)
@@ -212,6 +222,12 @@ def run(rounds: int, steps: int, warmup: int) -> dict[str, Any]:
                 # writes its events from a background thread; garbage left for the collector).
                 v.settle()
                 gc.collect()
+                if link is not None:
+                    # The probe's I/O thread sends a batch every 50 ms: let the round's last
+                    # one go before the next variant's round (it would be timed there).
+                    deadline = time.monotonic() + 1.0
+                    while not link.idle() and time.monotonic() < deadline:
+                        time.sleep(0.002)
         if probe is not None:
             probe.disabled = False
         for v in variants:

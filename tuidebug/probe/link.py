@@ -52,6 +52,7 @@ class Link:
         self._stop = threading.Event()
         self._wake_r, self._wake_w = os.pipe()
         self._decoder = codec.FrameDecoder()
+        self._flushing = False
         self._thread = threading.Thread(target=self._serve, name="tuidebug-probe-io", daemon=True)
         self._thread.start()
 
@@ -100,6 +101,11 @@ class Link:
             if not message.bulk:
                 self._wake()
 
+    def idle(self) -> bool:
+        """Nothing queued and no batch being sent (for a caller that waits for the link to
+        settle, like the overhead benchmark between its rounds)."""
+        return not self._points and not self._messages and not self._flushing
+
     def close(self, timeout: float = 2.0) -> None:
         """Send what is queued (waiting up to ``timeout``), then close the socket."""
         self._stop.set()
@@ -144,6 +150,13 @@ class Link:
             self.alive = False
 
     def _flush(self) -> None:
+        self._flushing = True
+        try:
+            self._send_queued()
+        finally:
+            self._flushing = False
+
+    def _send_queued(self) -> None:
         chunks: list[bytes] = []
         # Points first: a message queued after a point (an error, a pause) must not overtake it.
         if self._points:
