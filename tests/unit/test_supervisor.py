@@ -262,6 +262,12 @@ def test_several_probes_report_their_own_ranks(run_env: dict[str, str]) -> None:
         link = Link.connect(paths.socket, paths.token.read_text(), 1, 2, lambda command: None)
         for step in range(1, 6):
             link.push_point(StepPoint(step, 0.0, 1.0 / step, {}))
+        assert not link.idle()  # queued until the link's next batch
+        for _ in range(300):
+            if link.idle():
+                break
+            await asyncio.sleep(0.01)
+        assert link.idle()  # sent within a batch interval (50 ms)
         ranks: set[int] = set()
         async for batch in connection.batches():
             ranks |= {m.rank for m in batch if isinstance(m, Steps) and m.points}

@@ -137,7 +137,9 @@ class TuidebugApp(App[ConsoleResult]):
                 self.action_open_extension(extension.name)
                 return  # the screen syncs from the next frame, once it is mounted
         sync = getattr(screen, "sync", None)
-        if sync is not None and screen.is_mounted:
+        # A screen being torn down (the app exiting) is still mounted while its children are
+        # already gone; Textual reports it as not displayed then.
+        if sync is not None and screen.is_mounted and screen.display:
             sync()
         if self.exit_on_early_end and self.model.ended and self.model.steps_seen == 0:
             self.exit(self._result(ConsoleExit.ENDED))

@@ -151,12 +151,17 @@ def main(argv: list[str] | None = None) -> None:
             probe.gate.hold_after_error(error.__traceback__)
         sys.exit(1)
     finally:
-        probe.finish()
-        probe.remove_hooks()
-        sys.breakpointhook = previous_breakpointhook
-        runtime.install(None)
-        if probe.link is not None:
-            probe.link.close()
+        try:
+            # The last boundary can end the script (`tuidebug check --steps N` raises
+            # SystemExit there): what follows must still run, or the link's last batch of
+            # steps dies with its thread.
+            probe.finish()
+        finally:
+            probe.remove_hooks()
+            sys.breakpointhook = previous_breakpointhook
+            runtime.install(None)
+            if probe.link is not None:
+                probe.link.close()
 
 
 if __name__ == "__main__":

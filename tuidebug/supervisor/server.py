@@ -45,6 +45,7 @@ from tuidebug.wire.messages import (
 log = logging.getLogger("tuidebug.supervisor")
 
 HANDSHAKE_TIMEOUT = 5.0
+PROBE_DRAIN_TIMEOUT = 2.0  # seconds the end of a run waits for its probes' last batches
 FLUSH_INTERVAL = 0.5
 OUTPUT_REPLAY_BYTES = 256 * 1024  # the tail of the script's output a new console is sent
 CONSOLE_BACKLOG_LIMIT = 8 * 1024 * 1024  # a console this far behind is dropped; it can re-attach
@@ -153,6 +154,10 @@ class Supervisor:
         if code < 0:
             code = 128 - code  # killed by a signal: report it the way a shell does (SIGINT: 130)
         await self._drain_pty()
+        await self._drain_probes()
+        # Stored before the end is announced: `tuidebug check` reads the history as soon as
+        # meta.json says the run is over (it counted 4 of 60 steps of a fast script before).
+        self.store.flush()
         self._finish(code)
         flusher.cancel()
         for task in extension_tasks:
@@ -167,6 +172,15 @@ class Supervisor:
             self.paths.socket.unlink()
         self._output_log.close()
         return code
+
+    async def _drain_probes(self) -> None:
+        """Wait (a little) for the probes to hang up: a probe sends its last batch as the
+        script exits, and the run's end must not be announced before those steps are stored.
+        A probe that cannot hang up (a forked worker holding its socket) costs at most the
+        timeout."""
+        deadline = time.monotonic() + PROBE_DRAIN_TIMEOUT
+        while self.probes and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
 
     def _finish(self, code: int) -> None:
         self.exit_code = code
