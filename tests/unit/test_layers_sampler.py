@@ -541,6 +541,25 @@ def test_dense_sampling_reuses_its_weight_copies() -> None:
         sampler.close()
 
 
+def test_forward_only_steps_are_measured_too() -> None:
+    """No backward, no optimizer (an evaluation loop driven by dbg.step()): activation
+    statistics, no gradient norms, and the sampler keeps going."""
+    model = _mlp().eval()
+    out: list[Message] = []
+    sampler = LayerSampler(out.append, 0, every=1)
+    sampler.add_model("model", model)
+    with torch.no_grad():
+        for step in range(1, 6):
+            model(torch.randn(5, 8))
+            sampler.on_boundary(step, float(step), None)
+    sampler.close()
+    assert not sampler.disabled
+    stats = _of(out, LayerStats)
+    assert len(stats) == 4
+    assert all(g == -1.0 for s in stats for g in s.grad_norm)  # -1: no gradient
+    assert all(s.act[0] == s.act[0] for s in stats)  # measured
+
+
 def test_reused_module_and_nested_outputs() -> None:
     class Net(nn.Module):
         def __init__(self) -> None:

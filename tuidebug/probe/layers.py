@@ -103,8 +103,8 @@ _global_with_kwargs: dict[int, bool] = getattr(
 )
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 _FLOATS_PER_RECORD = 4  # sum, norm, min, max
-# On an accelerator, outputs up to BATCH_NUMEL elements are measured together at the root's
-# step's end: one stack and four reductions per group of equal shapes instead of four kernel
+# On an accelerator, outputs up to BATCH_NUMEL elements are measured together at the step's
+# end: one stack and four reductions per group of equal shapes instead of four kernel
 # launches per module (there the cost of a small op is its launch). On the CPU each output is
 # measured in its hook, while it is still in cache: measured on the benchmark model, batching
 # there costs more (+400 µs a step) than it saves (in the hook: +300 µs), because re-reading

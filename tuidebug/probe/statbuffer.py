@@ -77,6 +77,8 @@ class StatBuffer:
         """Stack 0-d float32 ``tensors`` (on this device) at the next elements; False when
         they do not fit or do not qualify (nothing is written then)."""
         at, n = self.used, len(tensors)
+        if not n:
+            return True
         if at + n > self.capacity or not all(self.holds(t) for t in tensors):
             return False
         torch.stack(tensors, out=self.data[at : at + n])
