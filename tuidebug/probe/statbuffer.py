@@ -44,6 +44,9 @@ class StatBuffer:
         """Elements written by the running sample."""
         self.limit = capacity
         """Elements the layer statistics may use; the rest is kept for the parameter norms."""
+        # The slices a sample asks for are the same from one sample to the next: made once
+        # (a slice is an op, and ops right after an optimizer step cost ~10 µs each).
+        self._slices: dict[tuple[int, int], torch.Tensor] = {}
 
     @property
     def capacity(self) -> int:
@@ -81,10 +84,18 @@ class StatBuffer:
             return True
         if at + n > self.capacity or not all(self.holds(t) for t in tensors):
             return False
-        torch.stack(tensors, out=self.data[at : at + n])
+        torch.stack(tensors, out=self._slice(at, at + n))
         self.used = at + n
         return True
 
     def written(self) -> torch.Tensor:
         """The elements written so far (a view: read or copy it before the next sample)."""
-        return self.data[: self.used]
+        return self._slice(0, self.used)
+
+    def _slice(self, start: int, stop: int) -> torch.Tensor:
+        view = self._slices.get((start, stop))
+        if view is None:
+            if len(self._slices) >= 64:
+                self._slices.clear()
+            view = self._slices[(start, stop)] = self.data[start:stop]
+        return view
