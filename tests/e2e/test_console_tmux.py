@@ -148,11 +148,13 @@ def test_bad_scripts_get_one_clear_line(term: Tmux, tmp_path: Path) -> None:
     term.type(f"{TUIDEBUG} run {tmp_path}/missing.py; echo EXIT=$?")
     screen = term.wait_for(EXITED, timeout=20)
     assert "tuidebug: no such script" in screen and "EXIT=2" in screen
-    term.type(f"clear; {TUIDEBUG} run {tmp_path}/syntax.py; echo EXIT=$?")
-    screen = term.wait_for(EXITED, timeout=20)
-    assert "syntax.py:1: SyntaxError" in screen and "EXIT=2" in screen
-    term.type(f"clear; {TUIDEBUG} run {tmp_path}/early.py; echo EXIT=$?")
-    screen = term.wait_for(EXITED, timeout=30)
+    # A marker of its own per command: right after `clear` is typed, the screen may still
+    # show the previous command's "EXIT=2".
+    term.type(f"clear; {TUIDEBUG} run {tmp_path}/syntax.py; echo SYNTAX_EXIT=$?")
+    screen = term.wait_for(re.compile(r"SYNTAX_EXIT=\d"), timeout=20)
+    assert "syntax.py:1: SyntaxError" in screen and "SYNTAX_EXIT=2" in screen
+    term.type(f"clear; {TUIDEBUG} run {tmp_path}/early.py; echo EARLY_EXIT=$?")
+    screen = term.wait_for(re.compile(r"EARLY_EXIT=\d"), timeout=30)
     assert "exited with code 3 before its first training step" in screen
-    assert "EXIT=3" in screen
+    assert "EARLY_EXIT=3" in screen
     terminal_is_clean(term)
