@@ -67,6 +67,18 @@ def test_fold_table_and_stats() -> None:
     assert model.interval == 10 and model.step == 10
 
 
+def test_zeros_not_counted_on_a_sample_keep_the_last_count() -> None:
+    """Dense sampling counts exact zeros on one sample in a cycle; the samples between send
+    NaN ("not counted"), which must not blank the column."""
+    model = LayersModel()
+    model.fold([_table(), _stats(10, act_zeros=0.25)])
+    model.fold([_stats(11, act_zeros=math.nan)])
+    relu = model.rows[2]
+    assert relu.stat("zeros") == 0.25 and relu.step == 11
+    model.fold([_stats(12, act_zeros=0.75)])
+    assert relu.stat("zeros") == 0.75
+
+
 def test_shapes_and_anomalies() -> None:
     model = LayersModel()
     model.fold([_table(), _stats(1), _stats(2, shape="3×4")])

@@ -48,6 +48,7 @@ TRACKED = ("std", "mean", "max", "grad_norm", "update_ratio")
 SHAPES_KEPT = 4
 HISTORY_CAPACITY = 128
 _N_ACT = len(ACT_FIELDS)
+_ZEROS = ACT_FIELDS.index("zeros")
 
 # Anomaly thresholds: rules of thumb, meant to draw the eye, not to judge.
 DEAD_FRACTION = 0.99  # outputs almost all exactly zero: dead units
@@ -263,7 +264,14 @@ class LayersModel:
             if not 0 <= layer < len(rows):
                 continue
             row = rows[layer]
-            row.act = tuple(act[k * _N_ACT : (k + 1) * _N_ACT])
+            values = act[k * _N_ACT : (k + 1) * _N_ACT]
+            previous = row.act
+            if values[_ZEROS] != values[_ZEROS] and previous is not None and values[0] == values[0]:
+                # Zeros not counted on this sample (dense sampling counts them on one sample
+                # in a cycle): the last count stands rather than flickering to "—".
+                values = [*values]
+                values[_ZEROS] = previous[_ZEROS]
+            row.act = tuple(values)
             row.calls = stats.calls[k] if k < len(stats.calls) else 1
             shape = stats.out_shapes[k] if k < len(stats.out_shapes) else ""
             row.shape_changed = bool(row.out_shape) and shape != row.out_shape
