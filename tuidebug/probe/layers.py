@@ -1504,39 +1504,11 @@ def _fold_records(
     records = sample.records
     forensic = sample.forensic
     stale = sample.stale
-    if not forensic and len({layer for layer, _, _ in records}) == len(records):
-        # The common sample: each module called once, statistics only (no counts of
-        # non-finite values). One pass, no aggregation.
-        act: list[float] = []
-        rec_bad: list[int] = []
-        sqrt = math.sqrt
-        nan = math.nan
-        for _layer, slot, numel in records:
-            if slot < 0 or slot in stale:
-                act += _NO_STATS
-                rec_bad.append(0)
-                continue
-            at = slot * _FLOATS_PER_RECORD
-            s, nrm, lo, hi = floats[at : at + 4]
-            nonzero = ints[slot]
-            mean = s / numel
-            var = nrm * nrm / numel - mean * mean
-            if var < 0.0:
-                var = 0.0
-            elif numel > 1:
-                var *= numel / (numel - 1)
-            # -1: "some, not counted" (a NaN or inf shows in the sum, norm, min or max).
-            finite = s - s == 0.0 and nrm - nrm == 0.0 and lo - lo == 0.0 and hi - hi == 0.0
-            zeros = nan if nonzero < 0 else (numel - nonzero) / numel
-            act += (mean, sqrt(var), lo, hi, zeros, 0.0 if finite else -1.0, -1.0)
-            rec_bad.append(0 if finite else 1)
-        layers = [layer for layer, _, _ in records]
-        return layers, [1] * len(layers), act, rec_bad, [0] * len(layers)
     per_int = 4 if forensic else 1
     agg: dict[int, list[float]] = {}
     calls: dict[int, int] = {}
     order: list[int] = []
-    rec_bad = []
+    rec_bad: list[int] = []
     rec_bad_in: list[int] = []
     for layer, slot, numel in records:
         calls[layer] = calls.get(layer, 0) + 1
@@ -1567,7 +1539,7 @@ def _fold_records(
             a[7] += ints[ib + 2]
             rec_bad_in.append(int(ints[ib + 3]))
         rec_bad.append(1 if bad < 0 else int(bad))
-    act = []
+    act: list[float] = []
     for layer in order:
         s, sq, lo, hi, zeros, bad, n, nan_count = agg[layer]
         if n:
