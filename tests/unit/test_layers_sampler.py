@@ -517,6 +517,95 @@ def test_output_changed_in_place_after_its_module_is_not_misreported(
     assert before_relu.min().item() < 0  # so the ReLU's change would have shown
 
 
+class _NegatedBeforeReLU(nn.Module):
+    """A Linear whose output is changed in place before a ReLU takes it: the ReLU's min and
+    max must not be taken from the Linear's (measured before the change)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(8, 16)
+        self.act = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.lin(x)
+        h.mul_(-3.0)
+        return self.act(h)
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        pytest.param(lambda: nn.Sequential(nn.Linear(8, 16), nn.ReLU(inplace=True)), id="inplace"),
+        pytest.param(lambda: nn.Sequential(nn.Linear(8, 16), nn.ReLU6()), id="relu6"),
+        pytest.param(_NegatedBeforeReLU, id="changed-between"),
+    ],
+)
+def test_relu_statistics_in_the_hook_match_torch(
+    monkeypatch: pytest.MonkeyPatch, model: Callable[[], nn.Module]
+) -> None:
+    """In the hook (the CPU path) a ReLU's min and max come from its input's when that input
+    is the output just measured; an in-place ReLU, or an input changed in place in between,
+    gets its own numbers (a container returning the same tensor object is not "the same
+    numbers" once its version moved)."""
+    import tuidebug.probe.layers as layers_module
+
+    monkeypatch.setattr(layers_module, "DENSE_INTERVAL", 1)
+    torch.manual_seed(0)
+    net = model()
+    acts: dict[str, torch.Tensor] = {}
+    for name, m in net.named_modules():
+        m.register_forward_hook(lambda _m, _i, o, name=name: acts.__setitem__(name, o.clone()))
+    out: list[Message] = []
+    sampler = LayerSampler(out.append, 0, every=1)
+    sampler.add_model("model", net)
+    _train(net, sampler, 2, opt=torch.optim.SGD(net.parameters(), lr=0.0))
+    sampler.close()
+    table = _of(out, LayerTable)[0]
+    s = _of(out, LayerStats)[-1]
+    n = len(ACT_FIELDS)
+    checked = 0
+    for k, layer in enumerate(s.layers):
+        a = acts[table.names[layer]].detach()
+        got = dict(zip(ACT_FIELDS, s.act[k * n : (k + 1) * n], strict=True))
+        assert got["mean"] == pytest.approx(a.mean().item(), rel=1e-5, abs=1e-6), layer
+        assert got["min"] == pytest.approx(a.min().item()), layer
+        assert got["max"] == pytest.approx(a.max().item()), layer
+        checked += 1
+    assert checked == len(table.names)
+    linear = next(k for k, t in enumerate(table.types) if t == "Linear")
+    k = s.layers.index(linear)
+    if isinstance(net, nn.Sequential) and isinstance(net[1], nn.ReLU):
+        # The in-place ReLU changed the Linear's output after the Linear's hook measured it.
+        assert s.act[k * n + ACT_FIELDS.index("min")] < 0
+
+
+def test_small_parameter_norms_taken_in_groups_match_torch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Parameters of one small shape (a bias per layer) get their norms from one stack and
+    one row-wise norm: the same numbers as one norm each, in the parameters' order."""
+    import tuidebug.probe.layers as layers_module
+
+    monkeypatch.setattr(layers_module, "DENSE_INTERVAL", 1)  # weight norms every sample too
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 16),
+        nn.ReLU(), nn.Linear(16, 16), nn.Linear(16, 100), nn.Linear(100, 3),
+    )  # fmt: skip
+    out: list[Message] = []
+    sampler = LayerSampler(out.append, 0, every=1)
+    sampler.add_model("model", net)
+    _train(net, sampler, 2)
+    sampler.close()
+    s = _of(out, LayerStats)[-1]
+    params = list(net.parameters())
+    assert len(s.params) == len(params) == 12
+    for k, index in enumerate(s.params):
+        p = params[index]
+        assert s.grad_norm[k] == pytest.approx(p.grad.norm().item(), rel=1e-5), index
+        assert s.weight_norm[k] == pytest.approx(p.detach().norm().item(), rel=1e-5), index
+
+
 def test_dense_sampling_reuses_its_weight_copies() -> None:
     """A fresh copy of the weights every few steps made glibc hand memory back to the OS and
     take it again: 240-400 page faults a step on the benchmark model (measured with

@@ -91,6 +91,7 @@ _DEAD_UNIT_MODULES = (
     torch.nn.Threshold,
     torch.nn.Dropout,
 )
+_CLAMP_TOP: dict[type[torch.nn.Module], float] = {torch.nn.ReLU: math.inf, torch.nn.ReLU6: 6.0}
 HISTOGRAM_LAYERS = 1  # layers that get histograms, round robin (+ the focused one, every sample)
 HISTOGRAM_EVERY = 4  # samples between two round-robin histograms (each costs ~70 µs a tensor)
 KEEP_EVERY = 30.0  # seconds between two refreshes of the kept last-finite parameters
@@ -98,6 +99,7 @@ TRIP_LAYERS = 16  # layers whose smallest parameter's gradient the tripwire sums
 FORENSIC_TRIES = 3  # forensic samples after a non-finite value before giving up locating it
 _NEVER = 1 << 62
 _clock = time.perf_counter
+_set_grad_enabled = torch._C._set_grad_enabled  # what torch.no_grad() calls, without the object
 _global_with_kwargs: dict[int, bool] = getattr(
     _module_globals, "_global_forward_hooks_with_kwargs", {}
 )
@@ -234,6 +236,7 @@ class _Sample:
         "defer",
         "deferred",
         "deferred_numel",
+        "derived",
         "float_slots",
         "floats",
         "forensic",
@@ -279,7 +282,9 @@ class _Sample:
         self.meta: dict[int, tuple[str, str, str]] = {}  # layer -> (out shape, dtype, device)
         self.in_shapes: dict[int, str] = {}
         self.hist: list[tuple[int, int, torch.Tensor]] = []  # (layer, slot, counts)
-        self.last_out: tuple[torch.Tensor, int] | None = None  # (tensor, slot)
+        self.last_out: tuple[torch.Tensor, int, int] | None = None  # (tensor, slot, version)
+        # Slots whose min and max follow from another slot's: (slot, source slot, clamp top).
+        self.derived: list[tuple[int, int, float]] = []
         self.grad_order: list[int] = []  # parameter indices in backward order
         self.grad_events: list[tuple[GradEvent, torch.Tensor | None]] = []
         self.tensor_handles: list[Any] = []
@@ -349,6 +354,9 @@ class LayerSampler:
         self._last_slots = 0  # outputs the last sample measured (sizes the buffer)
         self._dense = False
         self._zero_layers: set[int] = set()  # layers whose exact zeros are dead units
+        # ReLU layers (layer -> top of the clamp: inf, 6 for ReLU6): min and max of the output
+        # are the input's clamped, when the input is the output measured just before.
+        self._clamp_layers: dict[int, float] = {}
         self._eager_layers: set[int] = set()  # outputs changed in place later: measure in hook
         self._grad_order: list[int] = []  # parameter indices in the last backward order seen
         self._meta_cache: dict[int, tuple[Any, str, bool, tuple[str, str, str]]] = {}
@@ -408,6 +416,8 @@ class LayerSampler:
             self._index[id(module)] = index
             if isinstance(module, _DEAD_UNIT_MODULES):
                 self._zero_layers.add(index)
+            if type(module) in _CLAMP_TOP:  # exact types: a subclass may change forward
+                self._clamp_layers[index] = _CLAMP_TOP[type(module)]
             position[qualified] = len(names)
             names.append(qualified)
             types.append(_fmt_module(module))
@@ -761,6 +771,7 @@ class LayerSampler:
         args: Any,
         kwargs: Any,
         output: Any,
+        grad_mode: bool,
     ) -> None:
         """Note the layer's shapes for this sample (first call of the layer in the sample).
 
@@ -770,7 +781,7 @@ class LayerSampler:
         key = (
             None if x is None else (x.shape, x.dtype, x.get_device()),
             _first_shape(args),
-            torch.is_grad_enabled(),
+            grad_mode,
             type(output),
         )
         cached = self._meta_cache.get(layer)
@@ -780,7 +791,7 @@ class LayerSampler:
             # not flow on to other layers, so the tripwire watches it separately.
             data_fed = bool(
                 self._layer_params[layer]
-                and torch.is_grad_enabled()
+                and grad_mode
                 and not any(t.requires_grad for t in tensors_in((args, kwargs), []))
             )
             if x is not None:
@@ -794,10 +805,12 @@ class LayerSampler:
             sample.data_fed.add(layer)
 
     def _record(self, sample: _Sample, layer: int, args: Any, kwargs: Any, output: Any) -> None:
-        # The hot path of a sampled step: once per module call. Keep it lean.
+        # The hot path of a sampled step: once per module call. Keep it lean: in context (the
+        # step's data having evicted the interpreter's caches) each line costs ~1 µs.
         x = output if type(output) is torch.Tensor else _primary(output)
+        grad_mode = torch.is_grad_enabled()
         if layer not in sample.meta:
-            self._describe(sample, layer, x, args, kwargs, output)
+            self._describe(sample, layer, x, args, kwargs, output, grad_mode)
         if x is None or type(x) is not torch.Tensor or not x.is_floating_point():
             sample.records.append((layer, -1, 0))
             return
@@ -805,33 +818,81 @@ class LayerSampler:
         if not numel:
             sample.records.append((layer, -1, 0))
             return
+        # The version counter tells an output changed in place since it was measured (an
+        # inference tensor has none: -1, never matched).
+        version = x._version if grad_mode or not x.is_inference() else -1
         last = sample.last_out
-        if last is not None and last[0] is x:
-            # A container returning its last child's output (Sequential): same numbers.
+        if last is not None and last[0] is x and last[2] == version >= 0:
+            # A container returning its last child's output (Sequential): same numbers. Not
+            # an in-place module (ReLU(inplace=True)): it changed them, its version tells.
             sample.records.append((layer, last[1], numel))
             return
         slot = sample.slots
         sample.slots = slot + 1
         sample.records.append((layer, slot, numel))
-        sample.last_out = (x, slot)
-        # Ops on a detached tensor record no autograd graph (cheaper than torch.no_grad()).
-        d = x.detach()
+        sample.last_out = (x, slot, version)
         count_zeros = sample.count_all or (sample.count_dead and layer in self._zero_layers)
         if (
             sample.defer
             and numel <= BATCH_NUMEL
-            and (BATCH_ON_CPU or not d.is_cpu)
+            and (BATCH_ON_CPU or not x.is_cpu)
             and layer not in self._hist_layers
             and layer not in self._eager_layers
         ):
-            sample.deferred.append((slot, layer, d, d._version, count_zeros))
+            sample.deferred.append((slot, layer, x.detach(), version, count_zeros))
             sample.ints.append(None)  # replaced by _flush when counted
             sample.deferred_numel += numel
             if sample.deferred_numel > DEFERRED_NUMEL:
                 self._flush(sample)
             return
+        if grad_mode:
+            # Ops under no grad record no autograd graph: cheaper than a detached view of
+            # each output (an op of its own). Restored before the hook returns.
+            _set_grad_enabled(False)
+        try:
+            self._measure(sample, layer, slot, x, last, args, kwargs, count_zeros)
+        finally:
+            if grad_mode:
+                _set_grad_enabled(True)
+        if sample.forensic and grad_mode:
+            self._watch_grads(sample, layer, args, kwargs, output)
+
+    def _measure(
+        self,
+        sample: _Sample,
+        layer: int,
+        slot: int,
+        d: torch.Tensor,
+        last: tuple[torch.Tensor, int, int] | None,
+        args: Any,
+        kwargs: Any,
+        count_zeros: bool,
+    ) -> None:
+        """The statistics of one output, in the hook (grad mode off)."""
         buffer = self._buffer
-        at = buffer.put_stats(d) if buffer is not None and buffer.holds(d) else -1
+        if buffer is not None and buffer.holds(d):
+            clamp = self._clamp_layers.get(layer)
+            if (
+                clamp is not None
+                and last is not None
+                and args
+                and args[0] is last[0]
+                and last[2] >= 0
+                and last[0]._version == last[2]
+                and not sample.forensic
+                and layer not in self._hist_layers
+            ):
+                # A ReLU of the output just measured: its min and max follow from that
+                # output's (clamped on the host, in _complete); one op fewer.
+                at = buffer.put_moments(d)
+                if at >= 0:
+                    sample.buf_slots.append(slot)
+                    sample.derived.append((slot, last[1], clamp))
+                    sample.ints.append(torch.count_nonzero(d) if count_zeros else None)
+                    return
+            at = buffer.put_stats(d)
+        else:
+            at = -1
         if at >= 0:
             assert buffer is not None
             sample.buf_slots.append(slot)
@@ -859,7 +920,7 @@ class LayerSampler:
             # x - x is 0 for finite values and NaN for NaN and ±inf: one count of both.
             sample.ints.append(torch.count_nonzero(d - d))
             bad_in = [
-                torch.count_nonzero(t.detach() - t.detach())
+                torch.count_nonzero(t - t)
                 for t in tensors_in((args, kwargs), [])
                 if t.is_floating_point()
             ]
@@ -868,8 +929,6 @@ class LayerSampler:
             sample.ints += (nan, torch.stack(bad_in).sum().to(nan.device) if bad_in else zero)
         if layer in self._hist_layers:
             sample.hist.append((layer, slot, _histogram(d, lo, hi)))
-        if sample.forensic and torch.is_grad_enabled():
-            self._watch_grads(sample, layer, args, kwargs, output)
 
     def _flush(self, sample: _Sample) -> None:
         """Measure the deferred outputs: per group of equal shape, one stack and 4 reductions.
@@ -884,7 +943,7 @@ class LayerSampler:
         groups: dict[tuple[Any, ...], list[tuple[int, int, torch.Tensor, int, bool]]] = {}
         for item in deferred:
             _, layer, d, version, _ = item
-            if d._version != version:
+            if version < 0 or d._version != version:  # < 0: an inference tensor, unknown
                 sample.stale.add(item[0])
                 self._eager_layers.add(layer)
                 continue
@@ -999,7 +1058,10 @@ class LayerSampler:
                     deltas = snapshot
             # Weights move slowly: only a sample with the update ratio measures their norms.
             normed = grads + weights + deltas
-            norms = torch._foreach_norm(normed) if normed else []
+            # The norms go straight into the buffer (where: their order there); otherwise
+            # (another dtype or device) computed apart and stacked.
+            where = buffer.put_norms(normed) if buffer is not None and normed else None
+            norms = torch._foreach_norm(normed) if normed and where is None else []
             hist_params: list[tuple[int, int, str, torch.Tensor]] = []
             if self._hist_layers:
                 for k, (i, p) in enumerate(params):
@@ -1038,13 +1100,22 @@ class LayerSampler:
         keep = (step, snapshot, [i for i, _ in params]) if keeping else None
         shape = (
             4 * len(sample.buf_slots),
-            len(norms),
+            len(normed),
             len(sample.floats),
             sum(b.numel() for b in sample.blocks),
             len(counted),
             len(grads),
         )
-        layout = (sample, params, grad_at, shape, hist_params, keep, self.schedule.interval())
+        layout = (
+            sample,
+            params,
+            grad_at,
+            shape,
+            hist_params,
+            keep,
+            self.schedule.interval(),
+            where,
+        )
         pause = False
         if flat.device.type == "cpu":
             values = host_copy(flat)
@@ -1078,12 +1149,14 @@ class LayerSampler:
 
     def _complete(self, layout: tuple[Any, ...], values: list[float], cost: float) -> bool:
         """Turn one sample's host values into messages; locate non-finite values."""
-        sample, params, grad_at, shape, hist_params, keep, interval = layout
+        sample, params, grad_at, shape, hist_params, keep, interval, where = layout
         n_buffered, n_norms, n_eager, n_batched, n_counted, n_grads = shape
         # Read the sections back (see _finish). Statistics, indexed by slot: in the buffer
         # (all of them, in slot order, on the common sample), then 0-d ones, then batched.
         cursor = n_buffered + n_norms
         norms = values[n_buffered:cursor]
+        if where is not None:
+            norms = [norms[position] for position in where]
         if n_buffered == _FLOATS_PER_RECORD * sample.slots:
             floats = values[:n_buffered]
             cursor += n_eager + n_batched
@@ -1098,6 +1171,11 @@ class LayerSampler:
                 floats[slot * _FLOATS_PER_RECORD : (slot + 1) * _FLOATS_PER_RECORD] = stats[
                     at : at + _FLOATS_PER_RECORD
                 ]
+        for slot, source, top in sample.derived:
+            # A ReLU of the output in ``source``: min and max are that output's, clamped.
+            at, src = slot * _FLOATS_PER_RECORD, source * _FLOATS_PER_RECORD
+            floats[at + 2] = _clamp(floats[src + 2], top)
+            floats[at + 3] = _clamp(floats[src + 3], top)
         counted = iter(values[cursor : cursor + n_counted])
         ints = [-1.0 if t is None else next(counted) for t in sample.ints]
         cursor += n_counted
@@ -1490,6 +1568,13 @@ class LayerSampler:
                 )
             )
         return pause
+
+
+def _clamp(value: float, top: float) -> float:
+    """``value`` clamped to [0, top] as ReLU (top inf) or ReLU6 (top 6) would; NaN stays."""
+    if value != value:
+        return value
+    return min(max(value, 0.0), top)
 
 
 _NO_STATS = (math.nan, math.nan, math.nan, math.nan, math.nan, 0.0, -1.0)
