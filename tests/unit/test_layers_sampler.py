@@ -579,33 +579,6 @@ def test_relu_statistics_in_the_hook_match_torch(
         assert s.act[k * n + ACT_FIELDS.index("min")] < 0
 
 
-def test_small_parameter_norms_taken_in_groups_match_torch(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Parameters of one small shape (a bias per layer) get their norms from one stack and
-    one row-wise norm: the same numbers as one norm each, in the parameters' order."""
-    import tuidebug.probe.layers as layers_module
-
-    monkeypatch.setattr(layers_module, "DENSE_INTERVAL", 1)  # weight norms every sample too
-    torch.manual_seed(0)
-    net = nn.Sequential(
-        nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 16),
-        nn.ReLU(), nn.Linear(16, 16), nn.Linear(16, 100), nn.Linear(100, 3),
-    )  # fmt: skip
-    out: list[Message] = []
-    sampler = LayerSampler(out.append, 0, every=1)
-    sampler.add_model("model", net)
-    _train(net, sampler, 2)
-    sampler.close()
-    s = _of(out, LayerStats)[-1]
-    params = list(net.parameters())
-    assert len(s.params) == len(params) == 12
-    for k, index in enumerate(s.params):
-        p = params[index]
-        assert s.grad_norm[k] == pytest.approx(p.grad.norm().item(), rel=1e-5), index
-        assert s.weight_norm[k] == pytest.approx(p.detach().norm().item(), rel=1e-5), index
-
-
 def test_dense_sampling_reuses_its_weight_copies() -> None:
     """A fresh copy of the weights every few steps made glibc hand memory back to the OS and
     take it again: 240-400 page faults a step on the benchmark model (measured with

@@ -14,10 +14,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["SMALL_NUMEL", "StatBuffer", "all_dims"]
-
-SMALL_NUMEL = 4096
-"""Tensors up to this size get their norms in groups of equal shape (see put_norms)."""
+__all__ = ["StatBuffer", "all_dims"]
 
 _ALL_DIMS: dict[int, tuple[int, ...]] = {}
 
@@ -91,45 +88,6 @@ class StatBuffer:
         torch.sum(d, all_dims(d.dim()), out=views[at])
         torch.linalg.vector_norm(d, out=views[at + 1])
         return at
-
-    def put_norms(self, tensors: list[torch.Tensor]) -> list[int] | None:
-        """Write the L2 norm of each of ``tensors`` (float32, on this device) at the next
-        elements, with ``out=``: one op per large tensor, and one stack and one row-wise norm
-        per group of three or more small ones of one shape (a bias per layer: for small
-        tensors the cost is the op, not the bytes). Returns where each norm went, counted from
-        the first element written; None, with nothing written, when they do not fit or do not
-        qualify."""
-        at, n = self.used, len(tensors)
-        if at + n > self.capacity or not all(self.holds(t) for t in tensors):
-            return None
-        singles: list[int] = []
-        groups: dict[torch.Size, list[int]] = {}
-        for k, t in enumerate(tensors):
-            if t.numel() <= SMALL_NUMEL:
-                groups.setdefault(t.shape, []).append(k)
-            else:
-                singles.append(k)
-        for members in list(groups.values()):
-            if len(members) < 3:
-                singles += members
-                del groups[tensors[members[0]].shape]
-        where = [0] * n
-        views = self.views
-        position = 0
-        for k in singles:
-            torch.linalg.vector_norm(tensors[k], out=views[at + position])
-            where[k] = position
-            position += 1
-        for members in groups.values():
-            count = len(members)
-            rows = torch.stack([tensors[k] for k in members]).view(count, -1)
-            out = self._slice(at + position, at + position + count)
-            torch.linalg.vector_norm(rows, dim=1, out=out)
-            for k in members:
-                where[k] = position
-                position += 1
-        self.used = at + n
-        return where
 
     def put_stacked(self, tensors: list[torch.Tensor]) -> bool:
         """Stack 0-d float32 ``tensors`` (on this device) at the next elements; False when
