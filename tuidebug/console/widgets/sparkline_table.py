@@ -58,6 +58,12 @@ class ScalarsTable(DataTable[Text]):
     """
 
     COLUMNS = ("name", "last", "min", "max", "trend")
+    NAME_WIDTH = 10
+    """Cells of a fixed width: numbers from ``format_number`` fit in 8; longer names are cut.
+    Fixed widths also keep rows drawn before the table's first idle measurement (DataTable
+    measures auto widths then, and keeps such rows' rendering) from showing narrower columns
+    than the rows drawn after it."""
+    NUMBER_WIDTH = 8
 
     def __init__(
         self,
@@ -73,8 +79,9 @@ class ScalarsTable(DataTable[Text]):
         self._versions: dict[str, int] = {}
 
     def on_mount(self) -> None:
-        for column in self.COLUMNS:
-            self.add_column(column, key=column)
+        widths = (self.NAME_WIDTH, self.NUMBER_WIDTH, self.NUMBER_WIDTH, self.NUMBER_WIDTH)
+        for column, width in zip(self.COLUMNS, (*widths, self.spark_width), strict=True):
+            self.add_column(column, key=column, width=width)
 
     def _cells(self, name: str, history: MinMaxHistory) -> tuple[Text, ...]:
         last = history.last_value
