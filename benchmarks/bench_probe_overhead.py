@@ -17,6 +17,12 @@ last batch: work left running in the background (TensorBoard's writer thread, th
 thread) used to be timed in the next variant's round and made "bare" look slow. The sampler's
 global forward hook is parked between its rounds, or it would fire for the other models.
 
+Each variant runs on ``--copies`` models of its own (3 by default), each a unit of the shuffled
+order, and their step times are pooled: a single model's time carries an offset of its own of
+several percent on these machines (where its tensors landed in memory; the same code in three
+copies measured 1.21x-1.30x in one process), which made one run's ratios wander by more than
+the targets' margins.
+
 Printed per variant: the median step time (the target's figure), its ratio to the bare loop,
 the 10th percentile, and the median over rounds of the round's mean step time (sampled steps
 included, so an occasional expensive step counts) as a ratio.
@@ -27,7 +33,8 @@ written to the supervisor's socket by the probe's I/O thread; otherwise into an 
 (the output says which). The probe's own step-boundary work is switched off during the bare and
 TensorBoard rounds, so "bare" is bare.
 
-    .venv/bin/python benchmarks/bench_probe_overhead.py [--rounds 24] [--steps 40] [--supervised]
+    .venv/bin/python benchmarks/bench_probe_overhead.py [--rounds 12] [--steps 40] [--copies 3]
+        [--supervised] [--repeat N]
 
 On a shared 2-core machine one run's ratios move by several percent from run to run: repeat
 it (``--repeat N`` prints each run and the median of the runs' ratios).
@@ -175,7 +182,7 @@ class TensorBoardVariant(Variant):
         return time.perf_counter() - start
 
 
-def run(rounds: int, steps: int, warmup: int) -> dict[str, Any]:
+def run(rounds: int, steps: int, warmup: int, copies: int = 1) -> dict[str, Any]:
     from tuidebug.probe import runtime
 
     probe: Any = runtime.current()
@@ -196,16 +203,21 @@ def run(rounds: int, steps: int, warmup: int) -> dict[str, Any]:
         send = sent.append
     torch.set_num_threads(torch.get_num_threads())
     with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as logdir:
-        variants: list[Variant] = [
-            Variant("bare"),
-            SamplerVariant("probe default", send, None),
-            SamplerVariant("probe every step", send, 1),
-            NaiveHookVariant("naive mean+std"),
+        # Each variant runs on `copies` models of its own: one model's step time carries an
+        # offset of its own (where its tensors landed in memory) of several percent on these
+        # machines, measured: the same code in three copies gave 1.21-1.30x in one process.
+        makers: list[Callable[[], Variant]] = [
+            lambda: Variant("bare"),
+            lambda: SamplerVariant("probe default", send, None),
+            lambda: SamplerVariant("probe every step", send, 1),
+            lambda: NaiveHookVariant("naive mean+std"),
         ]
         if importlib.util.find_spec("tensorboard") is not None:
-            variants.append(TensorBoardVariant("tensorboard/10", logdir))
+            makers.append(lambda: TensorBoardVariant("tensorboard/10", logdir))
         else:
             print("(tensorboard is not installed: `pip install tensorboard` adds the comparison)")
+        variants = [make() for make in makers for _ in range(copies)]
+        names = list(dict.fromkeys(v.name for v in variants))
         for v in variants:
             for _ in range(warmup):
                 v.step()
@@ -234,26 +246,37 @@ def run(rounds: int, steps: int, warmup: int) -> dict[str, Any]:
             if isinstance(v, TensorBoardVariant):
                 v.writer.close()
         results: dict[str, Any] = {"sink": sink, "threads": torch.get_num_threads()}
-        base_mean = statistics.median(statistics.fmean(r) for r in variants[0].times)
-        base_median = statistics.median(t for r in variants[0].times for t in r)
+        times = {name: [r for v in variants if v.name == name for r in v.times] for name in names}
+        base_mean = statistics.median(statistics.fmean(r) for r in times["bare"])
+        base_median = statistics.median(t for r in times["bare"] for t in r)
         rows = []
-        for v in variants:
-            mean = statistics.median(statistics.fmean(r) for r in v.times)
-            median = statistics.median(t for r in v.times for t in r)
+        for name in names:
+            group = [v for v in variants if v.name == name]
+            v = group[0]
+            mean = statistics.median(statistics.fmean(r) for r in times[name])
+            median = statistics.median(t for r in times[name] for t in r)
             row = {
-                "variant": v.name,
+                "variant": name,
+                "copies": len(group),
                 "ms_per_step": mean * 1e3,
                 "ms_median": median * 1e3,
-                "ms_p10": statistics.quantiles([t for r in v.times for t in r], n=10)[0] * 1e3,
+                "ms_p10": statistics.quantiles([t for r in times[name] for t in r], n=10)[0] * 1e3,
                 "ratio_mean": mean / base_mean,
                 "ratio_median": median / base_median,
+                # Each copy's median against the pooled bare median: the spread between
+                # copies of one variant is the placement noise the pooling averages out.
+                "copy_ratios": [
+                    statistics.median(t for r in g.times for t in r) / base_median for g in group
+                ],
             }
             if isinstance(v, SamplerVariant):
                 row["samples"] = v.sampler.samples
                 row["interval"] = v.sampler.schedule.interval()
                 cost = v.sampler.schedule.cost
                 row["cost_ms"] = cost * 1e3 if cost is not None else None
-                v.sampler.close()
+            for g in group:
+                if isinstance(g, SamplerVariant):
+                    g.sampler.close()
             rows.append(row)
         results["rows"] = rows
     return results
@@ -270,7 +293,9 @@ def report(results: dict[str, Any]) -> str:
         notes = ""
         if "samples" in r:
             cost = f"{r['cost_ms']:.2f} ms" if r["cost_ms"] is not None else "?"
-            notes = f"{r['samples']} samples, interval {r['interval']}, {cost}/sample"
+            notes = f"{r['samples']} samples, interval {r['interval']}, {cost}/sample; "
+        if len(r.get("copy_ratios", ())) > 1:
+            notes += "copies " + " ".join(f"{c:.3f}" for c in r["copy_ratios"])
         lines.append(
             f"{r['variant']:<18}{r['ms_per_step']:>9.2f}{r['ms_median']:>8.2f}{r['ms_p10']:>7.2f}"
             f"{r['ratio_mean']:>11.3f}x"
@@ -285,7 +310,8 @@ def supervised(args: argparse.Namespace) -> dict[str, Any]:
     out = Path(tempfile.mkdtemp()) / "bench.json"
     command = [
         sys.executable, "-m", "tuidebug.cli", "run", "--detach", os.path.abspath(__file__),
-        "--rounds", str(args.rounds), "--steps", str(args.steps), "--out", str(out),
+        "--rounds", str(args.rounds), "--steps", str(args.steps), "--copies", str(args.copies),
+        "--out", str(out),
     ]  # fmt: skip
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + 1800
@@ -312,7 +338,8 @@ def summary(runs: list[dict[str, Any]]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=24)
+    parser.add_argument("--rounds", type=int, default=12)
+    parser.add_argument("--copies", type=int, default=3, help="models per variant, pooled")
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--warmup", type=int, default=60)
     parser.add_argument("--repeat", type=int, default=1, help="runs, then the median of ratios")
@@ -321,7 +348,11 @@ def main() -> int:
     args = parser.parse_args()
     runs: list[dict[str, Any]] = []
     for _ in range(max(1, args.repeat)):
-        results = supervised(args) if args.supervised else run(args.rounds, args.steps, args.warmup)
+        results = (
+            supervised(args)
+            if args.supervised
+            else run(args.rounds, args.steps, args.warmup, args.copies)
+        )
         runs.append(results)
         print(report(results), flush=True)
     if len(runs) > 1:

@@ -16,7 +16,9 @@ How it stays cheap (docs/layers.md has the measurements):
   ``torch._foreach_norm`` stacked into its tail. The buffer's prefix is the one host copy of
   the sample (on CUDA without blocking: read at a later boundary once its event completed).
   On an accelerator small outputs are batched instead (one stack and four kernels per group
-  of equal shapes at the step's end: launches, not bytes, are the cost there).
+  of equal shapes at the step's end: launches, not bytes, are the cost there). Grad mode is
+  off during them (cheaper than a detached view of each output); a ReLU of the output just
+  measured takes its min and max from that output's (one op fewer).
 - Dense sampling (every step or nearly) spreads the costly extras over a cycle of
   ``DENSE_CYCLE`` samples: update ratio and weight norms, exact-zero counts, histograms.
 - The cadence comes from :class:`~tuidebug.probe.schedule.Schedule`: the sampler times itself
