@@ -474,6 +474,17 @@ def test_budget_sets_the_interval() -> None:
     schedule.note_cost(0.001)
     assert schedule.interval() == 10
     assert Schedule(budget=0.01, every=3).interval() == 3
+    # What the sampler costs on every step (the tripwire) comes out of the same budget:
+    # half of it here, so samples come half as often; over budget, a quarter is left.
+    taxed = Schedule(budget=0.01)
+    for _ in range(40):
+        taxed.note_step(0.010, per_step=0.00005)
+    taxed.note_cost(0.001)
+    assert taxed.per_step == pytest.approx(0.00005, rel=0.01)
+    assert taxed.interval() == 20
+    for _ in range(60):
+        taxed.note_step(0.010, per_step=0.0002)
+    assert taxed.interval() == 40
     model = _mlp()
     out: list[Message] = []
     sampler = LayerSampler(out.append, 0)

@@ -364,6 +364,9 @@ class LayerSampler:
         self._meta_cache: dict[int, tuple[Any, str, bool, tuple[str, str, str]]] = {}
         self._hist_layers: set[int] = set()
         self._cost = 0.0
+        # The every-step work of this step so far (root pre-hook, tripwire): the budget pays
+        # for it too (Schedule.note_step).
+        self._per_step = 0.0
         self._hist_cursor = 0
         self._focus = -1
         self._forensic_left = 0
@@ -523,6 +526,7 @@ class LayerSampler:
         if self.disabled:
             return False
         last, self._last_now = self._last_now, now
+        per_step, self._per_step = self._per_step, 0.0
         self._step = step
         # False when optimizers are known and none stepped (a skipped update, as GradScaler
         # does on inf): the tripwire then checks here.
@@ -535,7 +539,7 @@ class LayerSampler:
             and stepped
         ):
             if last is not None:
-                self.schedule.note_step(now - last)
+                self.schedule.note_step(now - last, per_step)
             return False
         if os.getpid() != self.pid:
             return False
@@ -630,10 +634,12 @@ class LayerSampler:
         # the CPU RNG state (~0.6 µs) so that a replay draws the same dropout masks.
         if self._replaying:
             return
+        start = _clock()
         self._last_inputs = (args, kwargs)
         self._last_root = module
         if self.forensics is None:
             self._last_rng = torch.get_rng_state()
+        self._per_step += _clock() - start
 
     def _arm(self, step: int) -> None:
         start = time.perf_counter()
@@ -1357,6 +1363,13 @@ class LayerSampler:
     def _check_tripwire(self, step: int) -> None:
         """Check the loss the probe holds and the watched gradients of ``step`` (the running
         one, or the one just ended at a boundary); trip when non-finite."""
+        start = _clock()
+        try:
+            self._check_watched(step)
+        finally:
+            self._per_step += _clock() - start
+
+    def _check_watched(self, step: int) -> None:
         try:
             loss = self._loss_source() if self._loss_source is not None else None
             if isinstance(loss, torch.Tensor) and loss.numel() == 1 and loss.is_cpu:

@@ -1,10 +1,13 @@
 """When to sample: a cadence set by a cost budget, measured rather than guessed.
 
 The sampler reports how long each of its samples cost the training thread and how long the
-unsampled steps take; the interval is the smallest N such that one sample every N steps costs at
-most ``budget`` of the training time: ``N = ceil(cost / (budget * step_time))``. Both are
-exponential moving averages, so one slow step (a checkpoint, an evaluation) does not swing the
-cadence. ``every`` forces a fixed interval instead.
+unsampled steps take, and what it costs on every step whether sampled or not (the tripwire's
+check, the root model's pre-hook): the interval is the smallest N such that one sample every N
+steps plus that per-step cost stay within ``budget`` of the training time:
+``N = ceil(cost / (budget * step_time - per_step))`` (at least a quarter of the budget is left
+for samples, so a per-step cost over budget makes samples rare, not impossible). The costs are
+exponential moving averages and the step time a median of recent steps, so one slow step (a
+checkpoint, an evaluation) does not swing the cadence. ``every`` forces a fixed interval instead.
 
 Pure Python and cheap: the training thread calls :meth:`due` at every boundary.
 """
@@ -34,6 +37,7 @@ class Schedule:
 
     __slots__ = (
         "_cost",
+        "_per_step",
         "_recent",
         "_step_time",
         "_timed",
@@ -54,16 +58,20 @@ class Schedule:
         self.every = every
         self.max_interval = max_interval
         self._cost: float | None = None
+        self._per_step = 0.0  # seconds the sampler costs every step (moving average)
         self._step_time: float | None = None
         self._timed = 0
         self._recent: deque[float] = deque(maxlen=RECENT)
         self.next_step = 0
         """The next step to sample (the sampler compares against this at every boundary)."""
 
-    def note_step(self, seconds: float) -> None:
-        """An unsampled step took ``seconds`` (sampled steps include the sampler's own cost)."""
+    def note_step(self, seconds: float, per_step: float = 0.0) -> None:
+        """An unsampled step took ``seconds``, of which the sampler's every-step work took
+        ``per_step`` (sampled steps are not noted: they include the sample's own cost)."""
         if seconds <= 0 or not math.isfinite(seconds):
             return
+        if 0 <= per_step < seconds:
+            self._per_step += _EMA * (per_step - self._per_step)
         # Only appended here (this runs at every boundary); the median is taken when the
         # interval is computed. A median, because a pause between steps (evaluation, a
         # checkpoint, the debugger) is not a step and must not make steps look slow.
@@ -82,6 +90,11 @@ class Schedule:
         return self._cost
 
     @property
+    def per_step(self) -> float:
+        """Seconds the sampler costs on every step, sampled or not (moving average)."""
+        return self._per_step
+
+    @property
     def step_time(self) -> float | None:
         """The median of the recent unsampled step durations."""
         if self._step_time is None and self._recent:
@@ -95,7 +108,8 @@ class Schedule:
         step_time = self.step_time
         if self._cost is None or step_time is None:
             return WARMUP_STEPS
-        n = math.ceil(self._cost / (self.budget * step_time))
+        allowed = self.budget * step_time
+        n = math.ceil(self._cost / max(allowed - self._per_step, 0.25 * allowed))
         return max(1, min(self.max_interval, n))
 
     def first(self, step: int) -> int:
