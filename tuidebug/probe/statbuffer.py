@@ -64,29 +64,26 @@ class StatBuffer:
             return False
         return tensor.is_cpu if self.cpu else tensor.device == self.device
 
+    def put_moments(self, d: torch.Tensor) -> int:
+        """Write sum and L2 norm of ``d`` at the next two of four elements and return where
+        they start (-1 when full); the other two (min, max) are left as they are: the caller
+        fills them in on the host, or :meth:`put_stats` does."""
+        at = self.used
+        if at + 4 > self.limit:
+            return -1
+        self.used = at + 4
+        views = self.views
+        torch.sum(d, all_dims(d.dim()), out=views[at])
+        torch.linalg.vector_norm(d, out=views[at + 1])
+        return at
+
     def put_stats(self, d: torch.Tensor) -> int:
         """Write sum, L2 norm, min and max of ``d`` (float32, on this device) at the next four
         elements and return where they start; -1 when the sample's share is full."""
-        at = self.used
-        if at + 4 > self.limit:
-            return -1
-        self.used = at + 4
-        views = self.views
-        torch.sum(d, all_dims(d.dim()), out=views[at])
-        torch.linalg.vector_norm(d, out=views[at + 1])
-        torch.aminmax(d, out=(views[at + 2], views[at + 3]))
-        return at
-
-    def put_moments(self, d: torch.Tensor) -> int:
-        """Like :meth:`put_stats` without min and max (their two elements are left as they
-        are: the caller fills them in on the host)."""
-        at = self.used
-        if at + 4 > self.limit:
-            return -1
-        self.used = at + 4
-        views = self.views
-        torch.sum(d, all_dims(d.dim()), out=views[at])
-        torch.linalg.vector_norm(d, out=views[at + 1])
+        at = self.put_moments(d)
+        if at >= 0:
+            views = self.views
+            torch.aminmax(d, out=(views[at + 2], views[at + 3]))
         return at
 
     def put_stacked(self, tensors: list[torch.Tensor]) -> bool:
