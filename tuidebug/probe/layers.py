@@ -887,6 +887,8 @@ class LayerSampler:
                 and args[0] is last[0]
                 and last[2] >= 0
                 and last[0]._version == last[2]
+                and sample.buf_slots
+                and sample.buf_slots[-1] == last[1]  # measured here, not deferred
                 and not sample.forensic
                 and layer not in self._hist_layers
             ):
