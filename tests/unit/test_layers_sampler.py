@@ -590,6 +590,58 @@ def test_relu_statistics_in_the_hook_match_torch(
         assert s.act[k * n + ACT_FIELDS.index("min")] < 0
 
 
+class _ChangedAfterReLU(nn.Module):
+    """A ReLU whose output is changed in place after it ran (with batching: found stale at the
+    step's end, measured in its hook from the next sample on) and a Linear whose output is
+    changed in place too from the third call on (still deferred then, found stale)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(8, 16)
+        self.act = nn.ReLU()
+        self.scale = nn.Parameter(torch.ones(()))
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        h = self.lin(x)
+        r = self.act(h)
+        out = r.detach().clone() * self.scale  # the backward does not need r (changed below)
+        if self.calls >= 3:
+            h.mul_(2.0)
+        r.mul_(2.0)
+        return out
+
+
+def test_relu_after_a_deferred_output_gets_its_own_numbers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A ReLU measured in its hook takes min and max from its input only when that input was
+    measured in the hook too: a deferred input found changed in place has no numbers (NaN),
+    and the ReLU must not inherit them."""
+    import tuidebug.probe.layers as layers_module
+
+    monkeypatch.setattr(layers_module, "BATCH_ON_CPU", True)
+    torch.manual_seed(0)
+    net = _ChangedAfterReLU()
+    out: list[Message] = []
+    sampler = LayerSampler(out.append, 0, every=1)
+    sampler.add_model("model", net)
+    _train(net, sampler, 4, opt=torch.optim.SGD(net.parameters(), lr=0.0))
+    sampler.close()
+    table = _of(out, LayerTable)[0]
+    relu = table.names.index("act")
+    n = len(ACT_FIELDS)
+    stats = _of(out, LayerStats)
+    assert [s.step for s in stats] == [2, 3, 4]
+    for sample in stats[1:]:  # step 3: the Linear's output deferred and found changed
+        k = sample.layers.index(relu)
+        got = dict(zip(ACT_FIELDS, sample.act[k * n : (k + 1) * n], strict=True))
+        assert got["min"] == 0.0 and got["max"] > 0, (sample.step, got)
+        assert got["nonfinite"] == 0, (sample.step, got)
+    assert not _of(out, NonFinite)
+
+
 def test_dense_sampling_reuses_its_weight_copies() -> None:
     """A fresh copy of the weights every few steps made glibc hand memory back to the OS and
     take it again: 240-400 page faults a step on the benchmark model (measured with
