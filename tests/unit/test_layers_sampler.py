@@ -590,15 +590,13 @@ def test_relu_statistics_in_the_hook_match_torch(
         assert s.act[k * n + ACT_FIELDS.index("min")] < 0
 
 
-class _ChangedAfterReLU(nn.Module):
+class _ChangedAfterReLU(_NegatedBeforeReLU):
     """A ReLU whose output is changed in place after it ran (with batching: found stale at the
     step's end, measured in its hook from the next sample on) and a Linear whose output is
     changed in place too from the third call on (still deferred then, found stale)."""
 
     def __init__(self) -> None:
-        super().__init__()
-        self.lin = nn.Linear(8, 16)
-        self.act = nn.ReLU()
+        super().__init__()  # lin and act
         self.scale = nn.Parameter(torch.ones(()))
         self.calls = 0
 
