@@ -196,10 +196,11 @@ def test_one_host_copy_per_sampled_step() -> None:
     samples = len(_of(out, LayerStats))
     assert samples == 4
     extra = {k: v - baseline.get(k, 0) for k, v in calls.items() if v != baseline.get(k, 0)}
-    assert extra.pop("tolist") == samples
-    # The tripwire reads two CPU scalars a step (the loss gradient's sum, one small parameter
-    # gradient's sum): host memory, no device. It is off on accelerators.
-    assert extra.pop("__float__", 0) <= 2 * 9
+    # One copy per sample, plus the tripwire's read of one small CPU gradient (a bias, summed
+    # in Python) a step: host memory, no device. It is off on accelerators.
+    assert extra.pop("tolist") == samples + 9
+    # ... and its read of the loss scalar, when the probe hands it one.
+    assert extra.pop("__float__", 0) <= 9
     # .to() calls are device-to-device casts here (float64 for the one stacked vector).
     assert all(v > 0 for v in extra.values()) and set(extra) <= {"to"}
 
@@ -358,6 +359,30 @@ def test_backward_nan_on_an_unsampled_step_located_by_replay() -> None:
     assert located.located and located.step == 4 and located.found_step == 4
     assert located.source == "backward" and located.name == "net.3"
     assert "input gradient" in located.detail
+
+
+def test_huge_finite_gradients_do_not_trip_the_tripwire() -> None:
+    # Biases whose gradients are finite but sum past float32's range (16 x 3e38): the tripwire
+    # sums them in float64, so nothing trips; a float32 sum read inf and paused the run.
+    model = _mlp()
+    out: list[Message] = []
+    sampler = LayerSampler(out.append, 0, every=50)  # steps 2-6 are not sampled
+    sampler.add_model("net", model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    calls = [0]
+
+    def huge_bias_grads(_opt: Any, _args: Any, _kwargs: Any) -> None:
+        calls[0] += 1
+        if calls[0] >= 3:
+            for module in model.modules():
+                if isinstance(module, nn.Linear) and module.bias.grad is not None:
+                    module.bias.grad.fill_(3e38)
+
+    opt.register_step_pre_hook(huge_bias_grads)  # before the sampler's: runs first
+    pauses = _train(model, sampler, 6, opt=opt)
+    sampler.close()
+    assert calls[0] == 6
+    assert not any(pauses) and not _of(out, NonFinite) and sampler.forensics is None
 
 
 def test_backward_nan_located() -> None:

@@ -98,6 +98,7 @@ HISTOGRAM_LAYERS = 1  # layers that get histograms, round robin (+ the focused o
 HISTOGRAM_EVERY = 4  # samples between two round-robin histograms (each costs ~70 µs a tensor)
 KEEP_EVERY = 30.0  # seconds between two refreshes of the kept last-finite parameters
 TRIP_LAYERS = 16  # layers whose smallest parameter's gradient the tripwire sums every step
+_TRIP_TOLIST = 4096  # a 1-d gradient up to this long is summed in Python by the tripwire
 FORENSIC_TRIES = 3  # forensic samples after a non-finite value before giving up locating it
 _NEVER = 1 << 62
 _clock = time.perf_counter
@@ -1383,7 +1384,13 @@ class LayerSampler:
                 param = ref()
                 g = param.grad if param is not None else None
                 if g is not None and g.is_cpu and not g.is_sparse:
-                    total = float(g.detach().sum())
+                    # A small gradient (the watched ones are biases) is summed in Python, in
+                    # float64: cheaper than a sum op and its read-back (~15 µs a step here,
+                    # measured), and finite values never overflow into a false trip.
+                    if g.dim() == 1 and g.numel() <= _TRIP_TOLIST:
+                        total = sum(g.tolist())
+                    else:
+                        total = float(g.detach().sum())
                     if total - total != 0.0:
                         self._trip(step, "gradient", "a parameter gradient is non-finite")
                         return
