@@ -14,7 +14,7 @@ from textual.app import App, ComposeResult
 
 from tuidebug.console.history import MinMaxHistory
 from tuidebug.console.widgets.loss_chart import LossChart, LossChartRenderable
-from tuidebug.console.widgets.sparkline_table import ScalarsTable
+from tuidebug.console.widgets.sparkline_table import ScalarsTable, plan_columns
 
 
 def _history(n: int = 2000) -> MinMaxHistory:
@@ -163,3 +163,52 @@ async def _scalars_table_updates_in_place() -> None:
         assert table.row_count == 2
         assert str(table.get_cell("grad_norm", "last")) == "nan"
         assert "!" in str(table.get_cell("grad_norm", "trend"))
+
+
+def test_scalar_columns_fit_the_width() -> None:
+    assert [key for key, _ in plan_columns(24, 24)] == ["name", "last", "trend"]
+    assert [key for key, _ in plan_columns(44, 24)] == ["name", "last", "min", "max", "trend"]
+    assert [key for key, _ in plan_columns(20, 24)] == ["name", "last"]
+    for width in range(0, 120):
+        plan = plan_columns(width, 24)
+        assert dict(plan)["trend" if "trend" in dict(plan) else "last"] > 0
+        assert sum(w for _, w in plan) <= max(width, 20)  # name and last always
+        assert dict(plan).get("trend", 0) <= 24
+
+
+class NarrowTableApp(App[None]):
+    CSS = "ScalarsTable { width: 30; }"
+
+    def compose(self) -> ComposeResult:
+        yield ScalarsTable(spark_width=24)
+
+
+def test_scalars_table_fits_its_width_and_hides_while_empty() -> None:
+    asyncio.run(_scalars_table_fits())
+
+
+async def _scalars_table_fits() -> None:
+    lr = MinMaxHistory()
+    lr.extend(range(50), [1e-3 * (1 + i % 7) for i in range(50)])
+    app = NarrowTableApp()
+    async with app.run_test(size=(80, 24)) as pilot:
+        table = app.query_one(ScalarsTable)
+        await pilot.pause()
+        assert not table.display  # no scalar yet: no empty header
+        table.update_scalars({"learning_rate": lr})
+        await pilot.pause()
+        assert table.display and table.row_count == 1
+        keys = [column.key.value for column in table.ordered_columns]
+        assert keys == ["name", "last", "trend"]  # 29 cells: no room for min and max
+        # Nothing to scroll sideways: the columns fit, no scrollbar row under the table.
+        assert table.virtual_size.width <= table.scrollable_content_region.width
+        assert not table.show_horizontal_scrollbar
+        assert str(table.get_cell("learning_rate", "name")) == "learning_r"  # 10 + a gap
+        trend = str(table.get_cell("learning_rate", "trend"))
+        assert len(trend) == dict(plan_columns(29, 24))["trend"] and "█" in trend
+        await pilot.resize_terminal(120, 24)
+        app.query_one(ScalarsTable).styles.width = 60
+        await pilot.pause()
+        keys = [column.key.value for column in table.ordered_columns]
+        assert keys == ["name", "last", "min", "max", "trend"]  # rebuilt, row kept
+        assert str(table.get_cell("learning_rate", "max")) == "0.00700"

@@ -38,7 +38,7 @@ class DashboardScreen(Screen[None]):
             with Vertical(id="chart-box"):
                 yield LossChart(self.model.loss, id="loss-chart")
             with Vertical(id="side"):
-                yield ScalarsTable(id="scalars", spark_width=10)
+                yield ScalarsTable(id="scalars", spark_width=24)
                 yield Static(id="models")
         yield StatusBanner(self.model, id="status-banner")
         yield OutputTail(self.model.output, id="output")

@@ -2,7 +2,8 @@
 
 Rows are keyed by scalar name and updated in place (``DataTable.add_row`` costs ~0.2 ms a row;
 ``update_cell`` does not rebuild the table), so the owner can call :meth:`update_scalars` once
-per frame with every scalar.
+per frame with every scalar. The columns fit the table's width (:func:`plan_columns`): the
+table is rebuilt only when a resize changes them.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from textual.widgets import DataTable
 from tuidebug.console.history import MinMaxHistory
 from tuidebug.console.widgets.loss_chart import format_number
 
-__all__ = ["ScalarsTable", "sparkline_text"]
+__all__ = ["ScalarsTable", "plan_columns", "sparkline_text"]
 
 _BARS = "▁▂▃▄▅▆▇█"
 
@@ -47,23 +48,44 @@ def sparkline_text(history: MinMaxHistory, width: int, style: str = "cyan") -> T
     return text
 
 
+NAME_WIDTH = 11
+"""Cells for a name: ten characters and a gap (longer names are cut)."""
+NUMBER_WIDTH = 9
+"""Cells for a number: ``format_number`` writes at most eight, and a gap."""
+MIN_TREND = 3
+
+
+def plan_columns(width: int, max_trend: int) -> tuple[tuple[str, int], ...]:
+    """The columns that fit ``width`` cells, as (key, width): name and last always; min and
+    max when they leave the trend at least six cells; the trend in what is left (at most
+    ``max_trend``, none under three). Fixed widths, no padding: nothing ever scrolls sideways.
+    """
+    columns = [("name", NAME_WIDTH), ("last", NUMBER_WIDTH)]
+    left = width - NAME_WIDTH - NUMBER_WIDTH
+    if left >= 2 * NUMBER_WIDTH + 6:
+        columns += [("min", NUMBER_WIDTH), ("max", NUMBER_WIDTH)]
+        left -= 2 * NUMBER_WIDTH
+    trend = min(left, max_trend)
+    if trend >= MIN_TREND:
+        columns.append(("trend", trend))
+    return tuple(columns)
+
+
 class ScalarsTable(DataTable[Text]):
-    """Name, last, min, max and a trend per scalar; rows update in place."""
+    """Name, last, min, max and a trend per scalar; rows update in place.
+
+    Hidden while there is no scalar (a run that reports only its loss), so that the panel
+    does not show an empty header.
+    """
 
     DEFAULT_CSS = """
     ScalarsTable {
         height: auto;
         max-height: 12;
+        padding: 0 0 0 1;
+        overflow-x: hidden;
     }
     """
-
-    COLUMNS = ("name", "last", "min", "max", "trend")
-    NAME_WIDTH = 10
-    """Cells of a fixed width: numbers from ``format_number`` fit in 8; longer names are cut.
-    Fixed widths also keep rows drawn before the table's first idle measurement (DataTable
-    measures auto widths then, and keeps such rows' rendering) from showing narrower columns
-    than the rows drawn after it."""
-    NUMBER_WIDTH = 8
 
     def __init__(
         self,
@@ -73,28 +95,57 @@ class ScalarsTable(DataTable[Text]):
         id: str | None = None,
         classes: str | None = None,
     ) -> None:
-        super().__init__(name=name, id=id, classes=classes, cursor_type="row", zebra_stripes=True)
+        super().__init__(
+            name=name,
+            id=id,
+            classes=classes,
+            cursor_type="row",
+            zebra_stripes=True,
+            cell_padding=0,
+        )
         self.spark_width = spark_width
+        """The widest the trend column gets."""
+        self._plan: tuple[tuple[str, int], ...] = ()
+        # What the rows show, so that a new set of columns can be filled again at once.
+        self._histories: dict[str, MinMaxHistory] = {}
         # Last drawn version per name, so an unchanged scalar costs nothing.
         self._versions: dict[str, int] = {}
 
     def on_mount(self) -> None:
-        widths = (self.NAME_WIDTH, self.NUMBER_WIDTH, self.NUMBER_WIDTH, self.NUMBER_WIDTH)
-        for column, width in zip(self.COLUMNS, (*widths, self.spark_width), strict=True):
-            self.add_column(column, key=column, width=width)
+        self.display = False
+        self._apply_plan(plan_columns(0, self.spark_width))
+
+    def on_resize(self) -> None:
+        plan = plan_columns(self.scrollable_content_region.width, self.spark_width)
+        if plan != self._plan:
+            self._apply_plan(plan)
+
+    def _apply_plan(self, plan: tuple[tuple[str, int], ...]) -> None:
+        """Rebuild the columns (a resize that changes them: rare) and refill every row."""
+        self._plan = plan
+        self.clear(columns=True)
+        for key, width in plan:
+            label = key if len(key) <= width else ""  # a narrow trend: bars, no cut label
+            self.add_column(label, key=key, width=width)
+        for name, history in self._histories.items():
+            self.add_row(*self._cells(name, history), key=name)
 
     def _cells(self, name: str, history: MinMaxHistory) -> tuple[Text, ...]:
-        last = history.last_value
-        finite = history.finite_range()
-        lo, hi = finite if finite is not None else (math.nan, math.nan)
-        last_text = Text(format_number(last), style="bold red" if not math.isfinite(last) else "")
-        return (
-            Text(name),
-            last_text,
-            Text(format_number(lo)),
-            Text(format_number(hi)),
-            sparkline_text(history, self.spark_width),
-        )
+        cells: list[Text] = []
+        for key, width in self._plan:
+            if key == "name":
+                cells.append(Text(name[: width - 1]))
+            elif key == "last":
+                last = history.last_value
+                style = "bold red" if not math.isfinite(last) else ""
+                cells.append(Text(format_number(last), style=style))
+            elif key == "trend":
+                cells.append(sparkline_text(history, width))
+            else:
+                finite = history.finite_range()
+                lo, hi = finite if finite is not None else (math.nan, math.nan)
+                cells.append(Text(format_number(lo if key == "min" else hi)))
+        return tuple(cells)
 
     def update_scalars(
         self, histories: Mapping[str, MinMaxHistory], versions: Mapping[str, int] | None = None
@@ -110,11 +161,14 @@ class ScalarsTable(DataTable[Text]):
             version = versions.get(name) if versions is not None else None
             if version is not None and self._versions.get(name) == version:
                 continue
+            self._histories[name] = history
             cells = self._cells(name, history)
             if name in self.rows:
-                for column, cell in zip(self.COLUMNS[1:], cells[1:], strict=True):
-                    self.update_cell(name, column, cell)
+                for (key, _), cell in zip(self._plan[1:], cells[1:], strict=True):
+                    self.update_cell(name, key, cell)
             else:
                 self.add_row(*cells, key=name)
             if version is not None:
                 self._versions[name] = version
+        if self.row_count and not self.display:
+            self.display = True
