@@ -35,9 +35,7 @@ class Sink:
 
 def train(steps: int, probe: Probe | None) -> float:
     torch.manual_seed(0)
-    model = torch.nn.Sequential(
-        torch.nn.Linear(128, 128), torch.nn.ReLU(), torch.nn.Linear(128, 1)
-    )
+    model = torch.nn.Sequential(torch.nn.Linear(128, 128), torch.nn.ReLU(), torch.nn.Linear(128, 1))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     x, y = torch.randn(64, 128), torch.randn(64, 1)
     if probe is not None:

@@ -212,4 +212,3 @@ class Resize(Message):
 
     cols: int
     rows: int
-
