@@ -18,6 +18,7 @@ from tuidebug.console.screens.help import HelpScreen
 from tuidebug.console.screens.quit import QuitScreen
 from tuidebug.console.widgets.loss_chart import LossChart
 from tuidebug.console.widgets.run_header import RunHeader
+from tuidebug.console.widgets.sparkline_table import ScalarsTable
 from tuidebug.console.widgets.status_banner import StatusBanner
 from tuidebug.wire.messages import (
     Command,
@@ -220,6 +221,19 @@ def test_a_run_that_ends_before_any_step_closes_the_console() -> None:
             await pilot.pause(0.5)
         assert app.return_value is not None and app.return_value.steps == 0
         assert app.return_value.exit_code == 1
+
+    asyncio.run(scenario())
+
+
+def test_a_run_without_scalars_shows_no_empty_scalars_table() -> None:
+    async def scenario() -> None:
+        points = [StepPoint(s, STARTED + s * 0.01, 1.0 / s, {}) for s in range(1, 51)]
+        batches: list[list[Message]] = [[run_info(), Steps(step=50, points=points)]]
+        app = TuidebugApp(source=ScriptedSource(batches))
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.pause(0.3)
+            assert not app.screen.query_one(ScalarsTable).display
+            assert app.screen.query_one("#side").border_title == "model"
 
     asyncio.run(scenario())
 

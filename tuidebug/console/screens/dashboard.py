@@ -46,7 +46,6 @@ class DashboardScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.query_one("#chart-box").border_title = "loss"
-        self.query_one("#side").border_title = "scalars"
         self._models_shown = -1
         self._ready = True
 
@@ -67,6 +66,10 @@ class DashboardScreen(Screen[None]):
             return
         self.query_one(RunHeader).sync()
         model = self.model
+        side = self.query_one("#side")
+        title = "scalars" if model.scalars else "model"  # no scalars: the table is hidden
+        if side.border_title != title:
+            side.border_title = title
         self.query_one(ScalarsTable).update_scalars(
             {name: series.history for name, series in model.scalars.items()},
             {name: series.last_step for name, series in model.scalars.items()},
