@@ -59,6 +59,8 @@ def plan_columns(width: int, max_trend: int) -> tuple[tuple[str, int], ...]:
     """The columns that fit ``width`` cells, as (key, width): name and last always; min and
     max when they leave the trend at least six cells; the trend in what is left (at most
     ``max_trend``, none under three). Fixed widths, no padding: nothing ever scrolls sideways.
+    (Fixed, not auto, widths also matter to Textual 8: a DataTable measures auto widths when
+    idle and keeps the rendering of rows drawn before that, narrower than the later ones.)
     """
     columns = [("name", NAME_WIDTH), ("last", NUMBER_WIDTH)]
     left = width - NAME_WIDTH - NUMBER_WIDTH
