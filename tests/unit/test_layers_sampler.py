@@ -70,6 +70,16 @@ def _train(
     return pauses
 
 
+def _sampled_frozen(net: nn.Module, steps: int) -> list[Message]:
+    """Every step sampled, weights frozen (SGD with lr 0): the messages the sampler sent."""
+    out: list[Message] = []
+    sampler = LayerSampler(out.append, 0, every=1)
+    sampler.add_model("model", net)
+    _train(net, sampler, steps, opt=torch.optim.SGD(net.parameters(), lr=0.0))
+    sampler.close()
+    return out
+
+
 def _of(messages: list[Message], kind: type[Any]) -> list[Any]:
     return [m for m in messages if isinstance(m, kind)]
 
@@ -591,11 +601,7 @@ def test_relu_statistics_in_the_hook_match_torch(
     acts: dict[str, torch.Tensor] = {}
     for name, m in net.named_modules():
         m.register_forward_hook(lambda _m, _i, o, name=name: acts.__setitem__(name, o.clone()))
-    out: list[Message] = []
-    sampler = LayerSampler(out.append, 0, every=1)
-    sampler.add_model("model", net)
-    _train(net, sampler, 2, opt=torch.optim.SGD(net.parameters(), lr=0.0))
-    sampler.close()
+    out = _sampled_frozen(net, 2)
     table = _of(out, LayerTable)[0]
     s = _of(out, LayerStats)[-1]
     n = len(ACT_FIELDS)
@@ -647,11 +653,7 @@ def test_relu_after_a_deferred_output_gets_its_own_numbers(
     monkeypatch.setattr(layers_module, "BATCH_ON_CPU", True)
     torch.manual_seed(0)
     net = _ChangedAfterReLU()
-    out: list[Message] = []
-    sampler = LayerSampler(out.append, 0, every=1)
-    sampler.add_model("model", net)
-    _train(net, sampler, 4, opt=torch.optim.SGD(net.parameters(), lr=0.0))
-    sampler.close()
+    out = _sampled_frozen(net, 4)
     table = _of(out, LayerTable)[0]
     relu = table.names.index("act")
     n = len(ACT_FIELDS)
