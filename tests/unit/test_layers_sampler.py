@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.nn.modules import module as module_globals
 
+from tuidebug.probe import statbuffer
 from tuidebug.probe.layers import LayerSampler, describe
 from tuidebug.probe.schedule import Schedule
 from tuidebug.wire.layer_messages import (
@@ -84,15 +85,23 @@ def _of(messages: list[Message], kind: type[Any]) -> list[Any]:
     return [m for m in messages if isinstance(m, kind)]
 
 
-@pytest.mark.parametrize("where", ["buffer", "0-d tensors", "batched"])
+def _without_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the sampler use torch's reductions, as where the C kernel was not compiled."""
+    monkeypatch.setattr(statbuffer, "_onepass", None)
+
+
+@pytest.mark.parametrize("where", ["buffer", "buffer, torch reductions", "0-d tensors", "batched"])
 def test_statistics_match_torch(monkeypatch: pytest.MonkeyPatch, where: str) -> None:
     """The same numbers whichever way the statistics are computed: written into the sampler's
-    buffer (the CPU default), as 0-d tensors when the buffer is full, or batched at the root's
-    step's end (the accelerator path, forced on the CPU here)."""
+    buffer (the CPU default: by the C kernel where it was built, else by torch), as 0-d
+    tensors when the buffer is full, or batched at the root's step's end (the accelerator path,
+    forced on the CPU here)."""
     import tuidebug.probe.layers as layers_module
 
     monkeypatch.setattr(layers_module, "DENSE_INTERVAL", 1)  # every statistic, every sample
-    if where == "0-d tensors":
+    if where == "buffer, torch reductions":
+        _without_kernel(monkeypatch)
+    elif where == "0-d tensors":
         monkeypatch.setattr(layers_module.StatBuffer, "put_stats", lambda _self, _d: -1)
     elif where == "batched":
         monkeypatch.setattr(layers_module, "BATCH_ON_CPU", True)
@@ -142,11 +151,20 @@ def test_statistics_match_torch(monkeypatch: pytest.MonkeyPatch, where: str) -> 
         assert sum(h.counts) + h.nonfinite == numel
 
 
-def test_dense_sampling_spreads_the_costly_extras() -> None:
+@pytest.mark.parametrize("kernel", [True, False], ids=["C kernel", "torch reductions"])
+def test_dense_sampling_spreads_the_costly_extras(
+    monkeypatch: pytest.MonkeyPatch, kernel: bool
+) -> None:
     """Every step: the update ratio (which needs a copy of the weights) comes on phase 0 of a
-    cycle of DENSE_CYCLE samples, exact zeros (ReLU-like layers only) on its middle phase."""
+    cycle of DENSE_CYCLE samples. Exact zeros: counted by the C kernel in the same read as the
+    other statistics, so on every sample for every layer; with torch's reductions (a count of
+    its own) for ReLU-like layers only, on the cycle's middle phase."""
     from tuidebug.probe.layers import DENSE_CYCLE
 
+    if kernel and not statbuffer.kernel_available():
+        pytest.skip("the C kernel was not built (no C compiler): tests/unit/test_onepass.py")
+    if not kernel:
+        _without_kernel(monkeypatch)
     model = _mlp()
     out: list[Message] = []
     sampler = LayerSampler(out.append, 0, every=1)
@@ -166,7 +184,7 @@ def test_dense_sampling_spreads_the_costly_extras() -> None:
         for j, layer in enumerate(s.layers):
             zeros = s.act[j * n + zeros_at]
             assert s.act[j * n] == s.act[j * n]  # the mean on every sample
-            if table.types[layer] == "ReLU" and k % DENSE_CYCLE == DENSE_CYCLE // 2:
+            if kernel or (table.types[layer] == "ReLU" and k % DENSE_CYCLE == DENSE_CYCLE // 2):
                 assert zeros == zeros and 0 <= zeros <= 1  # counted
             else:
                 assert zeros != zeros  # NaN: not counted on this sample
@@ -188,7 +206,10 @@ def test_messages_round_trip_msgspec() -> None:
     assert len(encoder.encode(_of(out, LayerStats)[-1])) < 4000
 
 
-def test_one_host_copy_per_sampled_step() -> None:
+@pytest.mark.parametrize("kernel", [True, False], ids=["C kernel", "torch reductions"])
+def test_one_host_copy_per_sampled_step(monkeypatch: pytest.MonkeyPatch, kernel: bool) -> None:
+    if not kernel:
+        _without_kernel(monkeypatch)
     model = _mlp()
     out: list[Message] = []
     sampler = LayerSampler(out.append, 0, every=2)

@@ -10,15 +10,17 @@ How it stays cheap (docs/layers.md has the measurements):
   while the next step is sampled too). Post-accumulate-grad hooks on every parameter only
   while the backward order is unknown and on forensic samples. Never
   ``register_full_backward_hook`` (~220 µs per module per step). Removed in ``finally``.
-- Per module output, three reductions written with ``out=`` into the sampler's
-  :class:`~tuidebug.probe.statbuffer.StatBuffer` while the output is still in cache (sum, L2
-  norm, aminmax; ``std_mean`` alone costs 150 µs here); parameter-gradient norms with one
-  ``torch._foreach_norm`` stacked into its tail. The buffer's prefix is the one host copy of
-  the sample (on CUDA without blocking: read at a later boundary once its event completed).
+- Per module output, sum, L2 norm, min and max written into the sampler's
+  :class:`~tuidebug.probe.statbuffer.StatBuffer` while the output is still in cache: on the
+  CPU by a C kernel in one read (exact zeros counted too), else by three torch reductions
+  with ``out=`` (``std_mean`` alone costs 150 µs here); parameter-gradient norms into its
+  tail the same way (torch: one ``torch._foreach_norm``). The buffer's prefix is the one
+  host copy of the sample (on CUDA without blocking: read at a later boundary once its event
+  completed).
   On an accelerator small outputs are batched instead (one stack and four kernels per group
   of equal shapes at the step's end: launches, not bytes, are the cost there). Grad mode is
   off during them (cheaper than a detached view of each output); a ReLU of the output just
-  measured takes its min and max from that output's (one op fewer).
+  measured takes its min and max from that output's (one torch op fewer).
 - Dense sampling (every step or nearly) spreads the costly extras over a cycle of
   ``DENSE_CYCLE`` samples: update ratio and weight norms, exact-zero counts, histograms.
 - The cadence comes from :class:`~tuidebug.probe.schedule.Schedule`: the sampler times itself
@@ -279,9 +281,9 @@ class _Sample:
         self.deferred: list[tuple[int, int, torch.Tensor, int, bool]] = []
         self.deferred_numel = 0
         self.stale: set[int] = set()  # deferred outputs changed in place before measured
-        # Per slot: count of nonzeros (None: not counted); forensic samples add nonfinite, NaN
-        # and non-finite inputs counts.
-        self.ints: list[torch.Tensor | None] = []
+        # Per slot: count of nonzeros (None: not counted; a float: counted on the host by the
+        # C kernel); forensic samples add nonfinite, NaN and non-finite inputs counts.
+        self.ints: list[torch.Tensor | float | None] = []
         self.meta: dict[int, tuple[str, str, str]] = {}  # layer -> (out shape, dtype, device)
         self.in_shapes: dict[int, str] = {}
         self.hist: list[tuple[int, int, torch.Tensor]] = []  # (layer, slot, counts)
@@ -899,15 +901,17 @@ class LayerSampler:
                 if at >= 0:
                     sample.buf_slots.append(slot)
                     sample.derived.append((slot, last[1], clamp))
-                    sample.ints.append(torch.count_nonzero(d) if count_zeros else None)
+                    sample.ints.append(_nonzeros(d, buffer.last_zeros, count_zeros))
                     return
             at = buffer.put_stats(d)
         else:
             at = -1
+        zeros = None
         if at >= 0:
             assert buffer is not None
             sample.buf_slots.append(slot)
             lo, hi = buffer.views[at + 2], buffer.views[at + 3]
+            zeros = buffer.last_zeros
         else:
             if d.dtype in _LOW_PRECISION:
                 # Sums of half floats overflow at 65504: accumulate and report in float32.
@@ -926,7 +930,7 @@ class LayerSampler:
         # Ordinary samples tell non-finite values from the sum, norm, min and max (a NaN or
         # an inf shows in them) and count them only on forensic samples: counting costs
         # two more ops a module.
-        sample.ints.append(torch.count_nonzero(d) if count_zeros else None)
+        sample.ints.append(_nonzeros(d, zeros, count_zeros))
         if sample.forensic:
             # x - x is 0 for finite values and NaN for NaN and ±inf: one count of both.
             sample.ints.append(torch.count_nonzero(d - d))
@@ -1069,10 +1073,9 @@ class LayerSampler:
                     deltas = snapshot
             # Weights move slowly: only a sample with the update ratio measures their norms.
             normed = grads + weights + deltas
-            # One foreach call: on the CPU a loop in C++ over the tensors. Measured: grouping
-            # the small ones (biases) into one stack and a row-wise norm costs more in Python
-            # than the ops it saves.
-            norms = torch._foreach_norm(normed) if normed else []
+            # Into the buffer, after the layer statistics (the C kernel on the CPU, else one
+            # foreach call: see statbuffer.py).
+            norms_in_buffer = buffer is not None and buffer.put_norms(normed)
             hist_params: list[tuple[int, int, str, torch.Tensor]] = []
             if self._hist_layers:
                 for k, (i, p) in enumerate(params):
@@ -1086,14 +1089,13 @@ class LayerSampler:
             # norms | the rest: statistics computed as 0-d tensors, batched blocks, counts,
             # histograms, forensic gradient checks]. The common sample has no "rest": the
             # vector is a prefix of the buffer. _complete reads it back in this order.
-            norms_in_buffer = buffer is not None and buffer.put_stacked(list(norms))
             rest: list[torch.Tensor] = []
-            if norms and not norms_in_buffer:
-                rest.append(torch.stack([n.float() for n in norms]))
+            if normed and not norms_in_buffer:
+                rest.append(torch.stack([n.float() for n in torch._foreach_norm(normed)]))
             if sample.floats:
                 rest.append(torch.stack(sample.floats))
             rest.extend(sample.blocks)
-            counted = [t for t in sample.ints if t is not None]
+            counted = [t for t in sample.ints if isinstance(t, torch.Tensor)]
             if counted:
                 rest.append(torch.stack(counted))
             rest.extend(h for _, _, h in sample.hist)
@@ -1177,7 +1179,10 @@ class LayerSampler:
             floats[at + 2] = _clamp(floats[src + 2], top)
             floats[at + 3] = _clamp(floats[src + 3], top)
         counted = iter(values[cursor : cursor + n_counted])
-        ints = [-1.0 if t is None else next(counted) for t in sample.ints]
+        ints = [
+            -1.0 if t is None else next(counted) if isinstance(t, torch.Tensor) else t
+            for t in sample.ints
+        ]
         cursor += n_counted
         order, calls, act, rec_bad, rec_bad_in = _fold_records(sample, floats, ints)
         p_count = len(params)
@@ -1581,6 +1586,15 @@ class LayerSampler:
                 )
             )
         return pause
+
+
+def _nonzeros(d: torch.Tensor, zeros: int | None, count: bool) -> torch.Tensor | float | None:
+    """The nonzero count of an output for ``_Sample.ints``: the C kernel's count when it
+    measured ``d`` (free: counted in the same read, so on every sample), else a torch count
+    where this sample counts (``count``), else None."""
+    if zeros is not None:
+        return float(d.numel() - zeros)
+    return torch.count_nonzero(d) if count else None
 
 
 def _clamp(value: float, top: float) -> float:
