@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import math
 import shutil
 import subprocess
 import sys
@@ -56,6 +57,27 @@ def test_stats_match_torch(n: int) -> None:
     assert norm_only.item() == pytest.approx(x.double().norm().item(), rel=1e-6)
 
 
+@pytest.mark.parametrize("n", [0, *SIZES])
+def test_host_sum_is_a_float64_sum(n: int) -> None:
+    _kernel()
+    x = torch.randn(n, generator=torch.Generator().manual_seed(n)) * 1e30
+    total = statbuffer.host_sum(x)
+    assert total == pytest.approx(x.double().sum().item(), rel=1e-12, abs=1e-12 * 1e30)
+    x[n // 2 :] = 3e38  # float32's largest values: a float32 sum would overflow
+    assert statbuffer.host_sum(x) == pytest.approx(x.double().sum().item(), rel=1e-12)
+    if n:
+        x[-1] = float("nan")
+        assert math.isnan(statbuffer.host_sum(x) or 0.0)
+
+
+def test_host_sum_declines_what_the_kernel_cannot_read() -> None:
+    _kernel()
+    assert statbuffer.host_sum(torch.ones(4, dtype=torch.float64)) is None
+    assert statbuffer.host_sum(torch.ones(4, 4).t()[0]) is None  # not contiguous
+    assert statbuffer.host_sum(torch.nn.Parameter(torch.ones(4))) is None  # a subclass
+    assert statbuffer.host_sum(torch.ones(4).to_sparse()) is None
+
+
 def test_a_view_inside_a_bigger_tensor_reads_only_its_elements() -> None:
     kernel = _kernel()
     base = torch.arange(100, dtype=torch.float32)
@@ -99,6 +121,8 @@ def test_bad_arguments_raise_instead_of_reading_anywhere() -> None:
         kernel.stats(out.data_ptr(), 4)
     with pytest.raises(TypeError):
         kernel.norm("x", 4, out.data_ptr())
+    with pytest.raises(ValueError):
+        kernel.total(0, 5)
 
 
 def test_the_probe_imports_without_the_kernel() -> None:

@@ -118,7 +118,26 @@ static void l2_norm(const float *x, int64_t n, float *out)
     *out = (float)sqrt(squares);
 }
 
-/* The arguments of both functions: (address of the data, element count, address of out). */
+/* The sum of x[0..n) in double: non-finite only when a value is (float32 values cannot
+ * overflow a double sum). */
+MULTIVERSION
+static double sum(const float *x, int64_t n)
+{
+    double lanes[4] = {0};
+    int64_t i = 0;
+    for (const float *row = x; n - i >= 4; row += 4, i += 4) {
+        for (int k = 0; k < 4; k++) {
+            lanes[k] += row[k];
+        }
+    }
+    double total = lanes[0] + lanes[1] + lanes[2] + lanes[3];
+    for (; i < n; i++) {
+        total += x[i];
+    }
+    return total;
+}
+
+/* The arguments of stats and norm: (address of the data, element count, address of out). */
 static int parse(PyObject *const *args, Py_ssize_t nargs, const char *usage, const float **x,
                  int64_t *n, float **out)
 {
@@ -165,6 +184,25 @@ static PyObject *py_norm(PyObject *module, PyObject *const *args, Py_ssize_t nar
     Py_RETURN_NONE;
 }
 
+static PyObject *py_total(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "total(data_ptr, numel) takes 2 arguments");
+        return NULL;
+    }
+    const float *x = (const float *)PyLong_AsVoidPtr(args[0]);
+    long long count = PyLong_AsLongLong(args[1]);
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    if (count < 0 || (count > 0 && x == NULL)) {
+        PyErr_SetString(PyExc_ValueError, "total(data_ptr, numel): null address or negative count");
+        return NULL;
+    }
+    return PyFloat_FromDouble(sum(x, (int64_t)count));
+}
+
 static PyMethodDef methods[] = {
     {"stats", (PyCFunction)(void (*)(void))py_stats, METH_FASTCALL,
      "stats(data_ptr, numel, out_ptr) -> zeros\n\n"
@@ -174,6 +212,9 @@ static PyMethodDef methods[] = {
     {"norm", (PyCFunction)(void (*)(void))py_norm, METH_FASTCALL,
      "norm(data_ptr, numel, out_ptr) -> None\n\n"
      "Write the L2 norm of numel float32 values at data_ptr to the float at out_ptr."},
+    {"total", (PyCFunction)(void (*)(void))py_total, METH_FASTCALL,
+     "total(data_ptr, numel) -> float\n\n"
+     "The sum of numel float32 values at data_ptr, accumulated in double."},
     {NULL, NULL, 0, NULL},
 };
 

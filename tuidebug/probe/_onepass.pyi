@@ -5,3 +5,6 @@ def stats(data_ptr: int, numel: int, out_ptr: int, /) -> int:
 
 def norm(data_ptr: int, numel: int, out_ptr: int, /) -> None:
     """Write the L2 norm of float32 values at ``out_ptr``."""
+
+def total(data_ptr: int, numel: int, /) -> float:
+    """The sum of float32 values, accumulated in double."""

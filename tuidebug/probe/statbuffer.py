@@ -31,7 +31,14 @@ except ImportError:  # built without a C compiler (setup.py): torch's reductions
         "tuidebug: C kernel not built; layer statistics use torch reductions (slower)"
     )
 
-__all__ = ["KERNEL_NUMEL", "StatBuffer", "all_dims", "kernel_available"]
+__all__ = [
+    "KERNEL_NUMEL",
+    "StatBuffer",
+    "all_dims",
+    "host_sum",
+    "kernel_available",
+    "kernel_takes",
+]
 
 KERNEL_NUMEL = 1 << 18  # CPU float32 tensors up to this many elements go through the C kernel
 
@@ -39,6 +46,29 @@ KERNEL_NUMEL = 1 << 18  # CPU float32 tensors up to this many elements go throug
 def kernel_available() -> bool:
     """Whether the C kernel was built (see setup.py)."""
     return _onepass is not None
+
+
+def kernel_takes(t: torch.Tensor) -> bool:
+    """Whether the C kernel can read ``t``: built, and ``t`` a plain (a subclass's data_ptr
+    may be meaningless or raise), strided, contiguous float32 CPU tensor small enough that
+    one thread beats torch's parallel reductions."""
+    return (
+        _onepass is not None
+        and type(t) is torch.Tensor
+        and t.dtype is torch.float32
+        and t.is_cpu
+        and t.layout is torch.strided
+        and t.numel() <= KERNEL_NUMEL
+        and t.is_contiguous()
+    )
+
+
+def host_sum(t: torch.Tensor) -> float | None:
+    """The sum of ``t`` accumulated in float64, read by the C kernel without a torch op; None
+    where the kernel does not take ``t`` (the caller sums it another way)."""
+    if not kernel_takes(t):
+        return None
+    return _onepass.total(t.data_ptr(), t.numel())
 
 
 _ALL_DIMS: dict[int, tuple[int, ...]] = {}
@@ -111,7 +141,7 @@ class StatBuffer:
         if at + 4 > self.limit:
             return -1
         self.used = at + 4
-        if self._kernel_takes(d):
+        if self._address and kernel_takes(d):
             # All four at once, whatever was asked: the same single read.
             self.last_zeros = _onepass.stats(d.data_ptr(), d.numel(), self._address + 4 * at)
             return at
@@ -133,7 +163,7 @@ class StatBuffer:
         rest: list[torch.Tensor] = []
         rest_at: list[int] = []
         for j, t in enumerate(tensors):
-            if self._kernel_takes(t):
+            if self._address and kernel_takes(t):
                 _onepass.norm(t.data_ptr(), t.numel(), self._address + 4 * (at + j))
             else:
                 rest.append(t)
@@ -150,17 +180,6 @@ class StatBuffer:
                     self.views[k].copy_(norm)
         self.used = at + n
         return True
-
-    def _kernel_takes(self, t: torch.Tensor) -> bool:
-        # A plain strided tensor (a subclass's data_ptr may be meaningless or raise), dense, small
-        # enough that one thread beats torch's parallel reductions; holds() saw the rest.
-        return (
-            self._address != 0
-            and type(t) is torch.Tensor
-            and t.layout is torch.strided
-            and t.numel() <= KERNEL_NUMEL
-            and t.is_contiguous()
-        )
 
     def written(self) -> torch.Tensor:
         """The elements written so far (a view: read or copy it before the next sample)."""
