@@ -900,7 +900,8 @@ class LayerSampler:
                 at = buffer.put_moments(d)
                 if at >= 0:
                     sample.buf_slots.append(slot)
-                    sample.derived.append((slot, last[1], clamp))
+                    if buffer.last_zeros is None:  # torch wrote two; the kernel wrote all four
+                        sample.derived.append((slot, last[1], clamp))
                     sample.ints.append(_nonzeros(d, buffer.last_zeros, count_zeros))
                     return
             at = buffer.put_stats(d)
