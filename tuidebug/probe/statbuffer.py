@@ -141,6 +141,8 @@ class StatBuffer:
         if at + 4 > self.limit:
             return -1
         self.used = at + 4
+        # kernel_takes repeats what holds() checked: a raw read of a device pointer would
+        # crash the run, so the kernel's guard does not rely on the caller.
         if self._address and kernel_takes(d):
             # All four at once, whatever was asked: the same single read.
             self.last_zeros = _onepass.stats(d.data_ptr(), d.numel(), self._address + 4 * at)
