@@ -4,6 +4,9 @@ Model: 8 x (Linear(256, 256) + ReLU) + Linear(256, 10), batch 128, Adam, CPU. Va
 interleaved in many short rounds so that machine noise hits them all alike:
 
 - bare: the training loop alone;
+- probe boundary: the loop with the probe's own step boundary (under ``--supervised``: the
+  probe's optimizer hook, its step point sent to the supervisor) and no layer sampler, to tell
+  the boundary's cost from the sampler's;
 - probe default: the LayerSampler with the default budget (1% of step time);
 - probe every step: the LayerSampler sampling every step;
 - naive mean+std: a forward hook on every module computing mean and std each step (the issue
@@ -18,10 +21,11 @@ thread) used to be timed in the next variant's round and made "bare" look slow. 
 global forward hook is parked between its rounds, or it would fire for the other models.
 
 Each variant runs on ``--copies`` models of its own (3 by default), each a unit of the shuffled
-order, and their step times are pooled: a single model's time carries an offset of its own of
-several percent on these machines (where its tensors landed in memory; the same code in three
-copies measured 1.21x-1.30x in one process), which made one run's ratios wander by more than
-the targets' margins.
+order, and their step times are pooled. Rounds are short (12 steps, ~0.15 s): the machine's
+speed drifts over seconds, and what one model's time seemed to carry as an offset of its own
+was mostly that drift. Measured with six bare copies in one process: rounds of 40 steps (12
+rounds) left their medians 4-10% apart, rounds of 12 steps (40 rounds) 1.5-3%; swapping the
+models' tensors between copies each round (placement) changed nothing.
 
 Printed per variant: the median step time (the target's figure), its ratio to the bare loop,
 the 10th percentile, and the median over rounds of the round's mean step time (sampled steps
@@ -33,8 +37,8 @@ written to the supervisor's socket by the probe's I/O thread; otherwise into an 
 (the output says which). The probe's own step-boundary work is switched off during the bare and
 TensorBoard rounds, so "bare" is bare.
 
-    .venv/bin/python benchmarks/bench_probe_overhead.py [--rounds 12] [--steps 40] [--copies 3]
-        [--supervised] [--repeat N]
+    .venv/bin/python benchmarks/bench_probe_overhead.py [--rounds 40] [--steps 12] [--copies 3]
+        [--supervised] [--repeat N] [--only "probe boundary,probe default"]
 
 On a shared 2-core machine one run's ratios move by several percent from run to run: repeat
 it (``--repeat N`` prints each run and the median of the runs' ratios).
@@ -76,6 +80,9 @@ def make_model() -> tuple[nn.Module, torch.optim.Optimizer]:
 class Variant:
     """One way of running the loop; ``step()`` runs and times one training step."""
 
+    uses_probe = False
+    """Whether the probe's own step boundary runs during this variant's rounds."""
+
     def __init__(self, name: str) -> None:
         self.name = name
         self.model, self.opt = make_model()
@@ -104,7 +111,15 @@ class Variant:
         return time.perf_counter() - start
 
 
+class BoundaryVariant(Variant):
+    """The bare loop with the probe's step boundary switched on (no sampler)."""
+
+    uses_probe = True
+
+
 class SamplerVariant(Variant):
+    uses_probe = True
+
     def __init__(self, name: str, send: Callable[[Message], None], every: int | None) -> None:
         super().__init__(name)
         self.sampler = LayerSampler(send, 0, every=every)
@@ -182,7 +197,9 @@ class TensorBoardVariant(Variant):
         return time.perf_counter() - start
 
 
-def run(rounds: int, steps: int, warmup: int, copies: int = 1) -> dict[str, Any]:
+def run(
+    rounds: int, steps: int, warmup: int, copies: int = 1, only: list[str] | None = None
+) -> dict[str, Any]:
     from tuidebug.probe import runtime
 
     probe: Any = runtime.current()
@@ -206,17 +223,24 @@ def run(rounds: int, steps: int, warmup: int, copies: int = 1) -> dict[str, Any]
         # Each variant runs on `copies` models of its own: one model's step time carries an
         # offset of its own (where its tensors landed in memory) of several percent on these
         # machines, measured: the same code in three copies gave 1.21-1.30x in one process.
-        makers: list[Callable[[], Variant]] = [
-            lambda: Variant("bare"),
-            lambda: SamplerVariant("probe default", send, None),
-            lambda: SamplerVariant("probe every step", send, 1),
-            lambda: NaiveHookVariant("naive mean+std"),
-        ]
+        makers: dict[str, Callable[[str], Variant]] = {
+            "bare": Variant,
+            "probe boundary": BoundaryVariant,
+            "probe default": lambda name: SamplerVariant(name, send, None),
+            "probe every step": lambda name: SamplerVariant(name, send, 1),
+            "naive mean+std": NaiveHookVariant,
+        }
         if importlib.util.find_spec("tensorboard") is not None:
-            makers.append(lambda: TensorBoardVariant("tensorboard/10", logdir))
+            makers["tensorboard/10"] = lambda name: TensorBoardVariant(name, logdir)
         else:
             print("(tensorboard is not installed: `pip install tensorboard` adds the comparison)")
-        variants = [make() for make in makers for _ in range(copies)]
+        if only:
+            # A quicker run of a few variants; "bare" stays, every ratio is against it.
+            unknown = set(only) - set(makers)
+            if unknown:
+                raise SystemExit(f"unknown variants {sorted(unknown)}; known: {list(makers)}")
+            makers = {n: m for n, m in makers.items() if n == "bare" or n in only}
+        variants = [make(name) for name, make in makers.items() for _ in range(copies)]
         names = list(dict.fromkeys(v.name for v in variants))
         for v in variants:
             for _ in range(warmup):
@@ -225,9 +249,9 @@ def run(rounds: int, steps: int, warmup: int, copies: int = 1) -> dict[str, Any]
         for _ in range(rounds):
             # A different order each round, so that no variant always follows the same one.
             for v in order.sample(variants, len(variants)):
-                # The probe's own boundaries (optimizer hook) only for the probe variants.
+                # The probe's own boundaries (optimizer hook) only for the variants that use it.
                 if probe is not None:
-                    probe.disabled = not isinstance(v, SamplerVariant)
+                    probe.disabled = not v.uses_probe
                 v.before()
                 v.times.append([v.step() for _ in range(steps)])
                 # Untimed: leave nothing running into the next variant's round (TensorBoard
@@ -274,6 +298,8 @@ def run(rounds: int, steps: int, warmup: int, copies: int = 1) -> dict[str, Any]
                 row["interval"] = v.sampler.schedule.interval()
                 cost = v.sampler.schedule.cost
                 row["cost_ms"] = cost * 1e3 if cost is not None else None
+                # What it costs on every step, sampled or not (root pre-hook, tripwire).
+                row["every_step_us"] = v.sampler.schedule.per_step * 1e6
             for g in group:
                 if isinstance(g, SamplerVariant):
                     g.sampler.close()
@@ -293,7 +319,10 @@ def report(results: dict[str, Any]) -> str:
         notes = ""
         if "samples" in r:
             cost = f"{r['cost_ms']:.2f} ms" if r["cost_ms"] is not None else "?"
-            notes = f"{r['samples']} samples, interval {r['interval']}, {cost}/sample; "
+            notes = (
+                f"{r['samples']} samples, interval {r['interval']}, {cost}/sample, "
+                f"{r['every_step_us']:.0f} us every step; "
+            )
         if len(r.get("copy_ratios", ())) > 1:
             notes += "copies " + " ".join(f"{c:.3f}" for c in r["copy_ratios"])
         lines.append(
@@ -313,6 +342,8 @@ def supervised(args: argparse.Namespace) -> dict[str, Any]:
         "--rounds", str(args.rounds), "--steps", str(args.steps), "--copies", str(args.copies),
         "--out", str(out),
     ]  # fmt: skip
+    if args.only:
+        command += ["--only", args.only]
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + 1800
     while not out.exists():
@@ -336,14 +367,21 @@ def summary(runs: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _names(only: str | None) -> list[str] | None:
+    return [name.strip() for name in only.split(",")] if only else None
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=12)
+    parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--copies", type=int, default=3, help="models per variant, pooled")
-    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--steps", type=int, default=12, help="steps per round")
     parser.add_argument("--warmup", type=int, default=60)
     parser.add_argument("--repeat", type=int, default=1, help="runs, then the median of ratios")
     parser.add_argument("--supervised", action="store_true", help="under tuidebug run --detach")
+    parser.add_argument(
+        "--only", help='variants to run besides "bare", comma-separated (e.g. "probe default")'
+    )
     parser.add_argument("--out", help="also write the results as JSON here")
     args = parser.parse_args()
     runs: list[dict[str, Any]] = []
@@ -351,7 +389,7 @@ def main() -> int:
         results = (
             supervised(args)
             if args.supervised
-            else run(args.rounds, args.steps, args.warmup, args.copies)
+            else run(args.rounds, args.steps, args.warmup, args.copies, _names(args.only))
         )
         runs.append(results)
         print(report(results), flush=True)

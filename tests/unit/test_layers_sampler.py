@@ -526,6 +526,84 @@ def test_data_dependent_nan_is_exact_and_the_replay_changes_no_numerics(
     _assert_no_hooks(model)
 
 
+class _RowShare(nn.Module):
+    """Each unit's share of its row: 0/0 = NaN when dropout zeroed the whole row."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x / x.sum(dim=1, keepdim=True)
+
+
+def _dropout_loop(model: nn.Module, sampler: LayerSampler | None, steps: int) -> int | None:
+    """Train until the loss is NaN (only when dropout drops a whole row); its step, or None."""
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    if sampler is not None:
+        sampler.add_optimizer(opt)
+    torch.manual_seed(14)  # the dropout masks
+    x = torch.ones(1, 3)
+    for step in range(1, steps + 1):
+        opt.zero_grad()
+        loss = model(x).pow(2).mean()
+        loss.backward()
+        finite = bool(torch.isfinite(loss))
+        if finite:
+            opt.step()  # skipped on the NaN step (as GradScaler does): the weights stay finite
+        if sampler is not None:
+            sampler.on_boundary(step, time.perf_counter(), float(loss.detach()))
+        if not finite:
+            return step
+    return None
+
+
+def _dropout_model() -> nn.Sequential:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 2), nn.Dropout(0.5), _RowShare())
+    with torch.no_grad():
+        model[0].weight.abs_()  # positive outputs: only a dropped row sums to zero
+        model[0].bias.fill_(0.5)
+    return model
+
+
+def test_a_nan_born_of_a_dropout_mask_is_replayed_with_that_mask() -> None:
+    # The NaN needs this step's mask: a replay that drew a different one would be finite.
+    nan_step = _dropout_loop(_dropout_model(), None, 50)
+    assert nan_step is not None and nan_step > 2  # after the first sample (step 1)
+    model = _dropout_model()
+    out: list[Message] = []
+    sampler = LayerSampler(out.append, 0, every=1000)
+    sampler.add_model("net", model)
+    assert _dropout_loop(model, sampler, 50) == nan_step  # the sampler draws nothing itself
+    sampler.close()
+    (located,) = _of(out, NonFinite)
+    assert located.step == nan_step and located.source == "forward"
+    assert located.name == "net.2" and f"replaying step {nan_step}" in located.detail
+
+
+def test_rng_state_is_saved_each_step_only_for_a_forward_that_draws(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    model = nn.Sequential(nn.Linear(8, 16), nn.Dropout(0.5), nn.Linear(16, 4))
+    model[1].eval()  # dropout off: the forward draws nothing
+    calls = [0]
+    real = torch.get_rng_state
+
+    def counted() -> torch.Tensor:
+        calls[0] += 1
+        return real()
+
+    monkeypatch.setattr(torch, "get_rng_state", counted)
+    sampler = LayerSampler(lambda _m: None, 0, every=10)  # samples steps 2, 12, 22, ...
+    sampler.add_model("net", model)
+    _train(model, sampler, 10)
+    # Step 1 saved the state (a draw is assumed until a sample looks); step 2, sampled, saved
+    # it and looked whether the step drew (a second call): it did not, so 3-10 saved none.
+    assert calls[0] == 1 + 2
+    model[1].train()  # dropout on: from the next sample on, every step saves the state
+    calls[0] = 0
+    _train(model, sampler, 10, start=11)
+    assert calls[0] == 0 + 2 + 8  # step 11: none; 12: sampled, saw a draw; 13-20: each
+    sampler.close()
+
+
 def test_budget_sets_the_interval() -> None:
     schedule = Schedule(budget=0.01)
     for _ in range(5):

@@ -3,9 +3,9 @@
 How it stays cheap (docs/layers.md has the measurements):
 - On a step it does not sample, :meth:`LayerSampler.on_boundary` compares two integers and a
   float; no tensor is touched and no step hook is installed. What runs every step is one
-  forward pre-hook per root model (keeps a reference to the batch and the CPU RNG state, for
-  forensics) and the tripwire (an optimizer step pre-hook that reads the loss and a few small
-  gradients, CPU only).
+  forward pre-hook per root model (keeps a reference to the batch and, for a model whose
+  forward draws random numbers, the CPU RNG state, for forensics) and the tripwire (an
+  optimizer step pre-hook that reads the loss and a few small gradients, CPU only).
 - A sampled step gets ONE global module forward hook (one install however many modules; kept
   while the next step is sampled too). Post-accumulate-grad hooks on every parameter only
   while the backward order is unknown and on forensic samples. Never
@@ -382,6 +382,10 @@ class LayerSampler:
         self._step = 0  # the last step that ended; the running one is _step + 1
         self._last_root: nn.Module | None = None
         self._last_rng: torch.Tensor | None = None
+        # Whether the root's forward draws CPU random numbers (dropout), so that a replay needs
+        # the RNG state it started from: assumed until a sample shows otherwise, checked again
+        # on every sample (see _on_root_call).
+        self._rng_used = True
         self._watched: dict[int, weakref.ref[torch.nn.Parameter]] = {}  # the tripwire's params
         self._trip_handles: dict[int, RemovableHandle] = {}  # their hooks (no optimizer known)
         self._trip_retargeted = False
@@ -634,14 +638,21 @@ class LayerSampler:
 
     def _on_root_call(self, module: nn.Module, args: Any, kwargs: Any) -> None:
         # Keep a reference (no copy: a few µs a step) to the last batch, for forensics, and
-        # the CPU RNG state (~0.6 µs) so that a replay draws the same dropout masks.
+        # the CPU RNG state so that a replay draws the same dropout masks. The state is a new
+        # 5 KB tensor (2 µs alone, 16 µs in context after the optimizer's sweep, measured), so
+        # a model whose forward draws nothing skips it: each sample takes it and _finish looks
+        # whether the step drew. A model that starts drawing between two samples (dropout
+        # switched on later) replays from no saved state until the next sample: the replay
+        # may then not reproduce the value and the forensic samples locate it instead.
         if self._replaying:
             return
         start = _clock()
         self._last_inputs = (args, kwargs)
         self._last_root = module
-        if self.forensics is None:
+        if self.forensics is None and (self._rng_used or self._sample is not None):
             self._last_rng = torch.get_rng_state()
+        else:
+            self._last_rng = None
         self._per_step += _clock() - start
 
     def _arm(self, step: int) -> None:
@@ -1047,6 +1058,10 @@ class LayerSampler:
         params, self._arm_params = self._arm_params, []
         snapshot, self._snapshot = self._snapshot, []
         self._last_slots = sample.slots
+        if self._last_rng is not None and self.forensics is None:
+            # Did the step draw random numbers since its (last) forward began? The backward
+            # and the optimizer draw none, so this is the forward's (see _on_root_call).
+            self._rng_used = not torch.equal(torch.get_rng_state(), self._last_rng)
         buffer = self._buffer
         with torch.no_grad():
             grads: list[torch.Tensor] = []
