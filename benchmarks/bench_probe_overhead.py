@@ -77,6 +77,9 @@ def make_model() -> tuple[nn.Module, torch.optim.Optimizer]:
     return model, torch.optim.Adam(model.parameters(), lr=1e-4)
 
 
+Body = tuple[list[torch.Tensor], list[dict[str, Any]], torch.Tensor, torch.Tensor]
+
+
 class Variant:
     """One way of running the loop; ``step()`` runs and times one training step."""
 
@@ -90,6 +93,19 @@ class Variant:
         self.x = torch.randn(128, 256)
         self.y = torch.randint(0, 10, (128,))
         self.times: list[list[float]] = []
+
+    def body(self) -> Body:
+        """What the step reads and writes in place: weights, optimizer state, batch."""
+        params = list(self.model.parameters())
+        return [p.data for p in params], [self.opt.state[p] for p in params], self.x, self.y
+
+    def take(self, body: Body) -> None:
+        """Train on ``body`` (another unit's, same architecture) from now on; the modules,
+        parameters and hooks stay this variant's own."""
+        data, states, self.x, self.y = body
+        for p, d, state in zip(self.model.parameters(), data, states, strict=True):
+            p.data = d
+            self.opt.state[p] = state
 
     def before(self) -> None:
         """Called before each round."""
@@ -198,7 +214,12 @@ class TensorBoardVariant(Variant):
 
 
 def run(
-    rounds: int, steps: int, warmup: int, copies: int = 1, only: list[str] | None = None
+    rounds: int,
+    steps: int,
+    warmup: int,
+    copies: int = 1,
+    only: list[str] | None = None,
+    rotate: bool = False,
 ) -> dict[str, Any]:
     from tuidebug.probe import runtime
 
@@ -268,6 +289,13 @@ def run(
                     deadline = time.monotonic() + 1.0
                     while not link.idle() and time.monotonic() < deadline:
                         time.sleep(0.002)
+            if rotate:
+                # Deal the bodies out again: each unit's tensors sit where they landed in
+                # memory, which can make a model's step a few percent faster or slower.
+                bodies = [v.body() for v in variants]
+                order.shuffle(bodies)
+                for v, body in zip(variants, bodies, strict=True):
+                    v.take(body)
         gc.unfreeze()
         if probe is not None:
             probe.disabled = False
@@ -349,6 +377,8 @@ def supervised(args: argparse.Namespace) -> dict[str, Any]:
     ]  # fmt: skip
     if args.only:
         command += ["--only", args.only]
+    if args.rotate:
+        command.append("--rotate")
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + 1800
     while not out.exists():
@@ -387,6 +417,9 @@ def main() -> int:
     parser.add_argument(
         "--only", help='variants to run besides "bare", comma-separated (e.g. "probe default")'
     )
+    parser.add_argument(
+        "--rotate", action="store_true", help="deal the models' tensors out anew each round"
+    )
     parser.add_argument("--out", help="also write the results as JSON here")
     args = parser.parse_args()
     runs: list[dict[str, Any]] = []
@@ -394,7 +427,14 @@ def main() -> int:
         results = (
             supervised(args)
             if args.supervised
-            else run(args.rounds, args.steps, args.warmup, args.copies, _names(args.only))
+            else run(
+                args.rounds,
+                args.steps,
+                args.warmup,
+                args.copies,
+                _names(args.only),
+                args.rotate,
+            )
         )
         runs.append(results)
         print(report(results), flush=True)
