@@ -389,7 +389,8 @@ class Supervisor:
                         self._release()  # nobody to debug it: let the process exit
             self.publish(message)
             return
-        self._broadcast(codec.encode(message))
+        if self.consoles:  # nobody watching: the steps are only stored (no encoding)
+            self._broadcast(codec.encode(message))
 
     def publish(self, message: Message) -> None:
         """Send ``message`` to every console, keeping it for later ones as its kind says."""
