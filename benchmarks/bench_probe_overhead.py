@@ -25,7 +25,8 @@ order, and their step times are pooled. Rounds are short (12 steps, ~0.15 s): th
 speed drifts over seconds, and what one model's time seemed to carry as an offset of its own
 was mostly that drift. Measured with six bare copies in one process: rounds of 40 steps (12
 rounds) left their medians 4-10% apart, rounds of 12 steps (40 rounds) 1.5-3%; swapping the
-models' tensors between copies each round (placement) changed nothing.
+models' tensors between copies each round (``--rotate``, a check for where they landed in
+memory) changed nothing there.
 
 Printed per variant: the median step time (the target's figure), its ratio to the bare loop,
 the 10th percentile, and the median over rounds of the round's mean step time (sampled steps
@@ -38,7 +39,7 @@ written to the supervisor's socket by the probe's I/O thread; otherwise into an 
 TensorBoard rounds, so "bare" is bare.
 
     .venv/bin/python benchmarks/bench_probe_overhead.py [--rounds 40] [--steps 12] [--copies 3]
-        [--supervised] [--repeat N] [--only "probe boundary,probe default"]
+        [--supervised] [--repeat N] [--only "probe boundary,probe default"] [--rotate]
 
 On a shared 2-core machine one run's ratios move by several percent from run to run: repeat
 it (``--repeat N`` prints each run and the median of the runs' ratios).
@@ -241,9 +242,7 @@ def run(
         send = sent.append
     torch.set_num_threads(torch.get_num_threads())
     with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as logdir:
-        # Each variant runs on `copies` models of its own: one model's step time carries an
-        # offset of its own (where its tensors landed in memory) of several percent on these
-        # machines, measured: the same code in three copies gave 1.21-1.30x in one process.
+        # Each variant runs on `copies` models of its own, pooled (see the module docstring).
         makers: dict[str, Callable[[str], Variant]] = {
             "bare": Variant,
             "probe boundary": BoundaryVariant,

@@ -310,8 +310,9 @@ class LayerSampler:
             a non-finite value is seen, then goes to the CPU).
         histogram_layers: Layers per sample that get histograms (round robin), plus the one
             chosen with :meth:`focus`.
-        loss_source: Returns the loss tensor whose ``backward`` is running (the probe has it),
-            or None. Lets the tripwire check one scalar instead of the output gradient.
+        loss_source: Returns the loss whose ``backward`` is running (the probe has it: a float,
+            or a tensor), or None. Lets the tripwire check one scalar instead of the output
+            gradient.
     """
 
     def __init__(
@@ -1396,11 +1397,15 @@ class LayerSampler:
     def _check_watched(self, step: int) -> None:
         try:
             loss = self._loss_source() if self._loss_source is not None else None
-            if isinstance(loss, torch.Tensor) and loss.numel() == 1 and loss.is_cpu:
+            if type(loss) is float:  # the probe reads a CPU loss when its backward starts
+                value = loss
+            elif isinstance(loss, torch.Tensor) and loss.numel() == 1 and loss.is_cpu:
                 value = float(loss)
-                if value - value != 0.0:
-                    self._trip(step, "loss", f"the loss is {value}")
-                    return
+            else:
+                value = 0.0
+            if value - value != 0.0:
+                self._trip(step, "loss", f"the loss is {value}")
+                return
             for ref in self._watched.values():
                 param = ref()
                 g = param.grad if param is not None else None
