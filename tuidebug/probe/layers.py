@@ -1059,9 +1059,11 @@ class LayerSampler:
         params, self._arm_params = self._arm_params, []
         snapshot, self._snapshot = self._snapshot, []
         self._last_slots = sample.slots
-        if self._last_rng is not None and self.forensics is None:
+        if self._last_rng is not None and self.forensics is None and not self._dense:
             # Did the step draw random numbers since its (last) forward began? The backward
-            # and the optimizer draw none, so this is the forward's (see _on_root_call).
+            # and the optimizer draw none, so this is the forward's (see _on_root_call). Not
+            # on dense samples: every step is sampled and saves the state anyway, and the
+            # first sparse sample looks again.
             self._rng_used = not torch.equal(torch.get_rng_state(), self._last_rng)
         buffer = self._buffer
         with torch.no_grad():
