@@ -46,22 +46,34 @@ def model_and_data() -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
     return model, x, x.sum(1, keepdim=True)
 
 
+def train_steps(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    n: int,
+) -> list[float]:
+    """A plain loop that never heard of tuidebug; the losses it saw."""
+    losses = []
+    for _ in range(n):
+        loss = torch.nn.functional.mse_loss(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
 def test_zero_code_change_optimizer_loop() -> None:
     model, x, y = model_and_data()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
     probe, link = make_probe()
-    losses = []
     try:
         # The probe adds nothing to the run's output: no warning either (float() of a loss
         # that requires grad warns; the probe reads it another way).
         with warnings.catch_warnings():
             warnings.simplefilter("error")
-            for _ in range(20):
-                loss = torch.nn.functional.mse_loss(model(x), y)
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                losses.append(loss.item())
+            losses = train_steps(model, x, y, optimizer, 20)
         probe.finish()
     finally:
         probe.remove_hooks()
@@ -181,17 +193,10 @@ def test_the_probe_does_not_change_what_training_computes() -> None:
         model, x, y = model_and_data()
         optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
         probe = make_probe()[0] if with_probe else None
-        out = []
         try:
-            for _ in range(15):
-                loss = torch.nn.functional.mse_loss(model(x), y)
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                out.append(loss.item())
+            return train_steps(model, x, y, optimizer, 15)
         finally:
             if probe:
                 probe.remove_hooks()
-        return out
 
     assert train(True) == train(False)
