@@ -11,6 +11,7 @@ import math
 from typing import Any
 
 from textual.app import App
+from textual.widgets.data_table import ColumnKey
 
 from tuidebug.console.layers_model import LayersModel
 from tuidebug.console.screens.layers import LayerDetailScreen, LayersScreen
@@ -163,6 +164,33 @@ async def _rows_update_in_place_sort_and_filter() -> None:
         await pilot.press("slash", "backspace", "backspace", "backspace", "backspace")
         await pilot.pause()
         assert table.row_count == 14
+
+
+def test_columns_widen_when_statistics_arrive_after_the_tree() -> None:
+    asyncio.run(_columns_widen_when_statistics_arrive_after_the_tree())
+
+
+async def _columns_widen_when_statistics_arrive_after_the_tree() -> None:
+    # The screen opened before the first sample: every statistic read "—" when the rows were
+    # added. Values written in place later must not be cut to the header's width.
+    model = LayersModel()
+    tmsg = _table(2)
+    model.fold([tmsg])
+    app = LayersApp(model)
+    async with app.run_test(size=(200, 30)) as pilot:
+        screen = app.screen
+        assert isinstance(screen, LayersScreen)
+        table = screen.table
+        stats = _stats(tmsg, 10)
+        stats.act = [v * 1e-4 - 1.2345e-5 for v in stats.act]  # long cells: "-1.23e-5"
+        model.fold([stats])
+        screen.sync()
+        await pilot.pause()
+        await pilot.pause()
+        for column in ("mean", "dtype", "shape", "grad_norm"):
+            cell = table.get_cell("2", column)
+            assert table.columns[ColumnKey(column)].content_width >= cell.cell_len, column
+        assert "float32" in _painted(table)
 
 
 def test_detail_histograms_chart_and_nan_jump() -> None:

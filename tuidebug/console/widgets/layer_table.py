@@ -16,7 +16,7 @@ from typing import Any
 
 from rich.text import Text
 from textual.widgets import DataTable
-from textual.widgets.data_table import ColumnKey, RowKey
+from textual.widgets.data_table import CellKey, ColumnKey, RowKey
 
 from tuidebug.console.formatting import fmt_bytes
 from tuidebug.console.layers_model import LayerRow, LayersModel
@@ -231,9 +231,18 @@ class LayerTable(DataTable[Text]):
         if isinstance(data, dict) and all(ColumnKey(c) in data for c, _ in COLUMNS):
             # DataTable.update_cell refreshes the widget once per cell (~60 µs each, 15 a
             # row): on a 1,000-module model that made a frame take over 100 ms. Same effect,
-            # one refresh per frame (textual 6-8 keep cells in ``_data``).
+            # one refresh per frame (textual 6-8 keep cells in ``_data``). A cell wider than
+            # its column (the tree came before any statistics: the columns were sized on
+            # "—") is handed to the table to measure when idle, as update_cell(...,
+            # update_width=True) does; columns only grow here.
+            widths = getattr(self, "_updated_cells", None)
             for column, _ in COLUMNS:
-                data[ColumnKey(column)] = cells[column]
+                column_key = ColumnKey(column)
+                cell = cells[column]
+                data[column_key] = cell
+                if widths is not None and cell.cell_len > self.columns[column_key].content_width:
+                    widths.add(CellKey(key, column_key))
+                    self._require_update_dimensions = True
             return 1
         for column, _ in COLUMNS:
             self.update_cell(key, column, cells[column])
