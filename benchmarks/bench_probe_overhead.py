@@ -3,7 +3,7 @@
 Model: 8 x (Linear(256, 256) + ReLU) + Linear(256, 10), batch 128, Adam, CPU. Variants, run
 interleaved in many short rounds so that machine noise hits them all alike:
 
-- bare: the training loop alone;
+- bare: the training loop alone (and "bare again", the same, for the noise floor);
 - probe boundary: the loop with the probe's own step boundary (under ``--supervised``: the
   probe's optimizer hook, its step point sent to the supervisor) and no layer sampler, to tell
   the boundary's cost from the sampler's;
@@ -36,7 +36,15 @@ Where the sampler's messages go: under ``tuidebug run`` (``--supervised`` starts
 ``tuidebug run --detach`` with a real supervisor) they go through the probe's link, encoded and
 written to the supervisor's socket by the probe's I/O thread; otherwise into an in-memory list
 (the output says which). The probe's own step-boundary work is switched off during the bare and
-TensorBoard rounds, so "bare" is bare.
+TensorBoard rounds, so "bare" is bare. Under a supervisor the sampler is fed as in a run: the
+probe's layers observer, called at the probe's step boundary with the probe's loss and the
+probe's own time on the step (the budget covers the whole probe). No console is attached, so
+the probe's link sends 4 batches a second, as in a run nobody watches (20 with a console).
+
+"bare again" is the bare loop a second time: how far apart two identical variants land in
+this run (the noise floor). "paired" is the median over rounds of the variant's median step in
+the round against bare's in the same round (drift between rounds cancels; a round holding a
+sampled step counts it more than the pooled median does).
 
     .venv/bin/python benchmarks/bench_probe_overhead.py [--rounds 40] [--steps 12] [--copies 3]
         [--supervised] [--repeat N] [--only "probe boundary,probe default"] [--rotate]
@@ -65,8 +73,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from tuidebug.probe.extensions.layers import LayersObserver
 from tuidebug.probe.layers import LayerSampler
-from tuidebug.wire.messages import Message
+from tuidebug.wire.messages import Message, StepPoint
 
 
 def make_model() -> tuple[nn.Module, torch.optim.Optimizer]:
@@ -135,23 +144,51 @@ class BoundaryVariant(Variant):
 
 
 class SamplerVariant(Variant):
+    """The layer sampler on this variant's model. Under a probe (``--supervised``) it is fed as
+    in a run: the probe's step boundary calls it as an observer, with the probe's loss and the
+    probe's own time on the step (its budget covers both); otherwise after each step."""
+
     uses_probe = True
 
-    def __init__(self, name: str, send: Callable[[Message], None], every: int | None) -> None:
+    def __init__(
+        self, name: str, send: Callable[[Message], None], every: int | None, probe: Any = None
+    ) -> None:
         super().__init__(name)
-        self.sampler = LayerSampler(send, 0, every=every)
+        self.probe = probe
+        self.sampler = LayerSampler(
+            send, 0, every=every, loss_source=probe.current_loss if probe is not None else None
+        )
         self.sampler.add_model(name.replace(" ", "-"), self.model)
         self.sampler.add_optimizer(self.opt)
+        self.observer = _VariantObserver(self) if probe is not None else None
 
     def after_step(self, loss: float) -> None:
-        self.sampler.on_boundary(self.step_no, time.perf_counter(), loss)
+        if self.observer is None:
+            self.sampler.on_boundary(self.step_no, time.perf_counter(), loss)
 
     def before(self) -> None:
         self.sampler.unpark()
+        if self.observer is not None:
+            self.probe.observers[:] = [self.observer]
 
     def settle(self) -> None:
         # The sampler's global forward hook would fire for the other variants' modules too.
         self.sampler.park()
+        if self.observer is not None:
+            self.probe.observers.clear()
+
+
+class _VariantObserver(LayersObserver):
+    """The probe's layers observer, numbering steps by its variant's own count (the probe's
+    count runs on through the other variants' rounds, and would look like skipped steps)."""
+
+    def __init__(self, variant: SamplerVariant) -> None:
+        super().__init__(variant.sampler, variant.probe)
+        self.variant = variant
+
+    def on_boundary(self, step: int, point: StepPoint, now: float) -> str | None:
+        # Called inside opt.step(), before the variant counts the step.
+        return super().on_boundary(self.variant.step_no + 1, point, now)
 
 
 class NaiveHookVariant(Variant):
@@ -245,9 +282,11 @@ def run(
         # Each variant runs on `copies` models of its own, pooled (see the module docstring).
         makers: dict[str, Callable[[str], Variant]] = {
             "bare": Variant,
+            # The same loop again: how far apart two identical variants land in this run.
+            "bare again": Variant,
             "probe boundary": BoundaryVariant,
-            "probe default": lambda name: SamplerVariant(name, send, None),
-            "probe every step": lambda name: SamplerVariant(name, send, 1),
+            "probe default": lambda name: SamplerVariant(name, send, None, probe),
+            "probe every step": lambda name: SamplerVariant(name, send, 1, probe),
             "naive mean+std": NaiveHookVariant,
         }
         if importlib.util.find_spec("tensorboard") is not None:
@@ -305,6 +344,14 @@ def run(
         times = {name: [r for v in variants if v.name == name for r in v.times] for name in names}
         base_mean = statistics.median(statistics.fmean(r) for r in times["bare"])
         base_median = statistics.median(t for r in times["bare"] for t in r)
+        # Round by round (each variant's copies pooled within the round).
+        by_round = {
+            name: [
+                [t for v in variants if v.name == name for t in v.times[i]] for i in range(rounds)
+            ]
+            for name in names
+        }
+        results["round_times"] = by_round
         rows = []
         for name in names:
             group = [v for v in variants if v.name == name]
@@ -319,6 +366,10 @@ def run(
                 "ms_p10": statistics.quantiles([t for r in times[name] for t in r], n=10)[0] * 1e3,
                 "ratio_mean": mean / base_mean,
                 "ratio_median": median / base_median,
+                "ratio_paired": statistics.median(
+                    statistics.median(mine) / statistics.median(base)
+                    for mine, base in zip(by_round[name], by_round["bare"], strict=True)
+                ),
                 # Each copy's median against the pooled bare median: the spread between
                 # copies of one variant is the placement noise the pooling averages out.
                 "copy_ratios": [
@@ -345,7 +396,7 @@ def report(results: dict[str, Any]) -> str:
         "8 x (Linear(256,256)+ReLU) + Linear(256,10), batch 128, Adam, CPU, "
         f"{results['threads']} threads; messages to {results['sink']}",
         f"{'variant':<18}{'ms/step':>9}{'median':>8}{'p10':>7}{'mean ratio':>12}"
-        f"{'median ratio':>14}  notes",
+        f"{'median ratio':>14}{'paired':>8}  notes",
     ]
     for r in results["rows"]:
         notes = ""
@@ -360,7 +411,7 @@ def report(results: dict[str, Any]) -> str:
         lines.append(
             f"{r['variant']:<18}{r['ms_per_step']:>9.2f}{r['ms_median']:>8.2f}{r['ms_p10']:>7.2f}"
             f"{r['ratio_mean']:>11.3f}x"
-            f"{r['ratio_median']:>13.3f}x  {notes}"
+            f"{r['ratio_median']:>13.3f}x{r['ratio_paired']:>7.3f}x  {notes}"
         )
     lines.append("targets: probe default <= 1.02x, probe every step <= 1.20x (median step ratio)")
     return "\n".join(lines)
@@ -390,13 +441,16 @@ def supervised(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def summary(runs: list[dict[str, Any]]) -> str:
-    """The median over runs of each variant's median-step ratio, with its range."""
-    lines = [f"median of {len(runs)} runs (median step ratio to bare; range):"]
+    """The median over runs of each variant's median-step ratio (and paired ratio), with the
+    range."""
+    lines = [f"median of {len(runs)} runs (median step ratio to bare, range; paired, range):"]
     for i, row in enumerate(runs[0]["rows"]):
         ratios = sorted(run["rows"][i]["ratio_median"] for run in runs)
+        paired = sorted(run["rows"][i]["ratio_paired"] for run in runs)
         lines.append(
             f"  {row['variant']:<18}{statistics.median(ratios):.3f}x"
-            f"  ({ratios[0]:.3f}-{ratios[-1]:.3f})"
+            f"  ({ratios[0]:.3f}-{ratios[-1]:.3f});"
+            f"  {statistics.median(paired):.3f}x  ({paired[0]:.3f}-{paired[-1]:.3f})"
         )
     return "\n".join(lines)
 

@@ -200,3 +200,36 @@ def test_the_probe_does_not_change_what_training_computes() -> None:
                 probe.remove_hooks()
 
     assert train(True) == train(False)
+
+
+def test_the_layer_budget_covers_the_probes_own_step_work() -> None:
+    """The probe times its own work on each step (backward and boundary) and the layers
+    observer hands it to the sampler, whose budget is the whole probe's: the cadence makes room
+    for it (tuidebug/probe/schedule.py)."""
+    from tuidebug.probe.extensions import layers
+
+    probe, _link = make_probe()
+    layers.install(probe, {})
+    observer = probe.observers[-1]
+    assert isinstance(observer, layers.LayersObserver)
+    sampler = observer.sampler
+    handed: list[float] = []
+    on_boundary = sampler.on_boundary
+
+    def spy(step: int, now: float, loss: float | None, overhead: float = 0.0) -> bool:
+        assert overhead == probe.boundary_time
+        handed.append(overhead)
+        return on_boundary(step, now, loss, overhead)
+
+    sampler.on_boundary = spy  # type: ignore[method-assign]
+    model, x, y = model_and_data()
+    try:
+        train_steps(model, x, y, torch.optim.SGD(model.parameters(), lr=0.01), 40)
+    finally:
+        probe.remove_hooks()
+        sampler.close()
+    assert len(handed) == 40
+    assert all(0 < t < 0.05 for t in handed)  # measured, and a step's work, not a whole step
+    # Unsampled steps fold it into the per-step cost the interval is computed from: at least
+    # the smallest of the probe's own times (the sampler's own work only adds to it).
+    assert sampler.schedule.per_step > min(handed)

@@ -296,9 +296,13 @@ def test_a_late_console_gets_every_stored_event_and_only_the_latest_of_the_rest(
         connection = await RunConnection.open(paths)
         got: list[object] = []
         async for batch in connection.batches():
-            got += batch
-            if any(isinstance(m, HistoryDone) for m in batch):
-                break
+            for message in batch:
+                if isinstance(message, HistoryDone):
+                    break  # live messages may follow in the same batch: not history
+                got.append(message)
+            else:
+                continue
+            break
         connection.send(Command(name="stop-run", rank=-1))
         await asyncio.sleep(0.2)
         connection.close()
@@ -307,3 +311,46 @@ def test_a_late_console_gets_every_stored_event_and_only_the_latest_of_the_rest(
     got = asyncio.run(attach())
     assert sum(isinstance(m, LayerTable) for m in got) == 1  # retention "all": stored
     assert sum(isinstance(m, LayerStats) for m in got) == 1  # retention "latest": the newest
+
+
+def test_links_send_less_often_while_no_console_watches(run_env: dict[str, str]) -> None:
+    from tuidebug.probe.link import FLUSH_INTERVAL, UNWATCHED_FLUSH_INTERVAL, Link
+    from tuidebug.wire.messages import LINK_PACE
+
+    run_id = start_detached(STEADY, "2000", "0.01")
+    paths = find_run(run_id)
+    assert paths is not None
+    wait_for(lambda: paths.read_meta().get("state") == "running", what="running")
+    commands: list[Command] = []
+    link = Link.connect(paths.socket, paths.token.read_text(), 1, 2, commands.append)
+
+    async def watch() -> None:
+        # Nobody attached: the supervisor slows the new probe's link down at its hello.
+        wait_for(lambda: link.interval == UNWATCHED_FLUSH_INTERVAL, 10, what="slow pace")
+        console = await RunConnection.open(paths)
+        for _ in range(500):
+            if link.interval == FLUSH_INTERVAL:
+                break
+            await asyncio.sleep(0.01)
+        assert link.interval == FLUSH_INTERVAL  # a console came: 20 batches a second
+        # The pace is the supervisor's to set: a console's attempt is not relayed.
+        console.send(Command(name=LINK_PACE, rank=-1, args={"watched": "0"}))
+        await asyncio.sleep(0.5)
+        assert link.interval == FLUSH_INTERVAL
+        console.close()
+        for _ in range(500):
+            if link.interval == UNWATCHED_FLUSH_INTERVAL:
+                break
+            await asyncio.sleep(0.01)
+        assert link.interval == UNWATCHED_FLUSH_INTERVAL  # the last console went
+        stopper = await RunConnection.open(paths)
+        stopper.send(Command(name="stop-run", rank=-1))
+        await asyncio.sleep(0.2)
+        stopper.close()
+
+    try:
+        asyncio.run(asyncio.wait_for(watch(), 30))
+    finally:
+        link.close()
+    assert not any(c.name == LINK_PACE for c in commands)  # the link keeps its own command
+    assert ended_meta(run_id)["state"] == "stopped"

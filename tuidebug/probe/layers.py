@@ -528,8 +528,12 @@ class LayerSampler:
 
     # --- boundaries ----------------------------------------------------------------------------
 
-    def on_boundary(self, step: int, now: float, loss: float | None) -> bool:
-        """Step ``step`` ended. True when the run should pause here (see the module doc)."""
+    def on_boundary(self, step: int, now: float, loss: float | None, overhead: float = 0.0) -> bool:
+        """Step ``step`` ended. True when the run should pause here (see the module doc).
+
+        ``overhead``: seconds the probe spent on this step outside the sampler (its own
+        boundary): the budget covers the whole probe, so samples make room for it.
+        """
         # The fast path of an unsampled step: a float check, one subtraction, two compares.
         if self.disabled:
             return False
@@ -547,7 +551,7 @@ class LayerSampler:
             and stepped
         ):
             if last is not None:
-                self.schedule.note_step(now - last, per_step)
+                self.schedule.note_step(now - last, per_step + overhead)
             return False
         if os.getpid() != self.pid:
             return False

@@ -1,8 +1,10 @@
 """The probe's connection to its supervisor, run by one background thread.
 
 The training thread never touches the socket: it appends messages to a bounded queue and
-reads a few flags. The I/O thread wakes every ``FLUSH_INTERVAL`` seconds (or when a command
-arrives), sends what is queued as frames, and hands commands to a callback. When the socket
+reads a few flags. The I/O thread wakes every ``FLUSH_INTERVAL`` seconds while a console is
+attached, every ``UNWATCHED_FLUSH_INTERVAL`` while none is (the supervisor says which, with a
+``LINK_PACE`` command), or at once when a command arrives or a message that cannot wait is
+queued; it sends what is queued as frames and hands commands to a callback. When the socket
 dies, the link goes quiet for good: the queue stops filling and training carries on.
 """
 
@@ -19,11 +21,24 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tuidebug.wire import codec
-from tuidebug.wire.messages import Command, Hello, Message, Reject, StepPoint, Steps, Welcome
+from tuidebug.wire.messages import (
+    LINK_PACE,
+    Command,
+    Hello,
+    Message,
+    Reject,
+    StepPoint,
+    Steps,
+    Welcome,
+)
 
 log = logging.getLogger("tuidebug.probe")
 
 FLUSH_INTERVAL = 0.05  # seconds: 20 batches a second is smooth for a person, cheap for the run
+# Nobody watching: each batch still wakes this thread and the supervisor (~1% of a core at 20 Hz,
+# taken from the training threads on a small machine). A crash of the process loses at most
+# this much of the step history (a clean exit or an error sends everything).
+UNWATCHED_FLUSH_INTERVAL = 0.25
 QUEUE_LIMIT = 200_000  # points kept while the supervisor is slow; the oldest go first
 CONNECT_TIMEOUT = 5.0
 
@@ -41,6 +56,7 @@ class Link:
         run_id: str,
         rank: int,
         on_command: Callable[[Command], None],
+        early: list[Message] | None = None,
     ) -> None:
         self.run_id = run_id
         self.rank = rank
@@ -53,6 +69,10 @@ class Link:
         self._wake_r, self._wake_w = os.pipe()
         self._decoder = codec.FrameDecoder()
         self._flushing = False
+        self.interval = FLUSH_INTERVAL
+        """Seconds between batches (the supervisor sets it, see ``LINK_PACE``)."""
+        for message in early or ():
+            self._receive(message)
         self._thread = threading.Thread(target=self._serve, name="tuidebug-probe-io", daemon=True)
         self._thread.start()
 
@@ -74,7 +94,7 @@ class Link:
                 role="probe", token=token, pid=os.getpid(), rank=rank, world_size=world_size
             )
             sock.sendall(codec.encode(hello))
-            reply = _read_one(sock)
+            reply, early = _read_first(sock)
         except OSError as error:
             sock.close()
             raise LinkError(f"cannot reach the supervisor at {socket_path}: {error}") from None
@@ -84,7 +104,7 @@ class Link:
         if not isinstance(reply, Welcome):
             sock.close()
             raise LinkError(f"unexpected first reply from the supervisor: {type(reply).__name__}")
-        return cls(sock, reply.run_id, rank, on_command)
+        return cls(sock, reply.run_id, rank, on_command, early)
 
     # --- called from the training thread: cheap, never blocking, never raising -------------
 
@@ -130,7 +150,7 @@ class Link:
             while True:
                 stopping = self._stop.is_set()
                 watched: list[socket.socket | int] = [self._sock, self._wake_r]
-                readable, _, _ = select.select(watched, [], [], 0 if stopping else FLUSH_INTERVAL)
+                readable, _, _ = select.select(watched, [], [], 0 if stopping else self.interval)
                 if self._wake_r in readable:
                     os.read(self._wake_r, 4096)
                 if self._sock in readable:
@@ -138,8 +158,7 @@ class Link:
                     if not data:
                         raise ConnectionError("the supervisor closed the connection")
                     for message in self._decoder.feed(data):
-                        if isinstance(message, Command):
-                            self._on_command(message)
+                        self._receive(message)
                 self._flush()
                 if stopping:
                     return
@@ -148,6 +167,15 @@ class Link:
                 log.warning("tuidebug: lost the supervisor (%s); training continues", error)
         finally:
             self.alive = False
+
+    def _receive(self, message: Message) -> None:
+        if not isinstance(message, Command):
+            return
+        if message.name == LINK_PACE:
+            watched = message.args.get("watched") != "0"
+            self.interval = FLUSH_INTERVAL if watched else UNWATCHED_FLUSH_INTERVAL
+        else:
+            self._on_command(message)
 
     def _flush(self) -> None:
         self._flushing = True
@@ -172,8 +200,9 @@ class Link:
             self._sock.sendall(b"".join(chunks))
 
 
-def _read_one(sock: socket.socket) -> Message | None:
-    """Read exactly one message from a blocking socket (used for the handshake)."""
+def _read_first(sock: socket.socket) -> tuple[Message, list[Message]]:
+    """Read the handshake's reply from a blocking socket, and what came with it (the supervisor
+    may send commands right behind its welcome: they must not be lost)."""
     decoder = codec.FrameDecoder()
     while True:
         data = sock.recv(65536)
@@ -181,4 +210,4 @@ def _read_one(sock: socket.socket) -> Message | None:
             raise ConnectionError("connection closed during the handshake")
         messages = decoder.feed(data)
         if messages:
-            return messages[0]
+            return messages[0], messages[1:]

@@ -54,6 +54,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 _pid = [os.getpid()]
 os.register_at_fork(after_in_child=lambda: _pid.__setitem__(0, os.getpid()))
 MAX_PENDING_LOSSES = 1024  # backwards between two boundaries (gradient accumulation) kept
+_clock = time.perf_counter
 
 
 def guarded(method: F) -> F:
@@ -141,6 +142,10 @@ class Probe:
         self.observers: list[Observer] = []
         self._auto: Any = None  # AutoHooks, when installed
         self._warned: set[str] = set()
+        self._backward_time = 0.0  # seconds on_backward spent since the last boundary
+        self.boundary_time = 0.0
+        """Seconds the probe itself spent on the step that just ended (its backward and
+        boundary work, up to the observers): the layer sampler's budget covers it too."""
 
     # --- setup --------------------------------------------------------------------------------
 
@@ -217,33 +222,38 @@ class Probe:
         """A ``backward`` is about to run on ``tensor`` (called by the auto hooks)."""
         import torch
 
+        start = _clock()
         if not isinstance(tensor, torch.Tensor) or tensor.numel() != 1:
             return
         if self.source in (None, "backward") and self._pending_losses:
             # A second backward with no optimizer step in between: the previous one ended a step.
             self._set_source("backward", "backward() of a scalar (no optimizer step seen)")
-            self._boundary(None, {})
+            self._boundary(None, {}, start)
+            start = _clock()
         if len(self._pending_losses) < MAX_PENDING_LOSSES:
             # item(): float() of a tensor that requires grad warns (torch 2.13)
             self._pending_losses.append(tensor.item() if tensor.is_cpu else tensor.detach())
+        self._backward_time += _clock() - start
 
     @guarded
     def on_optimizer_step(self, optimizer: Any) -> None:
         """An optimizer finished a ``step`` (called by torch's global optimizer hook)."""
+        start = _clock()
         if id(optimizer) not in self._optimizers:
             self.on_optimizer_seen(optimizer)
         if self.source == "hook":
             return
         if self.source != "optimizer":
             self._set_source("optimizer", f"{type(optimizer).__name__}.step()")
-        self._boundary(None, {})
+        self._boundary(None, {}, start)
 
     @guarded
     def on_hook_step(self, loss: Any, scalars: dict[str, Any]) -> None:
         """``dbg.step(loss=..., **scalars)``."""
+        start = _clock()
         if self.source != "hook":
             self._set_source("hook", "dbg.step()")
-        self._boundary(loss, scalars)
+        self._boundary(loss, scalars, start)
 
     def on_optimizer_seen(self, optimizer: Any) -> None:
         """Remember an optimizer and tell the console about it."""
@@ -292,7 +302,7 @@ class Probe:
         try:
             if self.source in (None, "backward") and self._pending_losses:
                 self._set_source("backward", "backward() of a scalar (no optimizer step seen)")
-                self._boundary(None, {})
+                self._boundary(None, {}, _clock())
             self._release_deferred(wait=True)
         except Exception as error:
             self.disable(f"finish failed: {error!r}")
@@ -343,8 +353,9 @@ class Probe:
         for observer in self.observers:
             observer.on_model(name, module)
 
-    def _boundary(self, loss: Any, scalars: dict[str, Any]) -> None:
-        """One step ended: number it, read its values without a device sync, queue it."""
+    def _boundary(self, loss: Any, scalars: dict[str, Any], start: float) -> None:
+        """One step ended (the probe's entry point began at ``start``): number it, read its
+        values without a device sync, queue it."""
         self.step += 1
         if self._auto is not None and self.step == 1:
             self._auto.first_step_done()
@@ -370,7 +381,9 @@ class Probe:
         if self._deferred:
             self._release_deferred(wait=False)
         if self.observers:
-            now = time.perf_counter()
+            now = _clock()
+            self.boundary_time = now - start + self._backward_time
+            self._backward_time = 0.0
             for observer in self.observers:
                 reason = observer.on_boundary(self.step, point, now)
                 if reason:

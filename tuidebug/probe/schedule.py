@@ -1,8 +1,9 @@
 """When to sample: a cadence set by a cost budget, measured rather than guessed.
 
 The sampler reports how long each of its samples cost the training thread and how long the
-unsampled steps take, and what it costs on every step whether sampled or not (the tripwire's
-check, the root model's pre-hook): the interval is the smallest N such that one sample every N
+unsampled steps take, and what the probe costs on every step whether sampled or not (the
+tripwire's check, the root model's pre-hook, the probe's own step boundary: the budget is the
+whole probe's, not the sampler's alone): the interval is the smallest N such that one sample every N
 steps plus that per-step cost stay within ``budget`` of the training time:
 ``N = ceil(cost / (budget * step_time - per_step))`` (at least a quarter of the budget is left
 for samples, so a per-step cost over budget makes samples rare, not impossible). The costs are
@@ -58,7 +59,7 @@ class Schedule:
         self.every = every
         self.max_interval = max_interval
         self._cost: float | None = None
-        self._per_step = 0.0  # seconds the sampler costs every step (moving average)
+        self._per_step = 0.0  # seconds the probe costs every step (moving average)
         self._step_time: float | None = None
         self._timed = 0
         self._recent: deque[float] = deque(maxlen=RECENT)
@@ -66,7 +67,7 @@ class Schedule:
         """The next step to sample (the sampler compares against this at every boundary)."""
 
     def note_step(self, seconds: float, per_step: float = 0.0) -> None:
-        """An unsampled step took ``seconds``, of which the sampler's every-step work took
+        """An unsampled step took ``seconds``, of which the probe's every-step work took
         ``per_step`` (sampled steps are not noted: they include the sample's own cost)."""
         if seconds <= 0 or not math.isfinite(seconds):
             return
@@ -91,7 +92,7 @@ class Schedule:
 
     @property
     def per_step(self) -> float:
-        """Seconds the sampler costs on every step, sampled or not (moving average)."""
+        """Seconds the probe costs on every step, sampled or not (moving average)."""
         return self._per_step
 
     @property

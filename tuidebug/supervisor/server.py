@@ -26,6 +26,7 @@ from tuidebug.supervisor.child import set_winsize, spawn_on_pty
 from tuidebug.supervisor.store import HistoryStore, event_body
 from tuidebug.wire import auth, codec
 from tuidebug.wire.messages import (
+    LINK_PACE,
     Command,
     DebuggerClosed,
     DebuggerOpened,
@@ -106,6 +107,7 @@ class Supervisor:
         """The run's options (``tuidebug run`` flags), for the supervisor's extensions."""
         self.probes: set[Client] = set()
         self.consoles: set[Client] = set()
+        self._links_watched = False  # what the probes' links were last told (_pace_links)
         self.bridges: set[Client] = set()
         self.held = False  # the script raised and waits for a post-mortem or a release
         self.debugger_output: bytearray | None = None  # output since a debugger opened
@@ -302,6 +304,7 @@ class Supervisor:
                 self.consoles.discard(client)
                 self.bridges.discard(client)
                 client.close()
+                self._pace_links()
                 if self.held and not self.consoles:
                     self._release()
             else:
@@ -321,6 +324,7 @@ class Supervisor:
 
     def _on_probe_hello(self, client: Client) -> None:
         self.probes.add(client)
+        client.send(self._pace_frame())
         if self.state == "starting":
             self.state = "running"
             self._write_meta()
@@ -347,6 +351,21 @@ class Supervisor:
             client.send(codec.encode(Output(data=tail)))
         client.send(codec.encode(HistoryDone(steps=steps)))
         self.consoles.add(client)
+        self._pace_links()
+
+    def _pace_frame(self) -> bytes:
+        watched = "1" if self.consoles else "0"
+        return codec.encode(Command(name=LINK_PACE, rank=-1, args={"watched": watched}))
+
+    def _pace_links(self) -> None:
+        """Tell the probes when the first console came or the last one went: their links send
+        20 batches a second to a console, 4 to the store alone (link.py)."""
+        watched = bool(self.consoles)
+        if watched != self._links_watched:
+            self._links_watched = watched
+            frame = self._pace_frame()
+            for probe in list(self.probes):
+                probe.send(frame)
 
     async def _serve(
         self, client: Client, reader: asyncio.StreamReader, decoder: codec.FrameDecoder
@@ -430,7 +449,7 @@ class Supervisor:
                 self.request_stop()
                 if self.held:
                     self._release()
-            else:
+            elif message.name != LINK_PACE:  # the supervisor's own, never relayed
                 if message.name in ("release", "debug"):
                     self.held = False
                 frame = codec.encode(message)
@@ -449,6 +468,7 @@ class Supervisor:
             console.send(frame)
             if console.closed:
                 self.consoles.discard(console)
+                self._pace_links()
 
     # --- metadata ------------------------------------------------------------------------------
 

@@ -201,6 +201,12 @@ class Command(Message):
     args: dict[str, str] = {}
 
 
+LINK_PACE = "link-pace"
+"""The supervisor's command to its probes' links (never a console's): ``args["watched"]`` is
+"1" while a console is attached, "0" when none is (the link then sends its batches less often:
+nobody is looking, and each batch wakes the supervisor)."""
+
+
 class Input(Message):
     """Keystrokes for the script's terminal (used by the debugger bridge)."""
 

@@ -22,8 +22,9 @@ NONFINITE_REASON = "first non-finite value (see the layers screen)"
 class LayersObserver(Observer):
     """Adapts the LayerSampler to the probe's observer hooks."""
 
-    def __init__(self, sampler: LayerSampler) -> None:
+    def __init__(self, sampler: LayerSampler, probe: Probe) -> None:
         self.sampler = sampler
+        self.probe = probe
 
     def on_model(self, name: str, module: Any) -> None:
         self.sampler.add_model(name, module)
@@ -32,7 +33,8 @@ class LayersObserver(Observer):
         self.sampler.add_optimizer(optimizer)
 
     def on_boundary(self, step: int, point: StepPoint, now: float) -> str | None:
-        return NONFINITE_REASON if self.sampler.on_boundary(step, now, point.loss) else None
+        pause = self.sampler.on_boundary(step, now, point.loss, self.probe.boundary_time)
+        return NONFINITE_REASON if pause else None
 
     def on_late_value(self, point: StepPoint) -> str | None:
         if point.loss is not None and self.sampler.on_loss(point.step, point.loss):
@@ -53,7 +55,7 @@ def install(probe: Probe, options: dict[str, Any]) -> None:
         pause_on_nonfinite=bool(options.get("pause_on_nonfinite", True)),
         loss_source=probe.current_loss,
     )
-    probe.add_observer(LayersObserver(sampler))
+    probe.add_observer(LayersObserver(sampler, probe))
 
     def focus(command: Command) -> None:
         sampler.focus(int(command.args.get("layer", "-1")))
