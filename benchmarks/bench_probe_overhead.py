@@ -3,7 +3,8 @@
 Model: 8 x (Linear(256, 256) + ReLU) + Linear(256, 10), batch 128, Adam, CPU. Variants, run
 interleaved in many short rounds so that machine noise hits them all alike:
 
-- bare: the training loop alone (and "bare again", the same, for the noise floor);
+- bare: the training loop alone, on twice the copies (every ratio is against it; its two
+  halves against each other are the run's noise floor);
 - probe boundary: the loop with the probe's own step boundary (under ``--supervised``: the
   probe's optimizer hook, its step point sent to the supervisor) and no layer sampler, to tell
   the boundary's cost from the sampler's;
@@ -41,9 +42,11 @@ probe's layers observer, called at the probe's step boundary with the probe's lo
 probe's own time on the step (the budget covers the whole probe). No console is attached, so
 the probe's link sends 4 batches a second, as in a run nobody watches (20 with a console).
 
-"bare again" is the bare loop a second time: how far apart two identical variants land in
-this run (the noise floor). "paired" is the median over rounds of the variant's median step in
-the round against bare's in the same round (drift between rounds cancels; a round holding a
+The noise floor printed under the table: bare's first half of copies against its second
+half, two identical loops (on the 2-core machines here the copies of one variant spread
+several percent, and the halves land 1-5% apart: a ratio inside that says nothing).
+"paired" is the median over rounds of the variant's median step in the round against bare's
+in the same round (drift between rounds cancels; a round holding a
 sampled step counts it more than the pooled median does).
 
     .venv/bin/python benchmarks/bench_probe_overhead.py [--rounds 40] [--steps 12] [--copies 3]
@@ -282,8 +285,6 @@ def run(
         # Each variant runs on `copies` models of its own, pooled (see the module docstring).
         makers: dict[str, Callable[[str], Variant]] = {
             "bare": Variant,
-            # The same loop again: how far apart two identical variants land in this run.
-            "bare again": Variant,
             "probe boundary": BoundaryVariant,
             "probe default": lambda name: SamplerVariant(name, send, None, probe),
             "probe every step": lambda name: SamplerVariant(name, send, 1, probe),
@@ -299,7 +300,12 @@ def run(
             if unknown:
                 raise SystemExit(f"unknown variants {sorted(unknown)}; known: {list(makers)}")
             makers = {n: m for n, m in makers.items() if n == "bare" or n in only}
-        variants = [make(name) for name, make in makers.items() for _ in range(copies)]
+        # Twice the copies for the baseline: it is in every ratio, and its halves are an A/A pair.
+        variants = [
+            make(name)
+            for name, make in makers.items()
+            for _ in range(2 * copies if name == "bare" else copies)
+        ]
         names = list(dict.fromkeys(v.name for v in variants))
         for v in variants:
             for _ in range(warmup):
@@ -352,6 +358,19 @@ def run(
             for name in names
         }
         results["round_times"] = by_round
+        halves = [v for v in variants if v.name == "bare"]
+        first, second = halves[: len(halves) // 2], halves[len(halves) // 2 :]
+
+        def pooled(units: list[Variant], which: range) -> float:
+            return statistics.median(t for v in units for i in which for t in v.times[i])
+
+        results["noise_floor"] = {
+            "median": pooled(second, range(rounds)) / pooled(first, range(rounds)),
+            "paired": statistics.median(
+                pooled(second, range(i, i + 1)) / pooled(first, range(i, i + 1))
+                for i in range(rounds)
+            ),
+        }
         rows = []
         for name in names:
             group = [v for v in variants if v.name == name]
@@ -413,6 +432,11 @@ def report(results: dict[str, Any]) -> str:
             f"{r['ratio_mean']:>11.3f}x"
             f"{r['ratio_median']:>13.3f}x{r['ratio_paired']:>7.3f}x  {notes}"
         )
+    floor = results["noise_floor"]
+    lines.append(
+        f"noise floor (bare's two halves, identical loops): {floor['median']:.3f}x, "
+        f"paired {floor['paired']:.3f}x"
+    )
     lines.append("targets: probe default <= 1.02x, probe every step <= 1.20x (median step ratio)")
     return "\n".join(lines)
 
@@ -444,6 +468,11 @@ def summary(runs: list[dict[str, Any]]) -> str:
     """The median over runs of each variant's median-step ratio (and paired ratio), with the
     range."""
     lines = [f"median of {len(runs)} runs (median step ratio to bare, range; paired, range):"]
+    floors = sorted(run["noise_floor"]["median"] for run in runs)
+    lines.append(
+        f"  {'(noise floor)':<18}{statistics.median(floors):.3f}x"
+        f"  ({floors[0]:.3f}-{floors[-1]:.3f})"
+    )
     for i, row in enumerate(runs[0]["rows"]):
         ratios = sorted(run["rows"][i]["ratio_median"] for run in runs)
         paired = sorted(run["rows"][i]["ratio_paired"] for run in runs)

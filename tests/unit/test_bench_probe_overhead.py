@@ -28,11 +28,14 @@ def test_every_variant_runs_and_reports_a_ratio(tmp_path: Path) -> None:
     rows = {row["variant"]: row for row in results["rows"]}
     assert {"bare", "probe boundary", "probe default", "probe every step"} <= set(rows)
     assert rows["bare"]["ratio_median"] == 1.0
-    for row in rows.values():
-        assert row["copies"] == 2 and row["ms_median"] > 0
+    for name, row in rows.items():
+        # The baseline runs on twice the copies: its halves are the run's noise floor.
+        assert row["copies"] == (4 if name == "bare" else 2) and row["ms_median"] > 0
+    assert results["noise_floor"]["median"] > 0 and results["noise_floor"]["paired"] > 0
     # Sampling every step: the sampler measured 2 copies x (2 warm-up + 2 x 3) steps' worth.
     assert rows["probe every step"]["samples"] >= 2 + 2 * 3 - 1
     assert "probe default" in done.stdout and "targets:" in done.stdout
+    assert "noise floor" in done.stdout
 
 
 def test_only_keeps_bare_and_names_unknown_variants(tmp_path: Path) -> None:
