@@ -206,7 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=0.01,
         metavar="FRACTION",
-        help="share of step time the layer statistics may cost (default 0.01: 1%%)",
+        help="share of step time the probe may cost on its every-step work and layer "
+        "statistics together (default 0.01: 1%%); the statistics are sampled as often as "
+        "what is left allows",
     )
     run.add_argument(
         "--stats-every",
