@@ -91,6 +91,14 @@ def make_model() -> tuple[nn.Module, torch.optim.Optimizer]:
 
 
 Body = tuple[list[torch.Tensor], list[dict[str, Any]], torch.Tensor, torch.Tensor]
+Unit = tuple[nn.Module, torch.optim.Optimizer, torch.Tensor, torch.Tensor]
+"""A model, its optimizer and its batch: what a variant trains (its own, or shared with the
+other variants under ``--same-models``)."""
+
+
+def make_unit() -> Unit:
+    model, opt = make_model()
+    return model, opt, torch.randn(128, 256), torch.randint(0, 10, (128,))
 
 
 class Variant:
@@ -99,12 +107,10 @@ class Variant:
     uses_probe = False
     """Whether the probe's own step boundary runs during this variant's rounds."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, unit: Unit | None = None) -> None:
         self.name = name
-        self.model, self.opt = make_model()
+        self.model, self.opt, self.x, self.y = unit if unit is not None else make_unit()
         self.step_no = 0
-        self.x = torch.randn(128, 256)
-        self.y = torch.randint(0, 10, (128,))
         self.times: list[list[float]] = []
 
     def body(self) -> Body:
@@ -154,15 +160,21 @@ class SamplerVariant(Variant):
     uses_probe = True
 
     def __init__(
-        self, name: str, send: Callable[[Message], None], every: int | None, probe: Any = None
+        self,
+        name: str,
+        send: Callable[[Message], None],
+        every: int | None,
+        probe: Any = None,
+        unit: Unit | None = None,
     ) -> None:
-        super().__init__(name)
+        super().__init__(name, unit)
         self.probe = probe
         self.sampler = LayerSampler(
             send, 0, every=every, loss_source=probe.current_loss if probe is not None else None
         )
         self.sampler.add_model(name.replace(" ", "-"), self.model)
         self.sampler.add_optimizer(self.opt)
+        self.sampler.suspend()  # hooked only during its own rounds (before/settle)
         self.observer = _VariantObserver(self) if probe is not None else None
 
     def after_step(self, loss: float) -> None:
@@ -170,13 +182,14 @@ class SamplerVariant(Variant):
             self.sampler.on_boundary(self.step_no, time.perf_counter(), loss)
 
     def before(self) -> None:
-        self.sampler.unpark()
+        self.sampler.resume()
         if self.observer is not None:
             self.probe.observers[:] = [self.observer]
 
     def settle(self) -> None:
-        # The sampler's global forward hook would fire for the other variants' modules too.
-        self.sampler.park()
+        # Out of the other variants' rounds: its global forward hook would fire for their
+        # modules, its root and optimizer hooks for its model when another variant shares it.
+        self.sampler.suspend()
         if self.observer is not None:
             self.probe.observers.clear()
 
@@ -198,11 +211,18 @@ class NaiveHookVariant(Variant):
     """The issue's yardstick: a forward hook on every module that computes the output's mean and
     std every step (read to the host, as a logging call would)."""
 
-    def __init__(self, name: str) -> None:
-        super().__init__(name)
+    def __init__(self, name: str, unit: Unit | None = None) -> None:
+        super().__init__(name, unit)
         self.seen: list[float] = []
-        for module in self.model.modules():
-            module.register_forward_hook(self._hook)
+        self.handles: list[Any] = []
+
+    def before(self) -> None:
+        self.handles = [m.register_forward_hook(self._hook) for m in self.model.modules()]
+
+    def settle(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles = []
 
     def _hook(self, _module: nn.Module, _args: Any, output: torch.Tensor) -> None:
         d = output.detach()
@@ -213,8 +233,8 @@ class NaiveHookVariant(Variant):
 
 
 class TensorBoardVariant(Variant):
-    def __init__(self, name: str, logdir: str, every: int = 10) -> None:
-        super().__init__(name)
+    def __init__(self, name: str, logdir: str, every: int = 10, unit: Unit | None = None) -> None:
+        super().__init__(name, unit)
         from torch.utils.tensorboard import SummaryWriter
 
         self.writer = SummaryWriter(logdir)
@@ -241,7 +261,7 @@ class TensorBoardVariant(Variant):
         loss.backward()
         self.opt.step()
         self.step_no += 1
-        value = float(loss)
+        value = float(loss.detach())
         if logging:
             for h in self.handles:
                 h.remove()
@@ -261,6 +281,7 @@ def run(
     copies: int = 1,
     only: list[str] | None = None,
     rotate: bool = False,
+    same_models: bool = False,
 ) -> dict[str, Any]:
     from tuidebug.probe import runtime
 
@@ -283,15 +304,17 @@ def run(
     torch.set_num_threads(torch.get_num_threads())
     with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as logdir:
         # Each variant runs on `copies` models of its own, pooled (see the module docstring).
-        makers: dict[str, Callable[[str], Variant]] = {
+        makers: dict[str, Callable[[str, Unit | None], Variant]] = {
             "bare": Variant,
             "probe boundary": BoundaryVariant,
-            "probe default": lambda name: SamplerVariant(name, send, None, probe),
-            "probe every step": lambda name: SamplerVariant(name, send, 1, probe),
+            "probe default": lambda name, unit: SamplerVariant(name, send, None, probe, unit),
+            "probe every step": lambda name, unit: SamplerVariant(name, send, 1, probe, unit),
             "naive mean+std": NaiveHookVariant,
         }
         if importlib.util.find_spec("tensorboard") is not None:
-            makers["tensorboard/10"] = lambda name: TensorBoardVariant(name, logdir)
+            makers["tensorboard/10"] = lambda name, unit: TensorBoardVariant(
+                name, logdir, unit=unit
+            )
         else:
             print("(tensorboard is not installed: `pip install tensorboard` adds the comparison)")
         if only:
@@ -301,15 +324,23 @@ def run(
                 raise SystemExit(f"unknown variants {sorted(unknown)}; known: {list(makers)}")
             makers = {n: m for n, m in makers.items() if n == "bare" or n in only}
         # Twice the copies for the baseline: it is in every ratio, and its halves are an A/A pair.
+        # Under --same-models copy k of every variant (both of bare's) trains model k.
+        units: list[Unit | None] = (
+            [make_unit() for _ in range(copies)] if same_models else [None] * copies
+        )
         variants = [
-            make(name)
+            make(name, units[k % copies])
             for name, make in makers.items()
-            for _ in range(2 * copies if name == "bare" else copies)
+            for k in range(2 * copies if name == "bare" else copies)
         ]
         names = list(dict.fromkeys(v.name for v in variants))
         for v in variants:
+            if probe is not None:
+                probe.disabled = not v.uses_probe
+            v.before()
             for _ in range(warmup):
                 v.step()
+            v.settle()
         # What exists now (torch, TensorBoard, the models) is never garbage: out of the
         # collector's sight, the full collection after each round costs <1 ms, not ~200.
         gc.collect()
@@ -364,12 +395,19 @@ def run(
         def pooled(units: list[Variant], which: range) -> float:
             return statistics.median(t for v in units for i in which for t in v.times[i])
 
+        def paired(group: list[Variant]) -> float:
+            # Copy k's median in each round against bare's copy k's in the same round (under
+            # --same-models the same model): drift between rounds and each model's own offset
+            # cancel.
+            return statistics.median(
+                statistics.median(v.times[i]) / statistics.median(b.times[i])
+                for v, b in zip(group, first, strict=False)
+                for i in range(rounds)
+            )
+
         results["noise_floor"] = {
             "median": pooled(second, range(rounds)) / pooled(first, range(rounds)),
-            "paired": statistics.median(
-                pooled(second, range(i, i + 1)) / pooled(first, range(i, i + 1))
-                for i in range(rounds)
-            ),
+            "paired": paired(second),
         }
         rows = []
         for name in names:
@@ -385,10 +423,7 @@ def run(
                 "ms_p10": statistics.quantiles([t for r in times[name] for t in r], n=10)[0] * 1e3,
                 "ratio_mean": mean / base_mean,
                 "ratio_median": median / base_median,
-                "ratio_paired": statistics.median(
-                    statistics.median(mine) / statistics.median(base)
-                    for mine, base in zip(by_round[name], by_round["bare"], strict=True)
-                ),
+                "ratio_paired": paired(group),
                 # Each copy's median against the pooled bare median: the spread between
                 # copies of one variant is the placement noise the pooling averages out.
                 "copy_ratios": [
@@ -453,6 +488,8 @@ def supervised(args: argparse.Namespace) -> dict[str, Any]:
         command += ["--only", args.only]
     if args.rotate:
         command.append("--rotate")
+    if args.same_models:
+        command.append("--same-models")
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + 1800
     while not out.exists():
@@ -502,8 +539,16 @@ def main() -> int:
     parser.add_argument(
         "--rotate", action="store_true", help="deal the models' tensors out anew each round"
     )
+    parser.add_argument(
+        "--same-models",
+        action="store_true",
+        help="copy k of every variant trains the same model k (each variant's hooks on only in "
+        "its own rounds): each model's own speed cancels in the paired ratio",
+    )
     parser.add_argument("--out", help="also write the results as JSON here")
     args = parser.parse_args()
+    if args.rotate and args.same_models:
+        parser.error("--rotate deals each variant its own models: not with --same-models")
     runs: list[dict[str, Any]] = []
     for _ in range(max(1, args.repeat)):
         results = (
@@ -516,6 +561,7 @@ def main() -> int:
                 args.copies,
                 _names(args.only),
                 args.rotate,
+                args.same_models,
             )
         )
         runs.append(results)

@@ -48,3 +48,16 @@ def test_only_keeps_bare_and_names_unknown_variants(tmp_path: Path) -> None:
     ]
     wrong = _bench("--copies", "1", "--only", "probe nothing")
     assert wrong.returncode != 0 and "unknown variants ['probe nothing']" in wrong.stderr
+
+
+def test_same_models_shares_each_model_between_the_variants(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    done = _bench("--copies", "2", "--same-models", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    rows = {row["variant"]: row for row in json.loads(out.read_text())["rows"]}
+    # Each sampler's hooks are on only in its own rounds: sampling every step still saw every
+    # step of its own (2 warm-up + 2 rounds x 3), though two samplers share each model.
+    assert rows["probe every step"]["samples"] >= 2 + 2 * 3 - 1
+    assert rows["probe default"]["samples"] <= 3
+    wrong = _bench("--copies", "1", "--same-models", "--rotate")
+    assert wrong.returncode != 0 and "not with --same-models" in wrong.stderr

@@ -285,6 +285,35 @@ def test_no_hook_left_after_close_even_mid_sample() -> None:
     sampler.close()  # idempotent
 
 
+def test_suspend_takes_every_hook_out_and_resume_carries_on() -> None:
+    """The overhead benchmark runs the sampler's model bare between its rounds: suspended, the
+    model and optimizer are as if never watched; resumed, sampling goes on where it was (the
+    sample armed at suspension included). Steps are the caller's count: suspended ones are
+    not counted."""
+    model = _mlp()
+    out: list[Message] = []
+    sampler = LayerSampler(out.append, 0, every=1)
+    sampler.add_model("model", model)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    _train(model, sampler, 3, opt=optimizer)
+    assert module_globals._global_forward_hooks  # armed for step 4
+    sampler.suspend()
+    _assert_no_hooks(model)
+    assert not optimizer._optimizer_step_pre_hooks
+    before = len(_of(out, LayerStats))
+    _train(model, sampler, 4, opt=optimizer, start=100)  # trained bare meanwhile
+    assert len(_of(out, LayerStats)) == before
+    _assert_no_hooks(model)
+    sampler.resume()
+    assert module_globals._global_forward_hooks  # step 4's sample, armed again
+    assert optimizer._optimizer_step_pre_hooks
+    _train(model, sampler, 3, opt=optimizer, start=4)
+    assert [s.step for s in _of(out, LayerStats)[before:]] == [4, 5, 6]
+    sampler.close()
+    _assert_no_hooks(model)
+    assert not optimizer._optimizer_step_pre_hooks
+
+
 def test_no_hooks_between_samples_and_numerics_unchanged() -> None:
     plain, watched = _mlp(), _mlp()
     _train(plain, LayerSampler(lambda m: None, 0, every=10_000), 6)

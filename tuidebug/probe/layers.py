@@ -350,6 +350,8 @@ class LayerSampler:
         self._param_layer: list[int] = []
         self._need_plan = False
         self._last_now: float | None = None
+        self._suspended = False  # see suspend()
+        self._rearm = False  # suspend() took down a sample armed for the next step
         self._sample: _Sample | None = None
         self._forward_handle: RemovableHandle | None = None
         self._param_handles: list[RemovableHandle] = []
@@ -510,16 +512,49 @@ class LayerSampler:
         """
         self._focus = int(layer)
 
-    def park(self) -> None:
-        """Take the global forward hook out until :meth:`unpark` (for a caller that runs other
-        models between steps in this process, like the overhead benchmark's interleaved
-        variants: the hook would fire, and cost, for their modules too)."""
-        self._remove_forward_hook()
+    def suspend(self) -> None:
+        """Take every hook out (the root pre-hooks, the tripwire's, a sample's) and stop, keeping
+        what was learnt (layer table, cadence, backward order), until :meth:`resume`. For a
+        caller that runs the same or other models without the sampler in this process, like
+        the overhead benchmark's interleaved variants. A sample armed for the next step is
+        taken down and armed again by :meth:`resume`."""
+        if self.disabled:
+            return
+        self._rearm = self._sample is not None
+        self._remove_step_hooks()
+        self._sample = None
+        self._snapshot = []
+        for model in self._models:
+            if model.pre_hook is not None:
+                model.pre_hook.remove()
+                model.pre_hook = None
+        self._remove_trip_hooks()
+        self.disabled = self._suspended = True
 
-    def unpark(self) -> None:
-        """Put the global forward hook back if a sample is armed (see :meth:`park`)."""
-        if self._sample is not None and self._forward_handle is None and not self.disabled:
-            self._forward_handle = register_module_forward_hook(self._on_forward, with_kwargs=True)
+    def resume(self) -> None:
+        """Put back what :meth:`suspend` took out."""
+        if not self._suspended:
+            return
+        self._suspended = self.disabled = False
+        for model in self._models:
+            root = model.root()
+            if root is not None and model.pre_hook is None:
+                model.pre_hook = root.register_forward_pre_hook(
+                    self._on_root_call, with_kwargs=True
+                )
+        for ref in self._optimizers:
+            optimizer = ref()
+            if optimizer is not None:
+                self._opt_hooks.append(optimizer.register_step_pre_hook(self._on_optimizer_pre))
+        self._hook_watched()
+        # The time suspended is no step: the first boundary after this one is not timed.
+        self._last_now = None
+        self._per_step = 0.0
+        if self._rearm and self._models:
+            try:
+                self._arm(self._step + 1)
+            except Exception as error:
+                self._disable(f"resuming failed: {error!r}")
 
     def sample_next(self) -> None:
         """Sample the next step whatever the budget (e.g. when the console asks for fresh data)."""
