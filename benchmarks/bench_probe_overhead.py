@@ -42,6 +42,12 @@ probe's layers observer, called at the probe's step boundary with the probe's lo
 probe's own time on the step (the budget covers the whole probe). No console is attached, so
 the probe's link sends 4 batches a second, as in a run nobody watches (20 with a console).
 
+``--same-models``: copy k of every variant trains the same model k (one optimizer, one batch),
+each variant's hooks on only during its own rounds (the samplers suspended, the naive hooks
+removed, outside them). Each model's own speed (copies of one variant otherwise spread
+several percent over a whole run, whatever moves their tensors) then cancels in the paired
+ratio. The probe boundary and TensorBoard variants need nothing switched.
+
 The noise floor printed under the table: bare's first half of copies against its second
 half, two identical loops (on the 2-core machines here the copies of one variant spread
 several percent, and the halves land 1-5% apart: a ratio inside that says nothing).
@@ -50,7 +56,8 @@ in the same round (drift between rounds cancels; a round holding a
 sampled step counts it more than the pooled median does).
 
     .venv/bin/python benchmarks/bench_probe_overhead.py [--rounds 40] [--steps 12] [--copies 3]
-        [--supervised] [--repeat N] [--only "probe boundary,probe default"] [--rotate]
+        [--supervised] [--repeat N] [--only "probe boundary,probe default"]
+        [--rotate | --same-models]
 
 On a shared 2-core machine one run's ratios move by several percent from run to run: repeat
 it (``--repeat N`` prints each run and the median of the runs' ratios).
