@@ -40,7 +40,9 @@ written to the supervisor's socket by the probe's I/O thread; otherwise into an 
 TensorBoard rounds, so "bare" is bare. Under a supervisor the sampler is fed as in a run: the
 probe's layers observer, called at the probe's step boundary with the probe's loss and the
 probe's own time on the step (the budget covers the whole probe). No console is attached, so
-the probe's link sends 4 batches a second, as in a run nobody watches (20 with a console).
+the probe's link sends 4 batches a second, as in a run nobody watches; ``--watched`` attaches
+a console for the whole run (it reads every message and draws nothing: the link then sends 20
+batches a second and the supervisor fans each out to it).
 
 ``--same-models``: copy k of every variant trains the same model k (one optimizer, one batch),
 each variant's hooks on only during its own rounds (the samplers suspended, the naive hooks
@@ -66,6 +68,7 @@ it (``--repeat N`` prints each run and the median of the runs' ratios).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import importlib.util
 import json
@@ -75,6 +78,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -385,6 +389,10 @@ def run(
             if isinstance(v, TensorBoardVariant):
                 v.writer.close()
         results: dict[str, Any] = {"sink": sink, "threads": torch.get_num_threads()}
+        if link is not None:
+            # The pace the supervisor set: 4 batches a second unwatched, 20 with a console.
+            results["sink"] += f", {1 / link.interval:.0f} batches/s"
+            results["link_interval"] = link.interval
         times = {name: [r for v in variants if v.name == name for r in v.times] for name in names}
         base_mean = statistics.median(statistics.fmean(r) for r in times["bare"])
         base_median = statistics.median(t for r in times["bare"] for t in r)
@@ -497,15 +505,51 @@ def supervised(args: argparse.Namespace) -> dict[str, Any]:
         command.append("--rotate")
     if args.same_models:
         command.append("--same-models")
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 1800
-    while not out.exists():
-        if time.monotonic() > deadline:
-            raise SystemExit("the supervised benchmark did not finish")
-        time.sleep(0.5)
+    started = subprocess.run(command, check=True, capture_output=True, text=True)
+    done = threading.Event()
+    watcher = None
+    if args.watched:
+        run_id = started.stdout.split()[2]  # "tuidebug: run <id> started (...)"
+        watcher = threading.Thread(target=_watch, args=(run_id, done), daemon=True)
+        watcher.start()
+    try:
+        deadline = time.monotonic() + 1800
+        while not out.exists():
+            if time.monotonic() > deadline:
+                raise SystemExit("the supervised benchmark did not finish")
+            time.sleep(0.5)
+    finally:
+        done.set()
+    if watcher is not None:
+        watcher.join(5)
     time.sleep(0.2)
     results: dict[str, Any] = json.loads(out.read_text())
     return results
+
+
+def _watch(run_id: str, done: threading.Event) -> None:
+    """Attach a console to the run until ``done``: it reads every message and draws nothing
+    (the probe's link then sends at its watched pace, the supervisor fans out to it)."""
+    from tuidebug.paths import find_run
+    from tuidebug.wire.client import RunConnection
+
+    async def read() -> None:
+        paths = find_run(run_id)
+        deadline = time.monotonic() + 30
+        while paths is None or not paths.socket.exists():
+            if time.monotonic() > deadline:
+                raise SystemExit(f"run {run_id}: no socket to watch")
+            await asyncio.sleep(0.05)
+            paths = find_run(run_id)
+        connection = await RunConnection.open(paths)
+        try:
+            async for _batch in connection.batches():
+                if done.is_set():
+                    break
+        finally:
+            connection.close()
+
+    asyncio.run(read())
 
 
 def summary(runs: list[dict[str, Any]]) -> str:
@@ -552,8 +596,15 @@ def main() -> int:
         help="copy k of every variant trains the same model k (each variant's hooks on only in "
         "its own rounds): each model's own speed cancels in the paired ratio",
     )
+    parser.add_argument(
+        "--watched",
+        action="store_true",
+        help="with --supervised: a console (reading, not drawing) attached for the whole run",
+    )
     parser.add_argument("--out", help="also write the results as JSON here")
     args = parser.parse_args()
+    if args.watched and not args.supervised:
+        parser.error("--watched needs --supervised (a console attaches to a run)")
     if args.rotate and args.same_models:
         parser.error("--rotate deals each variant its own models: not with --same-models")
     runs: list[dict[str, Any]] = []

@@ -61,3 +61,19 @@ def test_same_models_shares_each_model_between_the_variants(tmp_path: Path) -> N
     assert rows["probe default"]["samples"] <= 3
     wrong = _bench("--copies", "1", "--same-models", "--rotate")
     assert wrong.returncode != 0 and "not with --same-models" in wrong.stderr
+
+
+def test_supervised_and_watched_the_link_runs_at_a_consoles_pace(tmp_path: Path) -> None:
+    """Under a real supervisor with a console attached (reading, not drawing) the probe's link
+    sends 20 batches a second; the figures are still produced."""
+    from tuidebug.probe.link import FLUSH_INTERVAL
+
+    out = tmp_path / "bench.json"
+    done = _bench(
+        "--copies", "1", "--supervised", "--watched", "--only", "probe default", "--out", str(out)
+    )
+    assert done.returncode == 0, done.stderr
+    results = json.loads(out.read_text())
+    assert results["link_interval"] == FLUSH_INTERVAL
+    assert "supervisor's socket" in results["sink"] and "20 batches/s" in results["sink"]
+    assert [r["variant"] for r in results["rows"]] == ["bare", "probe default"]
