@@ -354,3 +354,42 @@ def test_links_send_less_often_while_no_console_watches(run_env: dict[str, str])
         link.close()
     assert not any(c.name == LINK_PACE for c in commands)  # the link keeps its own command
     assert ended_meta(run_id)["state"] == "stopped"
+
+
+def test_the_link_keeps_what_arrives_behind_the_welcome(tmp_path: Path) -> None:
+    """A supervisor may write its pace command, and the start of the next frame, in the same
+    read as the welcome: the link must take the command and finish the frame (it used to drop
+    both). A real Unix socket, served by hand so the bytes can be cut where the test says."""
+    import threading
+
+    from tuidebug.probe.link import UNWATCHED_FLUSH_INTERVAL, Link
+    from tuidebug.wire.messages import LINK_PACE, Welcome
+
+    path = tmp_path / "s"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(1)
+    second = codec.encode(Command(name="pause", rank=-1))
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        conn.recv(65536)  # the Hello
+        pace = Command(name=LINK_PACE, rank=-1, args={"watched": "0"})
+        conn.sendall(codec.encode(Welcome(run_id="r")) + codec.encode(pace) + second[:5])
+        threading.Event().wait(0.3)  # the link reads the above first
+        conn.sendall(second[5:])
+        threading.Event().wait(1.0)
+        conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    commands: list[Command] = []
+    link = Link.connect(path, "token", 0, 1, commands.append)
+    try:
+        assert link.interval == UNWATCHED_FLUSH_INTERVAL
+        wait_for(lambda: commands, 5, what="the command cut in two")
+        assert [c.name for c in commands] == ["pause"]
+    finally:
+        link.close()
+        thread.join(3)
+        server.close()

@@ -57,6 +57,7 @@ class Link:
         rank: int,
         on_command: Callable[[Command], None],
         early: list[Message] | None = None,
+        decoder: codec.FrameDecoder | None = None,
     ) -> None:
         self.run_id = run_id
         self.rank = rank
@@ -67,7 +68,8 @@ class Link:
         self._messages: collections.deque[Message] = collections.deque(maxlen=10_000)
         self._stop = threading.Event()
         self._wake_r, self._wake_w = os.pipe()
-        self._decoder = codec.FrameDecoder()
+        # The handshake's decoder, with any partial frame read behind the welcome.
+        self._decoder = decoder if decoder is not None else codec.FrameDecoder()
         self._flushing = False
         self.interval = FLUSH_INTERVAL
         """Seconds between batches (the supervisor sets it, see ``LINK_PACE``)."""
@@ -94,7 +96,7 @@ class Link:
                 role="probe", token=token, pid=os.getpid(), rank=rank, world_size=world_size
             )
             sock.sendall(codec.encode(hello))
-            reply, early = _read_first(sock)
+            reply, early, decoder = _read_first(sock)
         except OSError as error:
             sock.close()
             raise LinkError(f"cannot reach the supervisor at {socket_path}: {error}") from None
@@ -104,7 +106,7 @@ class Link:
         if not isinstance(reply, Welcome):
             sock.close()
             raise LinkError(f"unexpected first reply from the supervisor: {type(reply).__name__}")
-        return cls(sock, reply.run_id, rank, on_command, early)
+        return cls(sock, reply.run_id, rank, on_command, early, decoder)
 
     # --- called from the training thread: cheap, never blocking, never raising -------------
 
@@ -200,9 +202,12 @@ class Link:
             self._sock.sendall(b"".join(chunks))
 
 
-def _read_first(sock: socket.socket) -> tuple[Message, list[Message]]:
-    """Read the handshake's reply from a blocking socket, and what came with it (the supervisor
-    may send commands right behind its welcome: they must not be lost)."""
+def _read_first(
+    sock: socket.socket,
+) -> tuple[Message, list[Message], codec.FrameDecoder]:
+    """Read the handshake's reply from a blocking socket, what came with it (the supervisor
+    may send commands right behind its welcome: they must not be lost) and the decoder, which
+    holds any partial frame that followed."""
     decoder = codec.FrameDecoder()
     while True:
         data = sock.recv(65536)
@@ -210,4 +215,4 @@ def _read_first(sock: socket.socket) -> tuple[Message, list[Message]]:
             raise ConnectionError("connection closed during the handshake")
         messages = decoder.feed(data)
         if messages:
-            return messages[0], messages[1:]
+            return messages[0], messages[1:], decoder
