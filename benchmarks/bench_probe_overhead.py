@@ -53,9 +53,10 @@ ratio. The probe boundary and TensorBoard variants need nothing switched.
 The noise floor printed under the table: bare's first half of copies against its second
 half, two identical loops (on the 2-core machines here the copies of one variant spread
 several percent, and the halves land 1-5% apart: a ratio inside that says nothing).
-"paired" is the median over rounds of the variant's median step in the round against bare's
-in the same round (drift between rounds cancels; a round holding a
-sampled step counts it more than the pooled median does).
+"paired" is the median, over rounds and copies, of copy k's median step in a round against
+bare's copy k's in the same round (drift between rounds cancels, and under ``--same-models``
+each model's own speed; a round holding a sampled step counts it more than the pooled median
+does).
 
     .venv/bin/python benchmarks/bench_probe_overhead.py [--rounds 40] [--steps 12] [--copies 3]
         [--supervised] [--repeat N] [--only "probe boundary,probe default"]
@@ -394,21 +395,12 @@ def run(
             results["sink"] += f", {1 / link.interval:.0f} batches/s"
             results["link_interval"] = link.interval
         times = {name: [r for v in variants if v.name == name for r in v.times] for name in names}
-        base_mean = statistics.median(statistics.fmean(r) for r in times["bare"])
-        base_median = statistics.median(t for r in times["bare"] for t in r)
-        # Round by round (each variant's copies pooled within the round).
-        by_round = {
-            name: [
-                [t for v in variants if v.name == name for t in v.times[i]] for i in range(rounds)
-            ]
-            for name in names
-        }
-        results["round_times"] = by_round
         halves = [v for v in variants if v.name == "bare"]
         first, second = halves[: len(halves) // 2], halves[len(halves) // 2 :]
 
-        def pooled(units: list[Variant], which: range) -> float:
-            return statistics.median(t for v in units for i in which for t in v.times[i])
+        def pooled(units: list[Variant]) -> float:
+            """The median step of these units, all rounds."""
+            return statistics.median(t for v in units for r in v.times for t in r)
 
         def paired(group: list[Variant]) -> float:
             # Copy k's median in each round against bare's copy k's in the same round (under
@@ -420,8 +412,10 @@ def run(
                 for i in range(rounds)
             )
 
+        base_mean = statistics.median(statistics.fmean(r) for r in times["bare"])
+        base_median = pooled(halves)
         results["noise_floor"] = {
-            "median": pooled(second, range(rounds)) / pooled(first, range(rounds)),
+            "median": pooled(second) / pooled(first),
             "paired": paired(second),
         }
         rows = []
@@ -429,7 +423,7 @@ def run(
             group = [v for v in variants if v.name == name]
             v = group[0]
             mean = statistics.median(statistics.fmean(r) for r in times[name])
-            median = statistics.median(t for r in times[name] for t in r)
+            median = pooled(group)
             row = {
                 "variant": name,
                 "copies": len(group),
@@ -441,9 +435,7 @@ def run(
                 "ratio_paired": paired(group),
                 # Each copy's median against the pooled bare median: the spread between
                 # copies of one variant is the placement noise the pooling averages out.
-                "copy_ratios": [
-                    statistics.median(t for r in g.times for t in r) / base_median for g in group
-                ],
+                "copy_ratios": [pooled([g]) / base_median for g in group],
             }
             if isinstance(v, SamplerVariant):
                 row["samples"] = v.sampler.samples

@@ -524,10 +524,7 @@ class LayerSampler:
         self._remove_step_hooks()
         self._sample = None
         self._snapshot = []
-        for model in self._models:
-            if model.pre_hook is not None:
-                model.pre_hook.remove()
-                model.pre_hook = None
+        self._remove_root_hooks()
         self._remove_trip_hooks()
         self.disabled = self._suspended = True
 
@@ -640,13 +637,7 @@ class LayerSampler:
             self._remove_step_hooks()
         except Exception:
             log.exception("tuidebug: removing the layer hooks failed")
-        for model in self._models:
-            if model.pre_hook is not None:
-                try:
-                    model.pre_hook.remove()
-                except Exception:
-                    log.exception("tuidebug: removing a model hook failed")
-                model.pre_hook = None
+        self._remove_root_hooks()
         self._remove_trip_hooks()
         self._sample = None
         self._snapshot = []
@@ -800,6 +791,15 @@ class LayerSampler:
         finally:
             if not keep_forward:
                 self._remove_forward_hook()
+
+    def _remove_root_hooks(self) -> None:
+        for model in self._models:
+            if model.pre_hook is not None:
+                try:
+                    model.pre_hook.remove()
+                except Exception:
+                    log.exception("tuidebug: removing a model hook failed")
+                model.pre_hook = None
 
     def _remove_forward_hook(self) -> None:
         handle, self._forward_handle = self._forward_handle, None

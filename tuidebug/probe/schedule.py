@@ -3,8 +3,8 @@
 The sampler reports how long each of its samples cost the training thread and how long the
 unsampled steps take, and what the probe costs on every step whether sampled or not (the
 tripwire's check, the root model's pre-hook, the probe's own step boundary: the budget is the
-whole probe's, not the sampler's alone): the interval is the smallest N such that one sample every N
-steps plus that per-step cost stay within ``budget`` of the training time:
+whole probe's, not the sampler's alone): the interval is the smallest N such that one sample
+every N steps plus that per-step cost stay within ``budget`` of the training time:
 ``N = ceil(cost / (budget * step_time - per_step))`` (at least a quarter of the budget is left
 for samples, so a per-step cost over budget makes samples rare, not impossible). The costs are
 exponential moving averages and the step time a median of recent steps, so one slow step (a
