@@ -19,7 +19,7 @@ import logging
 import threading
 from collections.abc import Callable
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from tuidebug.probe import debugger
 from tuidebug.probe.conditions import Condition, ConditionError, parse_condition
@@ -27,14 +27,12 @@ from tuidebug.wire.messages import (
     Command,
     DebuggerClosed,
     DebuggerOpened,
+    Message,
     Notice,
     Paused,
     Resumed,
     StepPoint,
 )
-
-if TYPE_CHECKING:
-    from tuidebug.probe.probe import Probe
 
 log = logging.getLogger("tuidebug.probe")
 
@@ -42,10 +40,19 @@ Action = Callable[[Command], None]
 WAIT_SLICE = 0.5  # seconds per wait, so signals (Ctrl-C, stop) are handled promptly
 
 
+class GateHost(Protocol):
+    """What the gate needs of its probe: the step count and a way to report. A protocol, so the
+    gate (a lower layer: the probe owns one) does not depend on the probe module."""
+
+    step: int
+
+    def send(self, message: Message) -> None: ...
+
+
 class Gate:
     """Pause state, break conditions and queued commands of one probe."""
 
-    def __init__(self, probe: Probe) -> None:
+    def __init__(self, probe: GateHost) -> None:
         self._probe = probe
         self.attention = False
         """Checked at every boundary: True when anything needs the training thread."""
