@@ -13,21 +13,29 @@ Three hooks, each owned here and removed in ``remove()``:
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 from torch.nn.modules.module import register_module_forward_pre_hook
 from torch.optim.optimizer import register_optimizer_step_post_hook
 from torch.utils.hooks import RemovableHandle
 
-if TYPE_CHECKING:
-    from tuidebug.probe.probe import Probe
+
+class StepEvents(Protocol):
+    """What the hooks report to (the probe): a protocol, so these hooks, which the probe
+    installs, do not depend on the probe module."""
+
+    def on_backward(self, tensor: Any) -> None: ...
+
+    def on_optimizer_step(self, optimizer: Any) -> None: ...
+
+    def on_models_found(self, modules: list[Any]) -> None: ...
 
 
 class AutoHooks:
     """The global hooks of one probe."""
 
-    def __init__(self, probe: Probe) -> None:
+    def __init__(self, probe: StepEvents) -> None:
         self._probe = probe
         self._called: dict[int, torch.nn.Module] = {}
         self._discovery: RemovableHandle | None = register_module_forward_pre_hook(

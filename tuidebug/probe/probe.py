@@ -44,6 +44,7 @@ from tuidebug.wire.messages import (
 if TYPE_CHECKING:
     import torch
 
+    from tuidebug.probe.auto import AutoHooks
     from tuidebug.probe.link import Link
 
 log = logging.getLogger("tuidebug.probe")
@@ -140,7 +141,7 @@ class Probe:
         self._hook = LiveHook(self)
         self.gate = Gate(self)
         self.observers: list[Observer] = []
-        self._auto: Any = None  # AutoHooks, when installed
+        self._auto: AutoHooks | None = None
         self._warned: set[str] = set()
         self._backward_time = 0.0  # seconds on_backward spent since the last boundary
         self.boundary_time = 0.0
@@ -151,7 +152,7 @@ class Probe:
 
     def install_auto_hooks(self) -> None:
         """Follow a script that never heard of tuidebug, through torch's global hooks."""
-        from tuidebug.probe.auto import AutoHooks
+        from tuidebug.probe.auto import AutoHooks  # imports torch: only when a run needs it
 
         self._auto = AutoHooks(self)
 
