@@ -9,21 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from tuidebug.probe import runtime
+from tuidebug.probe.hook_api import Hook
 
-class Hook:
-    """The inert hook: every method is a no-op, so a script can keep its calls for good."""
-
-    active = False
-
-    def step(self, loss: Any = None, **scalars: Any) -> None:
-        """Mark a step boundary, logging ``loss`` and any named scalars (tensors or numbers)."""
-
-    def watch(self, *objects: Any) -> None:
-        """Add models or optimizers for the probe to follow."""
-
-    def detach(self) -> None:
-        """Stop following the run: remove every hook the probe installed."""
-
+__all__ = ["Hook", "attach"]
 
 _INERT = Hook()
 
@@ -33,8 +22,6 @@ def attach(*objects: Any, **options: Any) -> Hook:
 
     Under ``tuidebug run`` this is the live probe; anywhere else an inert hook.
     """
-    from tuidebug.probe import runtime
-
     probe = runtime.current()
     if probe is None:
         return _INERT

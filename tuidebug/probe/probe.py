@@ -29,7 +29,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from tuidebug.probe.gate import Gate
-from tuidebug.probe.hook import Hook
+from tuidebug.probe.hook_api import Hook
 from tuidebug.probe.observer import Observer
 from tuidebug.wire.messages import (
     Boundary,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from tuidebug.probe.hook import Hook
+    from tuidebug.probe.hook_api import Hook
 
 
 class _ProbeLike(Protocol):
