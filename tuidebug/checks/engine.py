@@ -35,6 +35,7 @@ from torch.utils.data import DataLoader
 from torch.utils.data.dataloader import _BaseDataLoaderIter
 
 from tuidebug.checks.config import ChecksConfig
+from tuidebug.checks.groups import GROUPS
 from tuidebug.checks.rules import RULES
 from tuidebug.probe.observer import Observer
 from tuidebug.wire.check_messages import Alert, ChecksDone, OverfitResult
@@ -54,7 +55,6 @@ _SCHEDULER_CLASS: Any = getattr(torch.optim.lr_scheduler, "LRScheduler", None) o
     torch.optim.lr_scheduler, "_LRScheduler", None
 )
 _MODE_MODULES = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm)
-_LINEAR_CONV = (nn.Linear, nn.modules.conv._ConvNd)
 
 
 class _Forward:
@@ -134,7 +134,7 @@ class ChecksEngine(Observer):
         self._last_loss: float | None = None
         # Window state.
         self._armed = False
-        self._window_step = 0
+        self.window_step = 0
         self._handles: list[Any] = []
         self._patched_f: dict[str, Any] = {}
         self._next_patched: Any = None
@@ -144,7 +144,6 @@ class ChecksEngine(Observer):
         self._grad_refs: dict[int, torch.Tensor] = {}
         self._backward_windows = 0
         self._weights_before: list[tuple[str, nn.Parameter, torch.Tensor]] = []
-        self._relu_dead: dict[str, list[float]] = {}
         self._window_started = 0.0
         self._data_time = 0.0
         self._data_windows: list[float] = []
@@ -152,8 +151,6 @@ class ChecksEngine(Observer):
         self._same_count = 0
         self._ratios_low = 0
         self._ratios_high = 0
-        self._linear_outputs: dict[int, tuple[weakref.ref[torch.Tensor], str, str]] = {}
-        self._bias_checked = False
         self._initial: tuple[int, float] | None = None  # (classes, loss) of the first CE call
         self._initial_checked = False
         self._lr_zero_since: int | None = None
@@ -178,6 +175,7 @@ class ChecksEngine(Observer):
         self.overfit_replayed = 0
         if overfit_batch:
             self._install_overfit()
+        self._groups = [group(self) for group in GROUPS]
         # The first window opens now: step 1's loss calls and data waits are seen (models are
         # only known once step 1 ends, so model hooks start with step 2's window).
         self._open_window(1)
@@ -193,8 +191,10 @@ class ChecksEngine(Observer):
                 isinstance(m, _MODE_MODULES) and getattr(m, "p", 1.0) != 0.0
                 for m in module.modules()
             )
+            for group in self._groups:
+                group.on_model(name, module)
         except Exception as error:
-            self._fail(error)
+            self.fail(error)
 
     def on_optimizer(self, optimizer: Any) -> None:
         if not self.failed:
@@ -215,7 +215,7 @@ class ChecksEngine(Observer):
                 if self.schedule(step + 1):
                     self._open_window(step + 1)
             except Exception as error:
-                self._fail(error)
+                self.fail(error)
         if self.max_steps is not None and step >= self.max_steps:
             self._stop(f"stopped after {step} steps (--steps {self.max_steps})")
         return None
@@ -225,7 +225,7 @@ class ChecksEngine(Observer):
             try:
                 self._loss(point.step, point.loss)
             except Exception as error:
-                self._fail(error)
+                self.fail(error)
         return None
 
     def close(self) -> None:
@@ -239,7 +239,7 @@ class ChecksEngine(Observer):
 
     # --- plumbing ------------------------------------------------------------------------------
 
-    def _fail(self, error: BaseException) -> None:
+    def fail(self, error: BaseException) -> None:
         """A rule broke: say so once, remove every hook, and leave the run alone."""
         if self.failed:
             return
@@ -249,6 +249,8 @@ class ChecksEngine(Observer):
 
     def _remove_all(self) -> None:
         self._disarm()
+        for group in self._groups:
+            group.on_remove()
         if warnings.showwarning is self._showwarning_hook:
             warnings.showwarning = self._original_showwarning
         if (
@@ -296,10 +298,21 @@ class ChecksEngine(Observer):
     def silence(self, rule: str) -> None:
         self.ignore.add(rule)
 
-    def _models_live(self) -> dict[str, nn.Module]:
+    def hook(self, handle: Any) -> None:
+        """A hook handle of the open window: removed when the window closes."""
+        self._handles.append(handle)
+
+    def send(self, message: Message) -> None:
+        self._send(message)
+
+    def source(self) -> str | None:
+        """How the probe finds step boundaries: "hook", "optimizer" or "backward" once known."""
+        return self._source()
+
+    def models_live(self) -> dict[str, nn.Module]:
         return {name: m for name, ref in self._models.items() if (m := ref()) is not None}
 
-    def _optimizers_live(self) -> list[Any]:
+    def optimizers_live(self) -> list[Any]:
         return [o for o in (ref() for ref in self._optimizers) if o is not None]
 
     # --- loss (every step: floats only) ---------------------------------------------------------
@@ -351,28 +364,21 @@ class ChecksEngine(Observer):
 
     def _open_window(self, step: int) -> None:
         self._armed = True
-        self._window_step = step
+        self.window_step = step
         self._forwards = []
         self._data_time = 0.0
         self._window_started = time.perf_counter()
         self._patch_functional()
         self._patch_data_next()
-        models = self._models_live()
+        models = self.models_live()
         for name, model in models.items():
             self._handles.append(
                 model.register_forward_pre_hook(self._pre_hook(name), with_kwargs=True)
             )
             self._handles.append(model.register_forward_hook(self._post_hook(name)))
-            if step >= 3:
-                for qualified, module in model.named_modules():
-                    if isinstance(module, nn.ReLU):
-                        self._handles.append(
-                            module.register_forward_hook(self._relu_hook(name, qualified))
-                        )
-            if not self._bias_checked:
-                self._hook_bias_check(name, model)
+        for group in self._groups:
+            group.on_window_open(step, models)
         if models:
-            self._bias_checked = True
             self._watch_grads(models)
             self._snapshot_weights(models)
 
@@ -388,7 +394,8 @@ class ChecksEngine(Observer):
             if _BaseDataLoaderIter.__next__ is self._next_patched[1]:
                 _BaseDataLoaderIter.__next__ = self._next_patched[0]  # type: ignore[method-assign]
             self._next_patched = None
-        self._linear_outputs = {}
+        for group in self._groups:
+            group.on_disarm()
 
     def _close_window(self, step: int) -> None:
         elapsed = time.perf_counter() - self._window_started
@@ -403,13 +410,14 @@ class ChecksEngine(Observer):
         self._check_updates(weights)
         self._check_data(elapsed)
         self._check_lr(step)
-        self._check_relus()
         self._check_initial_loss()
         if step >= 5 and self._optimizer_checked_at == 0:
             self._optimizer_checked_at = step
             self._check_optimizer_coverage()
         if self._backward_windows >= 3:
             self._check_params_without_grad()
+        for group in self._groups:
+            group.on_window_close(step, elapsed)
 
     # --- hooks of a window ---------------------------------------------------------------------
 
@@ -428,7 +436,7 @@ class ChecksEngine(Observer):
                         self.alert(
                             "nonfinite-input",
                             f"{count} of {bad.numel()} input values of {name} are NaN/Inf "
-                            f"at step {self._window_step}",
+                            f"at step {self.window_step}",
                             place=name,
                             evidence=f"input shape {tuple(bad.shape)}",
                         )
@@ -444,7 +452,7 @@ class ChecksEngine(Observer):
                             round(sums[1], 3),
                         )
             except Exception as error:
-                self._fail(error)
+                self.fail(error)
 
         return hook
 
@@ -463,64 +471,7 @@ class ChecksEngine(Observer):
 
                     tensor.register_hook(got_grad)
             except Exception as error:
-                self._fail(error)
-
-        return hook
-
-    def _relu_hook(self, model: str, qualified: str) -> Callable[..., None]:
-        def hook(_module: nn.Module, _args: Any, output: Any) -> None:
-            try:
-                if not isinstance(output, torch.Tensor) or output.ndim < 2:
-                    return
-                units = output.detach()
-                if units.ndim == 2 or units.ndim == 3:
-                    alive = (units.reshape(-1, units.shape[-1]) > 0).any(0)
-                else:  # (N, C, ...): channels
-                    alive = (units.transpose(0, 1).reshape(units.shape[1], -1) > 0).any(1)
-                if alive.numel() >= 8 and units.shape[0] >= 8 and bool(units.isfinite().all()):
-                    dead = 1.0 - float(alive.float().mean())
-                    self._relu_dead.setdefault(f"{model}\0{qualified}", []).append(dead)
-            except Exception as error:
-                self._fail(error)
-
-        return hook
-
-    def _hook_bias_check(self, model: str, root: nn.Module) -> None:
-        """Once: does a Linear/Conv output with a bias go straight into a BatchNorm?"""
-        for qualified, module in root.named_modules():
-            if isinstance(module, _LINEAR_CONV) and getattr(module, "bias", None) is not None:
-                self._handles.append(module.register_forward_hook(self._linear_hook(qualified)))
-            elif isinstance(module, nn.modules.batchnorm._BatchNorm):
-                self._handles.append(
-                    module.register_forward_pre_hook(self._bn_hook(model, qualified))
-                )
-
-    def _linear_hook(self, qualified: str) -> Callable[..., None]:
-        def hook(module: nn.Module, _args: Any, output: Any) -> None:
-            if isinstance(output, torch.Tensor):
-                self._linear_outputs[id(output)] = (
-                    weakref.ref(output),
-                    qualified,
-                    type(module).__name__,
-                )
-
-        return hook
-
-    def _bn_hook(self, model: str, qualified: str) -> Callable[..., None]:
-        def hook(_module: nn.Module, args: tuple[Any, ...]) -> None:
-            if not args or not isinstance(args[0], torch.Tensor):
-                return
-            found = self._linear_outputs.get(id(args[0]))
-            if found is None or found[0]() is not args[0]:
-                return
-            _ref, source, kind = found
-            self.alert(
-                "bias-before-batchnorm",
-                f"{model}.{source} ({kind}, bias=True) feeds {model}.{qualified} (BatchNorm)",
-                place=f"{model}.{source}",
-                layer=source,
-                evidence=f"{source}.bias is cancelled by {qualified}'s mean subtraction",
-            )
+                self.fail(error)
 
         return hook
 
@@ -593,13 +544,13 @@ class ChecksEngine(Observer):
             try:
                 info = check(fname, *args, **kwargs)
             except Exception as error:  # a rule must never break the loss
-                engine._fail(error)
+                engine.fail(error)
             result = original(*args, **kwargs)
             if info is not None and isinstance(result, torch.Tensor) and result.numel() == 1:
                 try:
                     engine._initial_seen(info, float(result.detach()))
                 except Exception as error:
-                    engine._fail(error)
+                    engine.fail(error)
             return result
 
         wrapper.__wrapped__ = original  # type: ignore[attr-defined]
@@ -747,11 +698,11 @@ class ChecksEngine(Observer):
                     evidence=str(message),
                 )
         except Exception as error:
-            self._fail(error)
+            self.fail(error)
         self._original_showwarning(message, category, filename, lineno, *rest)
 
     def _initial_seen(self, classes: int, value: float) -> None:
-        if self._initial is None and self._window_step == 1:
+        if self._initial is None and self.window_step == 1:
             self._initial = (classes, value)
 
     # --- data ----------------------------------------------------------------------------------
@@ -773,7 +724,7 @@ class ChecksEngine(Observer):
         _BaseDataLoaderIter.__next__ = timed_next  # type: ignore[method-assign,assignment]
 
     def _check_data(self, elapsed: float) -> None:
-        if self._window_step < 3 or elapsed <= 0:
+        if self.window_step < 3 or elapsed <= 0:
             return
         share = self._data_time / elapsed
         self._data_windows.append(share)
@@ -783,7 +734,7 @@ class ChecksEngine(Observer):
             self.alert(
                 "data-bottleneck",
                 f"the step waited on the DataLoader for {share:.0%} of its time "
-                f"(step {self._window_step})",
+                f"(step {self.window_step})",
                 evidence=f"data wait {self._data_time * 1e3:.1f} ms of a "
                 f"{elapsed * 1e3:.1f} ms step; last samples "
                 + ", ".join(f"{s:.0%}" for s in recent),
@@ -821,7 +772,7 @@ class ChecksEngine(Observer):
                     self.alert(
                         "eval-mode-training",
                         f"{record.model} is in eval mode in a forward that is backpropagated "
-                        f"(step {self._window_step})",
+                        f"(step {self.window_step})",
                         place=record.model,
                         evidence=f"{record.model}.training=False; it has Dropout/BatchNorm",
                     )
@@ -831,7 +782,7 @@ class ChecksEngine(Observer):
             if record.grad_enabled and record.requires_grad:
                 self.alert(
                     "eval-builds-graph",
-                    f"a forward of {record.model} near step {self._window_step} builds a graph "
+                    f"a forward of {record.model} near step {self.window_step} builds a graph "
                     "that is never backpropagated",
                     place=record.model,
                     evidence="grad enabled, output requires grad, no backward reached it",
@@ -839,7 +790,7 @@ class ChecksEngine(Observer):
             if record.training and mode_modules:
                 self.alert(
                     "train-mode-eval",
-                    f"{record.model} is evaluated in train mode near step {self._window_step}",
+                    f"{record.model} is evaluated in train mode near step {self.window_step}",
                     place=record.model,
                     evidence=f"{record.model}.training=True in a forward that is not "
                     "backpropagated; it has Dropout/BatchNorm",
@@ -855,7 +806,7 @@ class ChecksEngine(Observer):
                 self.alert(
                     "same-batch",
                     f"the model got the same input batch in {self._same_count + 1} sampled "
-                    f"steps in a row (up to step {self._window_step})",
+                    f"steps in a row (up to step {self.window_step})",
                     evidence=f"input shape {current[0]}, checksum {current[1]}",
                 )
 
@@ -886,7 +837,7 @@ class ChecksEngine(Observer):
                 self.alert(
                     "grad-not-zeroed",
                     f"{name}.grad still holds the previous step's gradient at step "
-                    f"{self._window_step}",
+                    f"{self.window_step}",
                     place=name,
                     layer=name.split(".", 1)[1].rsplit(".", 1)[0] if "." in name else "",
                     evidence=f"|grad| {_fmt(gn)} = previous {_fmt(bn)} + this step's "
@@ -899,7 +850,7 @@ class ChecksEngine(Observer):
             self._backward_windows += 1
         names: list[str] = []
         pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
-        for name, model in self._models_live().items():
+        for name, model in self.models_live().items():
             for pname, param in model.named_parameters():
                 grad = grads.get(id(param))
                 if grad is not None and param.ndim >= 2 and grad.shape == param.shape:
@@ -917,7 +868,7 @@ class ChecksEngine(Observer):
                 self.alert(
                     "exploding-gradients",
                     f"{name}: |grad| {_fmt(g)} against |weight| {_fmt(w)} at step "
-                    f"{self._window_step}",
+                    f"{self.window_step}",
                     place=name,
                     layer=name.split(".", 1)[1].rsplit(".", 1)[0] if "." in name else "",
                     evidence=f"grad/weight norm ratio {_fmt(g / w) if w else 'inf'}",
@@ -932,14 +883,14 @@ class ChecksEngine(Observer):
                 self.alert(
                     "vanishing-gradients",
                     f"{names[0]} gets a gradient {_fmt(top / max(first, 1e-30))}x smaller "
-                    f"(relative to its weight) than the best-fed layer at step {self._window_step}",
+                    f"(relative to its weight) than the best-fed layer at step {self.window_step}",
                     place=names[0],
                     layer=names[0].split(".", 1)[1].rsplit(".", 1)[0] if "." in names[0] else "",
                     evidence=f"grad/weight: first layer {_fmt(first)}, max {_fmt(top)}",
                 )
 
     def _check_updates(self, weights: list[tuple[str, nn.Parameter, torch.Tensor]]) -> None:
-        if not weights or self._window_step < 2:
+        if not weights or self.window_step < 2:
             return
         deltas = torch._foreach_norm([(p.detach() - w0).float() for _, p, w0 in weights])
         norms = torch._foreach_norm([w0.float() for _, _, w0 in weights])
@@ -959,14 +910,14 @@ class ChecksEngine(Observer):
             side = "below" if median < low else "above"
             self.alert(
                 "update-ratio",
-                f"the median update/weight ratio is {median:.1e} at step {self._window_step}, "
+                f"the median update/weight ratio is {median:.1e} at step {self.window_step}, "
                 f"far {side} ~1e-3",
                 evidence=f"ratios over {len(ratios)} weights: min {ratios[0]:.1e}, median "
                 f"{median:.1e}, max {ratios[-1]:.1e}",
             )
 
     def _check_lr(self, step: int) -> None:
-        optimizers = self._optimizers_live()
+        optimizers = self.optimizers_live()
         if not optimizers:
             return
         zero = any(
@@ -1007,22 +958,7 @@ class ChecksEngine(Observer):
         try:
             self._schedulers.append((weakref.ref(sched), int(sched.last_epoch), self.step))
         except Exception as error:
-            self._fail(error)
-
-    def _check_relus(self) -> None:
-        threshold = self.config.option("dead-relu", "share", 0.5)
-        for key, shares in self._relu_dead.items():
-            if len(shares) >= 2 and min(shares[-2:]) > threshold:
-                model, qualified = key.split("\0")
-                self.alert(
-                    "dead-relu",
-                    f"{shares[-1]:.0%} of the units after {model}.{qualified} are zero for "
-                    "every sample of the batch",
-                    place=f"{model}.{qualified}",
-                    layer=qualified,
-                    evidence="dead share in the last samples: "
-                    + ", ".join(f"{s:.0%}" for s in shares[-2:]),
-                )
+            self.fail(error)
 
     def _check_initial_loss(self) -> None:
         if self._initial is None or self._initial_checked:
@@ -1043,11 +979,11 @@ class ChecksEngine(Observer):
             )
 
     def _check_optimizer_coverage(self) -> None:
-        optimizers = self._optimizers_live()
+        optimizers = self.optimizers_live()
         if not optimizers:
             return
         covered = {id(p) for opt in optimizers for g in opt.param_groups for p in g["params"]}
-        for name, model in self._models_live().items():
+        for name, model in self.models_live().items():
             missing = [
                 pname
                 for pname, p in model.named_parameters()
@@ -1067,7 +1003,7 @@ class ChecksEngine(Observer):
                 )
 
     def _check_params_without_grad(self) -> None:
-        for name, model in self._models_live().items():
+        for name, model in self.models_live().items():
             missing = [
                 pname
                 for pname, p in model.named_parameters()

@@ -1,0 +1,12 @@
+"""The rule groups, in the order the engine calls them (see ``base.RuleGroup``).
+
+A rule's text (id, severity, why, fix) is in ``tuidebug/checks/rules.py``; its logic is in the
+group below that watches what it needs. A new group is one file here and one line in ``GROUPS``.
+"""
+
+from __future__ import annotations
+
+from tuidebug.checks.groups.architecture import ArchitectureRules
+from tuidebug.checks.groups.base import RuleGroup
+
+GROUPS: tuple[type[RuleGroup], ...] = (ArchitectureRules,)

@@ -1,0 +1,109 @@
+"""The interface between the checks engine and its rule groups.
+
+A group holds the logic of the rules it owns (``rules``) and overrides the hooks it needs; the
+engine (``tuidebug/checks/engine.py``) calls them. A group reaches the engine only through
+``Engine`` below (alert, the live models, the step, the window's hook handles), never by
+importing engine.py.
+
+Cost: ``on_loss`` runs on every step and ``on_forward`` on every forward of a root model inside
+a window; the engine calls them only on the groups that override them. Keep them to float tests
+and the few tensor reductions a rule needs.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from tuidebug.checks.config import ChecksConfig
+    from tuidebug.wire.messages import Message
+
+
+class Engine(Protocol):
+    """What a rule group sees of the engine."""
+
+    rank: int
+    step: int
+    window_step: int  # the sampled step the open (or last) window belongs to
+    config: ChecksConfig
+    overfit_batch: bool
+    overfit_replayed: int
+
+    def alert(
+        self, rule: str, message: str, place: str = "", layer: str = "", evidence: str = ""
+    ) -> None: ...
+
+    def fail(self, error: BaseException) -> None: ...
+
+    def hook(self, handle: Any) -> None: ...
+
+    def send(self, message: Message) -> None: ...
+
+    def source(self) -> str | None: ...
+
+    def models_live(self) -> dict[str, nn.Module]: ...
+
+    def optimizers_live(self) -> list[Any]: ...
+
+
+class Forward:
+    """One forward call of a root model during a window."""
+
+    __slots__ = ("fingerprint", "got_grad", "grad_enabled", "model", "requires_grad", "training")
+
+    def __init__(self, model: str, training: bool, grad_enabled: bool) -> None:
+        self.model = model
+        self.training = training
+        self.grad_enabled = grad_enabled
+        self.requires_grad = False
+        self.got_grad = False
+        self.fingerprint: tuple[Any, ...] | None = None
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.3g}"
+
+
+class RuleGroup:
+    """No-op hooks; a group overrides those its rules need (the engine guards every call)."""
+
+    rules: tuple[str, ...] = ()  # the ids of ``rules.RULES`` whose logic lives here
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.config = engine.config
+
+    def alert(
+        self, rule: str, message: str, place: str = "", layer: str = "", evidence: str = ""
+    ) -> None:
+        """The engine's alert: once per (rule, place), unless the rule is silenced."""
+        self.engine.alert(rule, message, place, layer, evidence)
+
+    def on_model(self, name: str, module: nn.Module) -> None:
+        """A root model was registered with the probe."""
+
+    def on_loss(self, step: int, loss: float) -> None:
+        """A step's loss as a float, on every step (floats only: no tensor work here)."""
+
+    def on_window_open(self, step: int, models: dict[str, nn.Module]) -> None:
+        """A window opens for sampled step ``step``: install hooks with ``engine.hook``."""
+
+    def on_forward(self, record: Forward, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """A root model's forward starts inside a window (runs per forward: keep it cheap)."""
+
+    def on_disarm(self) -> None:
+        """The window's hooks are removed (also on failure): put back what was patched for it."""
+
+    def on_forwards(self, forwards: list[Forward], final: bool) -> None:
+        """The forwards of the window that closed (``final``: the run ended inside it)."""
+
+    def on_window_close(self, step: int, elapsed: float) -> None:
+        """The window closed at boundary ``step`` after ``elapsed`` seconds: judge what it saw."""
+
+    def on_finish(self) -> None:
+        """The end of the run (or of ``--steps``): the rules only the whole run can tell."""
+
+    def on_remove(self) -> None:
+        """The engine closes or fails: put back the patches that live as long as it."""
