@@ -19,11 +19,7 @@ all, they return ``status="unreadable"`` or ``"unsafe"`` with a ``reason``.
 
 from __future__ import annotations
 
-import json
-import math
 import os
-import warnings
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +31,13 @@ from tuidebug.ckpt.formats.base import (
     Status,
     TensorEntry,
     _base_info,
-    _int,
-    _num,
     _one_line,
     _stat_file,
     sniff,
     tree_from_flat,
 )
+from tuidebug.ckpt.formats.dcp import DCP_REASON, _detail_dcp, is_dcp_folder
+from tuidebug.ckpt.formats.hf import HF_MODEL_PATTERNS, _detail_hf, _hf_model_files, is_hf_folder
 from tuidebug.ckpt.formats.safetensors_file import (
     SAFETENSORS_EXTS,
     SafetensorsHeader,
@@ -87,33 +83,9 @@ __all__ = [
 ]
 
 CHECKPOINT_EXTS = TORCH_EXTS | SAFETENSORS_EXTS
-DCP_REASON = (
-    "torch.distributed.checkpoint folder: torch reads its .metadata with pickle, "
-    "so it is trusted-only; open it with trust_dcp=True (--trust-dcp) if you trust it"
-)
-HF_MODEL_PATTERNS = (
-    "model.safetensors",
-    "model-*.safetensors",
-    "adapter_model.safetensors",
-    "pytorch_model.bin",
-    "pytorch_model-*.bin",
-    "adapter_model.bin",
-)
 
 
 # --------------------------------------------------------------------------- info
-
-
-def is_hf_folder(p: Path) -> bool:
-    """A Hugging Face checkpoint folder: trainer_state.json or known model file names."""
-    if (p / "trainer_state.json").is_file():
-        return True
-    return any(any(p.glob(pat)) for pat in HF_MODEL_PATTERNS)
-
-
-def is_dcp_folder(p: Path) -> bool:
-    """A torch.distributed.checkpoint folder (it has a ``.metadata`` file)."""
-    return (p / ".metadata").is_file()
 
 
 def read_info(path: str | os.PathLike[str], *, trust_dcp: bool = False) -> CheckpointInfo:
@@ -182,106 +154,6 @@ def _detail(p: Path, *, trust_dcp: bool, want_tree: bool) -> CheckpointDetail:
     if kind == "safetensors":
         return _detail_safetensors(p, kind)
     return _detail_torch(p, kind, want_tree)
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text("utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise UnreadableCheckpoint(f"{path.parent.name}/{path.name}: {_one_line(exc)}") from None
-
-
-def _hf_model_files(p: Path) -> list[Path]:
-    files: list[Path] = []
-    for pat in HF_MODEL_PATTERNS:
-        files += sorted(x for x in p.glob(pat) if x.is_file())
-    st = [f for f in files if f.suffix == ".safetensors"]
-    return st or files  # HF writes one or the other; prefer safetensors when both exist
-
-
-def _detail_hf(p: Path) -> CheckpointDetail:
-    info = _base_info(p, "hf", is_dir=True)
-    ts_path = p / "trainer_state.json"
-    if ts_path.is_file():
-        ts = _read_json(ts_path)
-        if isinstance(ts, Mapping):
-            info.step = _int(ts.get("global_step"))
-            ep = _num(ts.get("epoch"))
-            info.epoch = int(ep) if ep is not None and ep == int(ep) else ep
-            logs = ts.get("log_history")
-            if isinstance(logs, list):
-                for rec in reversed(logs):
-                    if isinstance(rec, Mapping) and _num(rec.get("loss")) is not None:
-                        info.loss = _num(rec.get("loss"))
-                        break
-    files = _hf_model_files(p)
-    if not files:
-        raise UnreadableCheckpoint(f"{p.name}: Hugging Face folder without model weights")
-    root = KeyNode(p.name, "dict")
-    tensors: list[TensorEntry] = []
-    notes: list[str] = []
-    for f in files:
-        d = _detail_safetensors(f, "safetensors") if sniff(f) == "safetensors" else None
-        if d is None:
-            d = _detail_torch(f, sniff(f), True)
-        tensors += d.tensors
-        root.children.append(d.root)
-    root.numel = sum(c.numel for c in root.children)
-    root.nbytes = sum(c.nbytes for c in root.children)
-    others = sorted(x.name for x in p.iterdir() if x.is_file() and x not in files)
-    if others:
-        notes.append("other files: " + ", ".join(others))
-    return CheckpointDetail(
-        info=info,
-        root=root,
-        tensors=tensors,
-        param_count=sum(e.numel for e in tensors),
-        tensor_bytes=sum(e.nbytes for e in tensors),
-        notes=notes,
-    )
-
-
-def _detail_dcp(p: Path, trust: bool) -> CheckpointDetail:
-    if not trust:
-        raise UnsafeCheckpoint(f"{p.name}: {DCP_REASON}")
-    info = _base_info(p, "dcp", is_dir=True)
-    info.reason = "trusted: .metadata read with pickle on request"
-    try:
-        from torch.distributed.checkpoint import FileSystemReader
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            md = FileSystemReader(str(p)).read_metadata()
-    except Exception as exc:
-        raise UnreadableCheckpoint(f"{p.name}: .metadata unreadable ({_one_line(exc)})") from None
-    from tuidebug.ckpt.diff import dtype_name
-
-    tensors: list[TensorEntry] = []
-    others: list[str] = []
-    for key, m in md.state_dict_metadata.items():
-        props = getattr(m, "properties", None)
-        size = getattr(m, "size", None)
-        if props is None or size is None:
-            others.append(key)
-            continue
-        shape = tuple(int(s) for s in size)
-        numel = math.prod(shape)
-        dt = props.dtype
-        item = dt.itemsize if hasattr(dt, "itemsize") else 0
-        tensors.append(TensorEntry(key, shape, dtype_name(dt), numel, numel * item))
-    model = [e for e in tensors if e.key.startswith("model.")]
-    detail_ = CheckpointDetail(
-        info=info,
-        root=tree_from_flat(tensors, p.name),
-        tensors=tensors,
-        param_count=sum(e.numel for e in (model or tensors)),
-        tensor_bytes=sum(e.nbytes for e in tensors),
-        notes=[f"{len(others)} non-tensor entries: {', '.join(others[:8])}"] if others else [],
-    )
-    for k in ("step", "global_step"):
-        if k in others:
-            detail_.notes.append(f"{k!r} is stored as a pickled object (not read)")
-    return detail_
 
 
 # --------------------------------------------------------------------------- listing
