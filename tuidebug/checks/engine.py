@@ -54,7 +54,6 @@ BROADCAST_WARNING = "will likely lead to incorrect results due to broadcasting"
 _SCHEDULER_CLASS: Any = getattr(torch.optim.lr_scheduler, "LRScheduler", None) or getattr(
     torch.optim.lr_scheduler, "_LRScheduler", None
 )
-_MODE_MODULES = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm)
 
 
 class _Forward:
@@ -123,7 +122,6 @@ class ChecksEngine(Observer):
         self.failed = False
         self.fired: set[tuple[str, str]] = set()
         self._models: dict[str, weakref.ref[nn.Module]] = {}
-        self._mode_modules: dict[str, bool] = {}
         self._optimizers: list[weakref.ref[Any]] = []
         self._schedulers: list[tuple[weakref.ref[Any], int, int]] = []  # (ref, last_epoch, step)
         # Losses, as floats: the first few, the recent ones and the lowest.
@@ -187,10 +185,6 @@ class ChecksEngine(Observer):
             return
         try:
             self._models[name] = weakref.ref(module)
-            self._mode_modules[name] = any(
-                isinstance(m, _MODE_MODULES) and getattr(m, "p", 1.0) != 0.0
-                for m in module.modules()
-            )
             for group in self._groups:
                 group.on_model(name, module)
         except Exception as error:
@@ -761,40 +755,9 @@ class ChecksEngine(Observer):
     # --- rules evaluated when a window closes ---------------------------------------------------
 
     def _check_forwards(self, forwards: list[_Forward], final: bool) -> None:
-        pending_last = not final and self._source() == "backward"
-        train_prints: list[tuple[Any, ...]] = []
-        for index, record in enumerate(forwards):
-            mode_modules = self._mode_modules.get(record.model, False)
-            if record.got_grad:
-                if record.fingerprint is not None:
-                    train_prints.append(record.fingerprint)
-                if not record.training and mode_modules:
-                    self.alert(
-                        "eval-mode-training",
-                        f"{record.model} is in eval mode in a forward that is backpropagated "
-                        f"(step {self.window_step})",
-                        place=record.model,
-                        evidence=f"{record.model}.training=False; it has Dropout/BatchNorm",
-                    )
-                continue
-            if pending_last and index == len(forwards) - 1:
-                continue  # its backward may still come (the boundary is the next backward)
-            if record.grad_enabled and record.requires_grad:
-                self.alert(
-                    "eval-builds-graph",
-                    f"a forward of {record.model} near step {self.window_step} builds a graph "
-                    "that is never backpropagated",
-                    place=record.model,
-                    evidence="grad enabled, output requires grad, no backward reached it",
-                )
-            if record.training and mode_modules:
-                self.alert(
-                    "train-mode-eval",
-                    f"{record.model} is evaluated in train mode near step {self.window_step}",
-                    place=record.model,
-                    evidence=f"{record.model}.training=True in a forward that is not "
-                    "backpropagated; it has Dropout/BatchNorm",
-                )
+        for group in self._groups:
+            group.on_forwards(forwards, final)
+        train_prints = [r.fingerprint for r in forwards if r.got_grad and r.fingerprint is not None]
         if train_prints and not self.overfit_batch:
             current = train_prints[0]
             if self._fingerprints and self._fingerprints[-1] == current:
