@@ -1,9 +1,11 @@
-"""Supervisor extensions: each module here has ``async def run(supervisor) -> None``.
+"""Supervisor extensions: each module here has ``async def run(supervisor: SupervisorApi)``.
 
 Each runs as a task on the supervisor's loop from the script's start until it exits (then it
 is cancelled). It publishes what it learns with ``supervisor.publish(message)`` and reads the
 run's options from ``supervisor.options``. Blocking work (NVML, psutil) goes to a thread with
-``asyncio.to_thread``. A failing extension is logged and the run goes on.
+``asyncio.to_thread``. A failing extension is logged and the run goes on. Extensions see the
+supervisor only through :class:`SupervisorApi`, so they do not depend on the server module
+(which starts them).
 """
 
 from __future__ import annotations
@@ -13,20 +15,31 @@ import importlib
 import logging
 import pkgutil
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from tuidebug.supervisor.server import Supervisor
+from tuidebug.wire.messages import Message
 
 log = logging.getLogger("tuidebug.supervisor")
 
 
-def start_all(supervisor: Supervisor) -> list[asyncio.Task[None]]:
+class SupervisorApi(Protocol):
+    """What an extension may use of the run's supervisor."""
+
+    options: dict[str, Any]
+    """The run's options (``tuidebug run`` flags)."""
+    process: Any
+    """The script's process (``pid``), once it started."""
+
+    def publish(self, message: Message) -> None:
+        """Send ``message`` to every console, kept for later ones as its kind says."""
+
+
+def start_all(supervisor: SupervisorApi) -> list[asyncio.Task[None]]:
     """Start every extension's task."""
     tasks = []
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
         try:
-            run: Callable[[Supervisor], Awaitable[None]] = importlib.import_module(
+            run: Callable[[SupervisorApi], Awaitable[None]] = importlib.import_module(
                 f"{__name__}.{info.name}"
             ).run
         except Exception:

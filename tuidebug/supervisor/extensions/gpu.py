@@ -21,16 +21,14 @@ import asyncio
 import json
 import logging
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import psutil
 
 from tuidebug.gpu.nvml import Nvml
 from tuidebug.gpu.poller import GpuPoller
+from tuidebug.supervisor.extensions import SupervisorApi
 from tuidebug.wire.gpu_messages import GpuStats, ProcessStats
-
-if TYPE_CHECKING:
-    from tuidebug.supervisor.server import Supervisor
 
 log = logging.getLogger("tuidebug.supervisor")
 
@@ -88,7 +86,7 @@ class RunProcesses:
         return out
 
 
-async def run(supervisor: Supervisor) -> None:
+async def run(supervisor: SupervisorApi) -> None:
     interval = max(MIN_INTERVAL, float(supervisor.options.get("gpu_interval", 1.0) or 1.0))
     pid = int(getattr(supervisor.process, "pid", 0) or 0)
     module = None
