@@ -33,7 +33,7 @@ from tuidebug.wire.messages import Command
 
 if TYPE_CHECKING:
     from tuidebug.ckpt import CheckpointDetail, CheckpointInfo, KeyNode, StateDiff
-    from tuidebug.console.extensions.checkpoints import CheckpointsState
+    from tuidebug.console.checkpoints_state import CheckpointsState
     from tuidebug.wire.checkpoint_messages import CheckpointRestored
 
 COLUMNS = ("name", "format", "step", "epoch", "loss", "size", "time", "status")
