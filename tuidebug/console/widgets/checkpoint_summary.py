@@ -11,7 +11,7 @@ from textual.widgets import Static
 from tuidebug.wire.checkpoint_messages import CheckpointSaved
 
 if TYPE_CHECKING:
-    from tuidebug.console.extensions.checkpoints import CheckpointsState
+    from tuidebug.console.checkpoints_state import CheckpointsState
 
 
 def summary_text(state: CheckpointsState) -> Text:
