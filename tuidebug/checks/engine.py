@@ -32,10 +32,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
-from torch.utils.data.dataloader import _BaseDataLoaderIter
 
 from tuidebug.checks.config import ChecksConfig
 from tuidebug.checks.groups import GROUPS
+from tuidebug.checks.groups.base import Forward, RuleGroup
 from tuidebug.checks.rules import RULES
 from tuidebug.probe.observer import Observer
 from tuidebug.wire.check_messages import Alert, ChecksDone, OverfitResult
@@ -54,20 +54,6 @@ BROADCAST_WARNING = "will likely lead to incorrect results due to broadcasting"
 _SCHEDULER_CLASS: Any = getattr(torch.optim.lr_scheduler, "LRScheduler", None) or getattr(
     torch.optim.lr_scheduler, "_LRScheduler", None
 )
-
-
-class _Forward:
-    """One forward call of a root model during a window."""
-
-    __slots__ = ("fingerprint", "got_grad", "grad_enabled", "model", "requires_grad", "training")
-
-    def __init__(self, model: str, training: bool, grad_enabled: bool) -> None:
-        self.model = model
-        self.training = training
-        self.grad_enabled = grad_enabled
-        self.requires_grad = False
-        self.got_grad = False
-        self.fingerprint: tuple[Any, ...] | None = None
 
 
 def _first_tensor(value: Any, depth: int = 0) -> torch.Tensor | None:
@@ -93,6 +79,10 @@ def _first_tensor(value: Any, depth: int = 0) -> torch.Tensor | None:
 
 def _fmt(value: float) -> str:
     return f"{value:.3g}"
+
+
+def _overrides(group: RuleGroup, hook: str) -> bool:
+    return getattr(type(group), hook) is not getattr(RuleGroup, hook)
 
 
 class ChecksEngine(Observer):
@@ -135,18 +125,13 @@ class ChecksEngine(Observer):
         self.window_step = 0
         self._handles: list[Any] = []
         self._patched_f: dict[str, Any] = {}
-        self._next_patched: Any = None
-        self._forwards: list[_Forward] = []
+        self._forwards: list[Forward] = []
         self._grad_watch: list[tuple[str, nn.Parameter, torch.Tensor | None, list[Any]]] = []
         self._grads_seen: set[int] = set()
         self._grad_refs: dict[int, torch.Tensor] = {}
         self._backward_windows = 0
         self._weights_before: list[tuple[str, nn.Parameter, torch.Tensor]] = []
         self._window_started = 0.0
-        self._data_time = 0.0
-        self._data_windows: list[float] = []
-        self._fingerprints: list[tuple[Any, ...]] = []
-        self._same_count = 0
         self._ratios_low = 0
         self._ratios_high = 0
         self._initial: tuple[int, float] | None = None  # (classes, loss) of the first CE call
@@ -174,6 +159,8 @@ class ChecksEngine(Observer):
         if overfit_batch:
             self._install_overfit()
         self._groups = [group(self) for group in GROUPS]
+        # Per forward and per step, only the groups that look: no empty calls on the hot path.
+        self._forward_groups = [g for g in self._groups if _overrides(g, "on_forward")]
         # The first window opens now: step 1's loss calls and data waits are seen (models are
         # only known once step 1 ends, so model hooks start with step 2's window).
         self._open_window(1)
@@ -360,10 +347,8 @@ class ChecksEngine(Observer):
         self._armed = True
         self.window_step = step
         self._forwards = []
-        self._data_time = 0.0
         self._window_started = time.perf_counter()
         self._patch_functional()
-        self._patch_data_next()
         models = self.models_live()
         for name, model in models.items():
             self._handles.append(
@@ -384,10 +369,6 @@ class ChecksEngine(Observer):
         for name, original in self._patched_f.items():
             setattr(F, name, original)
         self._patched_f = {}
-        if self._next_patched is not None:
-            if _BaseDataLoaderIter.__next__ is self._next_patched[1]:
-                _BaseDataLoaderIter.__next__ = self._next_patched[0]  # type: ignore[method-assign]
-            self._next_patched = None
         for group in self._groups:
             group.on_disarm()
 
@@ -402,7 +383,6 @@ class ChecksEngine(Observer):
         self._check_grad_accumulation(grad_watch)
         self._check_gradients(grad_refs)
         self._check_updates(weights)
-        self._check_data(elapsed)
         self._check_lr(step)
         self._check_initial_loss()
         if step >= 5 and self._optimizer_checked_at == 0:
@@ -418,33 +398,10 @@ class ChecksEngine(Observer):
     def _pre_hook(self, name: str) -> Callable[..., None]:
         def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
             try:
-                record = _Forward(name, module.training, torch.is_grad_enabled())
+                record = Forward(name, module.training, torch.is_grad_enabled())
                 self._forwards.append(record)
-                tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
-                floats = [t for t in tensors[:4] if t.is_floating_point() and t.numel()]
-                if floats:
-                    finite = torch.stack([torch.isfinite(t).all() for t in floats])
-                    if not bool(finite.all()):
-                        bad = floats[int((~finite).nonzero()[0])]
-                        count = int((~torch.isfinite(bad)).sum())
-                        self.alert(
-                            "nonfinite-input",
-                            f"{count} of {bad.numel()} input values of {name} are NaN/Inf "
-                            f"at step {self.window_step}",
-                            place=name,
-                            evidence=f"input shape {tuple(bad.shape)}",
-                        )
-                if tensors and tensors[0].numel():
-                    first = tensors[0].detach()
-                    flat = first.reshape(-1)[:4096].float()
-                    weights = torch.arange(1, flat.numel() + 1, device=flat.device)
-                    sums = torch.stack([flat.sum(), (flat * weights).sum()]).tolist()
-                    if all(math.isfinite(v) for v in sums):  # NaN never equals itself
-                        record.fingerprint = (
-                            tuple(first.shape),
-                            round(sums[0], 5),
-                            round(sums[1], 3),
-                        )
+                for group in self._forward_groups:
+                    group.on_forward(record, args, kwargs)
             except Exception as error:
                 self.fail(error)
 
@@ -701,39 +658,6 @@ class ChecksEngine(Observer):
 
     # --- data ----------------------------------------------------------------------------------
 
-    def _patch_data_next(self) -> None:
-        if self._next_patched is not None or self.overfit_batch:
-            return
-        original = _BaseDataLoaderIter.__next__
-        engine = self
-
-        def timed_next(it: Any) -> Any:
-            started = time.perf_counter()
-            try:
-                return original(it)
-            finally:
-                engine._data_time += time.perf_counter() - started
-
-        self._next_patched = (original, timed_next)
-        _BaseDataLoaderIter.__next__ = timed_next  # type: ignore[method-assign,assignment]
-
-    def _check_data(self, elapsed: float) -> None:
-        if self.window_step < 3 or elapsed <= 0:
-            return
-        share = self._data_time / elapsed
-        self._data_windows.append(share)
-        threshold = self.config.option("data-bottleneck", "share", 0.5)
-        recent = self._data_windows[-2:]
-        if len(recent) == 2 and min(recent) > threshold:
-            self.alert(
-                "data-bottleneck",
-                f"the step waited on the DataLoader for {share:.0%} of its time "
-                f"(step {self.window_step})",
-                evidence=f"data wait {self._data_time * 1e3:.1f} ms of a "
-                f"{elapsed * 1e3:.1f} ms step; last samples "
-                + ", ".join(f"{s:.0%}" for s in recent),
-            )
-
     def _install_overfit(self) -> None:
         """``--overfit-batch``: each DataLoader yields its first batch, as often as it would."""
         original = DataLoader.__iter__
@@ -754,24 +678,9 @@ class ChecksEngine(Observer):
 
     # --- rules evaluated when a window closes ---------------------------------------------------
 
-    def _check_forwards(self, forwards: list[_Forward], final: bool) -> None:
+    def _check_forwards(self, forwards: list[Forward], final: bool) -> None:
         for group in self._groups:
             group.on_forwards(forwards, final)
-        train_prints = [r.fingerprint for r in forwards if r.got_grad and r.fingerprint is not None]
-        if train_prints and not self.overfit_batch:
-            current = train_prints[0]
-            if self._fingerprints and self._fingerprints[-1] == current:
-                self._same_count += 1
-            else:
-                self._same_count = 0
-            self._fingerprints = [current]
-            if self._same_count >= 2:
-                self.alert(
-                    "same-batch",
-                    f"the model got the same input batch in {self._same_count + 1} sampled "
-                    f"steps in a row (up to step {self.window_step})",
-                    evidence=f"input shape {current[0]}, checksum {current[1]}",
-                )
 
     def _check_grad_accumulation(
         self, watch: list[tuple[str, nn.Parameter, torch.Tensor | None, list[Any]]]
