@@ -96,7 +96,7 @@ def test_statistics_match_torch(monkeypatch: pytest.MonkeyPatch, where: str) -> 
     buffer (the CPU default: by the C kernel where it was built, else by torch), as 0-d
     tensors when the buffer is full, or batched at the root's step's end (the accelerator path,
     forced on the CPU here)."""
-    import tuidebug.probe.layers as layers_module
+    import tuidebug.probe.layers.hooks as layers_module
 
     monkeypatch.setattr(layers_module, "DENSE_INTERVAL", 1)  # every statistic, every sample
     if where == "buffer, torch reductions":
@@ -668,7 +668,7 @@ def test_output_changed_in_place_after_its_module_is_not_misreported(
     """Batched statistics are taken at the step's end: an output a later module
     changed in place (ReLU(inplace=True) after a Linear) is left out of that sample, and its
     layer is measured in its hook from then on (with the values it returned)."""
-    import tuidebug.probe.layers as layers_module
+    import tuidebug.probe.layers.hooks as layers_module
 
     monkeypatch.setattr(layers_module, "BATCH_ON_CPU", True)
     torch.manual_seed(0)
@@ -724,7 +724,7 @@ def test_relu_statistics_in_the_hook_match_torch(
     is the output just measured; an in-place ReLU, or an input changed in place in between,
     gets its own numbers (a container returning the same tensor object is not "the same
     numbers" once its version moved)."""
-    import tuidebug.probe.layers as layers_module
+    import tuidebug.probe.layers.hooks as layers_module
 
     monkeypatch.setattr(layers_module, "DENSE_INTERVAL", 1)
     torch.manual_seed(0)
@@ -779,7 +779,7 @@ def test_relu_after_a_deferred_output_gets_its_own_numbers(
     """A ReLU measured in its hook takes min and max from its input only when that input was
     measured in the hook too: a deferred input found changed in place has no numbers (NaN),
     and the ReLU must not inherit them."""
-    import tuidebug.probe.layers as layers_module
+    import tuidebug.probe.layers.hooks as layers_module
 
     monkeypatch.setattr(layers_module, "BATCH_ON_CPU", True)
     torch.manual_seed(0)
