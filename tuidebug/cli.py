@@ -1,4 +1,4 @@
-"""The ``tuidebug`` command: run, attach, ls, ckpt.
+"""The ``tuidebug`` command: run, attach, ls, rm, gc, ckpt.
 
 Start-up stays light: torch and Textual are imported only by the commands that need them.
 """
@@ -149,30 +149,127 @@ def cmd_attach(args: argparse.Namespace) -> int:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    """List runs, newest first."""
+    """List runs, newest first, with the disk each takes."""
     from rich.console import Console
     from rich.table import Table
 
-    from tuidebug.paths import list_runs
+    from tuidebug.console.formatting import fmt_bytes
+    from tuidebug.paths import scan_runs
+    from tuidebug.runs import disk_usage, shown_state
 
-    table = Table("run", "state", "script", "started", "exit", box=None)
-    for paths in list_runs()[: args.limit]:
+    runs, skipped = scan_runs()
+    table = Table("run", "state", "script", "started", "exit", "size", box=None)
+    table.columns[-1].justify = "right"
+    for paths in runs[: args.limit]:
         meta = paths.read_meta()
         started = meta.get("started") or meta.get("created")
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)) if started else "?"
-        state = meta.get("state", "?")
-        if state in ("starting", "running") and not paths.socket.exists():
-            state = "lost"  # the supervisor died without recording an ending
         code = meta.get("exit_code")
         table.add_row(
             paths.run_id,
-            state,
+            shown_state(paths, meta),
             " ".join([meta.get("script", "?"), *meta.get("args", [])]),
             when,
             "" if code is None else str(code),
+            fmt_bytes(disk_usage(paths.folder)),
         )
     Console().print(table)
+    if skipped:
+        # One line, not one per folder: a shared TUIDEBUG_HOME may hold many.
+        print(
+            f"tuidebug: {len(skipped)} folder(s) in {skipped[0][0].parent} not shown: "
+            "another user's or a symlink",
+            file=sys.stderr,
+        )
     return 0
+
+
+# --- rm, gc -------------------------------------------------------------------------------------
+
+
+def _describe(paths: Any) -> str:
+    """``RUN_ID  state  script args``: read before the folder goes."""
+    meta = paths.read_meta()
+    script = " ".join([str(meta.get("script", "?")), *map(str, meta.get("args", []))])
+    return f"{paths.run_id}  {meta.get('state', '?')}  {script}"
+
+
+def _remove(runs: list[Any], verb: str, dry_run: bool = False) -> tuple[int, int, int]:
+    """Remove (or, for a dry run, measure) each run, printing a line for each; returns how many
+    went, how many could not, and the bytes freed."""
+    from tuidebug.console.formatting import fmt_bytes
+    from tuidebug.runs import NotRemovable, disk_usage, remove_run
+
+    removed = failed = freed = 0
+    for paths in runs:
+        what = _describe(paths)
+        try:
+            size = disk_usage(paths.folder) if dry_run else remove_run(paths)
+        except NotRemovable as error:
+            _fail(f"not removed: {error}")
+            failed += 1
+            continue
+        print(f"{verb} {what}  {fmt_bytes(size)}")
+        removed += 1
+        freed += size
+    return removed, failed, freed
+
+
+def cmd_rm(args: argparse.Namespace) -> int:
+    """Remove ended runs by id or unique prefix; a live run is refused (stop it first)."""
+    from tuidebug.console.formatting import fmt_bytes
+    from tuidebug.runs import resolve
+
+    resolved = resolve(args.run_ids)
+    for problem in resolved.problems:
+        _fail(problem)
+    removed, failed, freed = _remove(resolved.runs, "removed")
+    failed += len(resolved.problems)
+    if removed > 1 or failed:
+        print(f"tuidebug rm: removed {removed} run(s), freed {fmt_bytes(freed)}")
+    return 1 if failed else 0
+
+
+def _duration(text: str) -> str:
+    """argparse's check of --older-than; the text is kept, to be said back as given."""
+    from tuidebug.runs import parse_duration
+
+    try:
+        parse_duration(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text.strip()
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count (0 or more)")
+    return value
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    """Remove the ended runs that are beyond the newest K and older than the given age."""
+    from tuidebug.console.formatting import fmt_bytes
+    from tuidebug.runs import parse_duration, plan_gc
+
+    plan = plan_gc(parse_duration(args.older_than), args.keep)
+    for folder, why in plan.skipped:
+        print(f"tuidebug gc: skipped {folder}: {why}", file=sys.stderr)
+    for paths in plan.live:
+        print(f"tuidebug gc: kept {paths.run_id}: still live", file=sys.stderr)
+    verb = "would remove" if args.dry_run else "removed"
+    removed, failed, freed = _remove(plan.remove, verb, dry_run=args.dry_run)
+    rule = f"ended more than {args.older_than} ago and beyond the newest {args.keep}"
+    if removed or failed:
+        did = "would free" if args.dry_run else "freed"
+        print(f"tuidebug gc: {verb} {removed} run(s) ({rule}), {did} {fmt_bytes(freed)}")
+    else:
+        print(f"tuidebug gc: nothing to remove ({plan.total} run(s), none {rule})")
+    return 1 if failed else 0
 
 
 # --- parser -------------------------------------------------------------------------------------
@@ -280,6 +377,42 @@ def build_parser() -> argparse.ArgumentParser:
     ls = commands.add_parser("ls", help="list runs, newest first")
     ls.add_argument("--limit", type=int, default=20, help="show at most this many (20)")
     ls.set_defaults(func=cmd_ls)
+
+    rm = commands.add_parser(
+        "rm",
+        help="remove ended runs",
+        description="Remove the folders of ended runs (history, output, checkpoints saved in "
+        "the run's folder) and say how much disk that freed. A live run is refused: stop it "
+        "first. Runs of other users are never touched.",
+    )
+    rm.add_argument("run_ids", nargs="+", metavar="RUN", help="a run id or a unique prefix of one")
+    rm.set_defaults(func=cmd_rm)
+
+    gc = commands.add_parser(
+        "gc",
+        help="remove old ended runs, keeping the newest",
+        description="Remove the ended runs that are both older than --older-than (counted "
+        "from their end) and beyond the newest --keep runs in `tuidebug ls` order; say what "
+        "went and how much disk that freed. Live runs are never removed, nor other users' runs.",
+    )
+    gc.add_argument(
+        "--older-than",
+        type=_duration,
+        default="30d",
+        metavar="AGE",
+        help="only runs that ended longer ago than this: 30d, 12h, 90m, 45s, 2w (default 30d)",
+    )
+    gc.add_argument(
+        "--keep",
+        type=_count,
+        default=20,
+        metavar="K",
+        help="never the K newest runs, whatever their age; live runs count (default 20)",
+    )
+    gc.add_argument(
+        "--dry-run", action="store_true", help="only say what would be removed, and its size"
+    )
+    gc.set_defaults(func=cmd_gc)
 
     from tuidebug.ckpt.cli import add_parser as add_ckpt_parser
 

@@ -130,21 +130,67 @@ def run_paths(run_id: str) -> RunPaths:
     return RunPaths(run_id, folder, socket)
 
 
+def runs_folder() -> Path:
+    """The folder that holds one folder per run."""
+    return state_home() / "runs"
+
+
+def not_ours(folder: Path) -> str | None:
+    """Why the entry ``folder`` of the runs folder is not this user's run to open or remove,
+    or None when it is. A shared ``TUIDEBUG_HOME`` can hold other users' runs, and a symlink
+    leads out of the runs folder: neither is touched (lstat, so a link is never followed)."""
+    try:
+        info = folder.lstat()
+    except OSError as error:
+        return f"cannot be read ({error.strerror})"
+    if stat.S_ISLNK(info.st_mode):
+        return "is a symlink"
+    if not stat.S_ISDIR(info.st_mode):
+        return "is not a folder"
+    if info.st_uid != os.getuid():
+        return f"belongs to uid {info.st_uid}, not to you ({os.getuid()})"
+    return None
+
+
+def scan_runs() -> tuple[list[RunPaths], list[tuple[Path, str]]]:
+    """This user's runs, newest first; and the other entries of the runs folder, with why they
+    were left alone (another owner, a symlink). A folder without meta.json is neither: a run
+    being created, or not a run."""
+    folder = runs_folder()
+    if not folder.is_dir():
+        return [], []
+    ours: list[str] = []
+    skipped: list[tuple[Path, str]] = []
+    for entry in sorted(folder.iterdir(), key=lambda p: p.name, reverse=True):
+        if not entry.is_symlink() and not entry.is_dir():
+            continue  # a stray file: not a run, nobody's to skip
+        reason = not_ours(entry)
+        if reason is not None:
+            skipped.append((entry, reason))
+        elif (entry / "meta.json").exists():
+            ours.append(entry.name)
+    return [run_paths(run_id) for run_id in ours], skipped
+
+
 def list_runs() -> list[RunPaths]:
     """Every run this user has, newest first."""
-    runs_dir = state_home() / "runs"
-    if not runs_dir.is_dir():
-        return []
-    ids = sorted((p.name for p in runs_dir.iterdir() if (p / "meta.json").exists()), reverse=True)
-    return [run_paths(run_id) for run_id in ids]
+    return scan_runs()[0]
+
+
+def match_runs(run_id: str, runs: list[RunPaths] | None = None) -> list[RunPaths]:
+    """The runs ``run_id`` names: the one with exactly that id, else every run whose id starts
+    with it (so more than one means the prefix is ambiguous)."""
+    runs = list_runs() if runs is None else runs
+    exact = [r for r in runs if r.run_id == run_id]
+    if exact or not run_id:
+        return exact
+    return [r for r in runs if r.run_id.startswith(run_id)]
 
 
 def find_run(run_id: str | None) -> RunPaths | None:
     """The run with this id (or unique id prefix), or the newest run when ``run_id`` is None."""
-    runs = list_runs()
     if run_id is None:
+        runs = list_runs()
         return runs[0] if runs else None
-    matches = [r for r in runs if r.run_id == run_id] or [
-        r for r in runs if r.run_id.startswith(run_id)
-    ]
+    matches = match_runs(run_id)
     return matches[0] if len(matches) == 1 else None
