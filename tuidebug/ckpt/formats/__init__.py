@@ -1,20 +1,29 @@
 """Readers for every checkpoint kind the browser lists; none of them runs code from a file.
 
 * torch files (``.pt``/``.pth``/``.bin``/``.ckpt``, including Lightning dicts and our own
-  training states): ``torch.load(weights_only=True, mmap=True)``. With ``mmap`` the tensors'
-  data stays on disk; reading shapes and dtypes touches only the pickle, so a 1 GB file's detail
-  costs milliseconds.
-* safetensors: the JSON header is parsed here directly (8-byte length + JSON), with every
-  offset checked against the file size; no tensor data is read.
-* Hugging Face ``checkpoint-N/`` folders: ``trainer_state.json`` plus the model files above.
-* torch.distributed.checkpoint folders: torch reads their ``.metadata`` with plain ``pickle``,
-  so they are *trusted-only*: listed as unsafe with that reason until the caller opts in with
-  ``trust_dcp=True``.
+  training states), :mod:`.torch_file`: ``torch.load(weights_only=True, mmap=True)``. With
+  ``mmap`` the tensors' data stays on disk; reading shapes and dtypes touches only the pickle,
+  so a 1 GB file's detail costs milliseconds.
+* safetensors, :mod:`.safetensors_file`: the JSON header is parsed directly (8-byte length +
+  JSON), with every offset checked against the file size; no tensor data is read.
+* Hugging Face ``checkpoint-N/`` folders, :mod:`.hf`: ``trainer_state.json`` plus the model
+  files above.
+* torch.distributed.checkpoint folders, :mod:`.dcp`: torch reads their ``.metadata`` with plain
+  ``pickle``, so they are *trusted-only*: listed as unsafe with that reason until the caller
+  opts in with ``trust_dcp=True``.
 
 The content decides the reader, not the extension (a safetensors file named ``.pt`` is read as
 safetensors, and the info says so). Every failure is a :class:`CheckpointError` subclass with a
 one-line message; :func:`read_info` and :func:`list_checkpoints` do not raise for bad files at
 all, they return ``status="unreadable"`` or ``"unsafe"`` with a ``reason``.
+
+Layout: :mod:`.base` holds the shared model (:class:`CheckpointInfo`, :class:`CheckpointDetail`,
+the key tree, :func:`sniff`) and the :class:`~.base.Reader` interface; each format module
+above holds one reader; this module dispatches over :data:`READERS` (the first whose
+``matches`` is true reads the path) and re-exports the names other code imports. The format
+modules import only :mod:`.base` and each other (HF reads its model files with the safetensors
+and torch-file readers), never this module. To add a format, write one module with a
+``Reader`` and add it to :data:`READERS`; its ``extensions`` join the folder listing.
 """
 
 from __future__ import annotations
@@ -28,28 +37,28 @@ from tuidebug.ckpt.formats.base import (
     CheckpointDetail,
     CheckpointInfo,
     KeyNode,
+    Reader,
     Status,
     TensorEntry,
     _base_info,
     _one_line,
     _stat_file,
+    only_checkpoint_errors,
     sniff,
     tree_from_flat,
 )
-from tuidebug.ckpt.formats.dcp import DCP_REASON, _detail_dcp, is_dcp_folder
-from tuidebug.ckpt.formats.hf import HF_MODEL_PATTERNS, _detail_hf, _hf_model_files, is_hf_folder
+from tuidebug.ckpt.formats.dcp import DCP, DCP_REASON, is_dcp_folder
+from tuidebug.ckpt.formats.hf import HF, HF_MODEL_PATTERNS, is_hf_folder
 from tuidebug.ckpt.formats.safetensors_file import (
+    SAFETENSORS,
     SAFETENSORS_EXTS,
     SafetensorsHeader,
-    _detail_safetensors,
-    _load_safetensors,
     read_safetensors_header,
 )
 from tuidebug.ckpt.formats.torch_file import (
+    TORCH,
     TORCH_EXTS,
     UNSAFE_REASON,
-    _detail_torch,
-    _model_section,
     load_unsafe,
     safe_torch_load,
     torch_object_format,
@@ -59,12 +68,14 @@ __all__ = [
     "CHECKPOINT_EXTS",
     "DCP_REASON",
     "HF_MODEL_PATTERNS",
+    "READERS",
     "SAFETENSORS_EXTS",
     "TORCH_EXTS",
     "UNSAFE_REASON",
     "CheckpointDetail",
     "CheckpointInfo",
     "KeyNode",
+    "Reader",
     "SafetensorsHeader",
     "Status",
     "TensorEntry",
@@ -82,7 +93,25 @@ __all__ = [
     "tree_from_flat",
 ]
 
-CHECKPOINT_EXTS = TORCH_EXTS | SAFETENSORS_EXTS
+# The first reader that matches a path reads it. DCP comes before HF, so that a folder with a
+# .metadata file is always trusted-only, whatever else it holds; the torch-file reader takes
+# every file that is left, so it is last.
+READERS: list[Reader] = [DCP, HF, SAFETENSORS, TORCH]
+CHECKPOINT_EXTS: set[str] = set().union(*(r.extensions for r in READERS))
+
+
+def _reader_for(p: Path, not_a_checkpoint: str) -> tuple[Reader, str]:
+    """The reader of ``p`` and the kind it matched on ("folder", or what :func:`sniff` found)."""
+    if p.is_dir():
+        kind = "folder"
+    else:
+        _stat_file(p)
+        kind = sniff(p)
+    for reader in READERS:
+        if reader.matches(p, kind):
+            return reader, kind
+    # the torch-file reader takes every file, so only a folder gets here
+    raise UnreadableCheckpoint(f"{p.name}: {not_a_checkpoint}")
 
 
 # --------------------------------------------------------------------------- info
@@ -116,16 +145,12 @@ def _strip_name(msg: str, p: Path) -> str:
 
 
 def _guess_format(p: Path) -> str:
-    if p.is_dir():
-        if is_dcp_folder(p):
-            return "dcp"
-        return "hf" if is_hf_folder(p) else "unknown"
-    ext = p.suffix.lower()
-    if ext in SAFETENSORS_EXTS:
-        return "safetensors"
-    if ext == ".ckpt":
-        return "lightning"
-    return "torch" if ext in TORCH_EXTS else "unknown"
+    is_dir = p.is_dir()
+    for reader in READERS:
+        fmt = reader.guess_format(p, is_dir)
+        if fmt:
+            return fmt
+    return "unknown"
 
 
 def detail(path: str | os.PathLike[str], *, trust_dcp: bool = False) -> CheckpointDetail:
@@ -134,26 +159,13 @@ def detail(path: str | os.PathLike[str], *, trust_dcp: bool = False) -> Checkpoi
     Raises :class:`UnsafeCheckpoint` or :class:`UnreadableCheckpoint` (one-line message).
     """
     p = Path(path)
-    try:
+    with only_checkpoint_errors(p):
         return _detail(p, trust_dcp=trust_dcp, want_tree=True)
-    except CheckpointError:
-        raise
-    except Exception as exc:  # keep the documented contract: only our error types escape
-        raise UnreadableCheckpoint(f"{p.name}: {type(exc).__name__}: {_one_line(exc)}") from None
 
 
 def _detail(p: Path, *, trust_dcp: bool, want_tree: bool) -> CheckpointDetail:
-    if p.is_dir():
-        if is_dcp_folder(p):
-            return _detail_dcp(p, trust_dcp)
-        if is_hf_folder(p):
-            return _detail_hf(p)
-        raise UnreadableCheckpoint(f"{p.name}: folder is not a checkpoint (no model files)")
-    _stat_file(p)
-    kind = sniff(p)
-    if kind == "safetensors":
-        return _detail_safetensors(p, kind)
-    return _detail_torch(p, kind, want_tree)
+    reader, kind = _reader_for(p, "folder is not a checkpoint (no model files)")
+    return reader.detail(p, kind, trust_dcp=trust_dcp, want_tree=want_tree)
 
 
 # --------------------------------------------------------------------------- listing
@@ -179,7 +191,8 @@ def list_checkpoints(
         if e.name.startswith("."):
             continue
         if e.is_dir():
-            if is_dcp_folder(e) or is_hf_folder(e) or e.suffix.lower() in CHECKPOINT_EXTS:
+            is_ckpt = any(r.matches(e, "folder") for r in READERS)
+            if is_ckpt or e.suffix.lower() in CHECKPOINT_EXTS:
                 out.append(read_info(e, trust_dcp=trust_dcp))
         elif e.suffix.lower() in CHECKPOINT_EXTS:
             out.append(read_info(e))
@@ -196,34 +209,7 @@ def model_state(path: str | os.PathLike[str]) -> dict[str, Any]:
     states give their model(s) (prefixed by model name when there are several), Lightning dicts
     their ``state_dict``, Hugging Face folders their model files.
     """
-    from tuidebug.ckpt.diff import flatten_tensors
-
     p = Path(path)
-    try:
-        if p.is_dir():
-            if is_dcp_folder(p):
-                raise UnreadableCheckpoint(
-                    f"{p.name}: diffing torch.distributed.checkpoint folders is not supported"
-                )
-            if not is_hf_folder(p):
-                raise UnreadableCheckpoint(f"{p.name}: folder is not a checkpoint")
-            out: dict[str, Any] = {}
-            for f in _hf_model_files(p):
-                out.update(model_state(f))
-            return out
-        _stat_file(p)
-        if sniff(p) == "safetensors":
-            return _load_safetensors(p)
-        obj = safe_torch_load(p, mmap=True)
-        fmt = torch_object_format(obj)
-        if fmt == "tuidebug":
-            models = obj.get("models") or {}
-            if len(models) == 1:
-                return flatten_tensors(next(iter(models.values())))
-            return flatten_tensors(models)
-        section = _model_section(obj, fmt)
-        return flatten_tensors(obj[section[0]] if section else obj)
-    except CheckpointError:
-        raise
-    except Exception as exc:
-        raise UnreadableCheckpoint(f"{p.name}: {type(exc).__name__}: {_one_line(exc)}") from None
+    with only_checkpoint_errors(p):
+        reader, kind = _reader_for(p, "folder is not a checkpoint")
+        return reader.model_state(p, kind)

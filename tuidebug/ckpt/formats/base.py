@@ -1,9 +1,10 @@
 """The shared model of every checkpoint reader: rows, tensors, key trees and common checks.
 
-Nothing here knows a format. :class:`CheckpointInfo` is one row of the browser,
-:class:`CheckpointDetail` its detail view (a :class:`KeyNode` tree of :class:`TensorEntry`
-leaves); :func:`sniff` names the container from the first bytes, :func:`_stat_file` turns a
-missing, empty or odd path into :class:`UnreadableCheckpoint` with a one-line message.
+Nothing here knows a format. :class:`Reader` is the interface each format module implements;
+:class:`CheckpointInfo` is one row of the browser, :class:`CheckpointDetail` its detail view (a
+:class:`KeyNode` tree of :class:`TensorEntry` leaves); :func:`sniff` names the container from
+the first bytes, :func:`_stat_file` turns a missing, empty or odd path into
+:class:`UnreadableCheckpoint` with a one-line message.
 """
 
 from __future__ import annotations
@@ -12,12 +13,12 @@ import contextlib
 import math
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Set
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
-from tuidebug.ckpt.errors import UnreadableCheckpoint
+from tuidebug.ckpt.errors import CheckpointError, UnreadableCheckpoint
 
 # --------------------------------------------------------------------------- data types
 
@@ -88,6 +89,36 @@ class CheckpointDetail:
     notes: list[str] = field(default_factory=list)
 
 
+# --------------------------------------------------------------------------- reader interface
+
+
+class Reader(Protocol):
+    """One checkpoint format, as the dispatcher in ``formats/__init__.py`` uses it.
+
+    ``kind`` is "folder" for a directory, else what :func:`sniff` found in the file's first
+    bytes (the file has passed :func:`_stat_file`). The first reader of ``READERS`` whose
+    :meth:`matches` is true reads the path; a row's info is ``detail(want_tree=False).info``.
+    Readers raise only :class:`CheckpointError` subclasses for bad files, with one-line
+    messages; the dispatcher turns anything else into :class:`UnreadableCheckpoint`.
+    """
+
+    @property
+    def extensions(self) -> Set[str]:
+        """File suffixes (lower case) that make ``list_checkpoints`` offer a file to the readers."""
+
+    def matches(self, p: Path, kind: str) -> bool:
+        """Whether this reader reads ``p``: decided by content, not by name."""
+
+    def guess_format(self, p: Path, is_dir: bool) -> str | None:
+        """The format by name alone, for the row of a path that could not be read; else None."""
+
+    def detail(self, p: Path, kind: str, *, trust_dcp: bool, want_tree: bool) -> CheckpointDetail:
+        """The key tree, tensor list and totals, from metadata only."""
+
+    def model_state(self, p: Path, kind: str) -> dict[str, Any]:
+        """The model weights as a flat ``{dotted key: tensor}`` dict (for diffs)."""
+
+
 # --------------------------------------------------------------------------- helpers
 
 
@@ -100,6 +131,17 @@ def _one_line(exc: BaseException, limit: int = 200) -> str:
     if cut > 0:
         text = text[:cut]
     return text[:limit]
+
+
+@contextlib.contextmanager
+def only_checkpoint_errors(p: Path) -> Iterator[None]:
+    """Keep the documented contract: only our error types escape, a reader bug as one line."""
+    try:
+        yield
+    except CheckpointError:
+        raise
+    except Exception as exc:
+        raise UnreadableCheckpoint(f"{p.name}: {type(exc).__name__}: {_one_line(exc)}") from None
 
 
 def _stat_file(path: Path) -> os.stat_result:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import warnings
 from pathlib import Path
+from typing import Any
 
 from tuidebug.ckpt.errors import UnreadableCheckpoint, UnsafeCheckpoint
 from tuidebug.ckpt.formats.base import (
@@ -72,3 +73,26 @@ def _detail_dcp(p: Path, trust: bool) -> CheckpointDetail:
         if k in others:
             detail_.notes.append(f"{k!r} is stored as a pickled object (not read)")
     return detail_
+
+
+class DcpFolderReader:
+    """torch.distributed.checkpoint folders (see :func:`is_dcp_folder`)."""
+
+    extensions: frozenset[str] = frozenset()
+
+    def matches(self, p: Path, kind: str) -> bool:
+        return kind == "folder" and is_dcp_folder(p)
+
+    def guess_format(self, p: Path, is_dir: bool) -> str | None:
+        return "dcp" if is_dir and is_dcp_folder(p) else None
+
+    def detail(self, p: Path, kind: str, *, trust_dcp: bool, want_tree: bool) -> CheckpointDetail:
+        return _detail_dcp(p, trust_dcp)
+
+    def model_state(self, p: Path, kind: str) -> dict[str, Any]:
+        raise UnreadableCheckpoint(
+            f"{p.name}: diffing torch.distributed.checkpoint folders is not supported"
+        )
+
+
+DCP = DcpFolderReader()

@@ -21,10 +21,12 @@ from tuidebug.ckpt.formats.base import (
     _int,
     _num,
     _one_line,
+    _stat_file,
+    only_checkpoint_errors,
     sniff,
 )
-from tuidebug.ckpt.formats.safetensors_file import _detail_safetensors
-from tuidebug.ckpt.formats.torch_file import _detail_torch
+from tuidebug.ckpt.formats.safetensors_file import SAFETENSORS, _detail_safetensors
+from tuidebug.ckpt.formats.torch_file import TORCH, _detail_torch
 
 HF_MODEL_PATTERNS = (
     "model.safetensors",
@@ -98,3 +100,34 @@ def _detail_hf(p: Path) -> CheckpointDetail:
         tensor_bytes=sum(e.nbytes for e in tensors),
         notes=notes,
     )
+
+
+def _hf_model_state(p: Path) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in _hf_model_files(p):
+        with only_checkpoint_errors(f):  # errors name the file, as when it is given alone
+            _stat_file(f)
+            kind = sniff(f)
+            out.update((SAFETENSORS if kind == "safetensors" else TORCH).model_state(f, kind))
+    return out
+
+
+class HfFolderReader:
+    """Hugging Face checkpoint folders (see :func:`is_hf_folder`)."""
+
+    extensions: frozenset[str] = frozenset()
+
+    def matches(self, p: Path, kind: str) -> bool:
+        return kind == "folder" and is_hf_folder(p)
+
+    def guess_format(self, p: Path, is_dir: bool) -> str | None:
+        return "hf" if is_dir and is_hf_folder(p) else None
+
+    def detail(self, p: Path, kind: str, *, trust_dcp: bool, want_tree: bool) -> CheckpointDetail:
+        return _detail_hf(p)
+
+    def model_state(self, p: Path, kind: str) -> dict[str, Any]:
+        return _hf_model_state(p)
+
+
+HF = HfFolderReader()

@@ -151,3 +151,24 @@ def _load_safetensors(p: Path) -> dict[str, Any]:
         return dict(load_file(str(p), device="cpu"))
     except Exception as exc:
         raise UnreadableCheckpoint(f"{p.name}: {_one_line(exc)}") from None
+
+
+class SafetensorsReader:
+    """Files whose content is safetensors, whatever their extension."""
+
+    extensions = SAFETENSORS_EXTS
+
+    def matches(self, p: Path, kind: str) -> bool:
+        return kind == "safetensors"
+
+    def guess_format(self, p: Path, is_dir: bool) -> str | None:
+        return "safetensors" if not is_dir and p.suffix.lower() in SAFETENSORS_EXTS else None
+
+    def detail(self, p: Path, kind: str, *, trust_dcp: bool, want_tree: bool) -> CheckpointDetail:
+        return _detail_safetensors(p, kind)
+
+    def model_state(self, p: Path, kind: str) -> dict[str, Any]:
+        return _load_safetensors(p)
+
+
+SAFETENSORS = SafetensorsReader()

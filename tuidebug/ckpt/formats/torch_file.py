@@ -247,3 +247,46 @@ def _unique_bytes(obj: Any, tensors: list[TensorEntry]) -> int:
         return sum(seen.values())
     except Exception:
         return sum(e.nbytes for e in tensors)
+
+
+def _torch_model_state(p: Path) -> dict[str, Any]:
+    from tuidebug.ckpt.diff import flatten_tensors
+
+    obj = safe_torch_load(p, mmap=True)
+    fmt = torch_object_format(obj)
+    if fmt == "tuidebug":
+        models = obj.get("models") or {}
+        if len(models) == 1:
+            return flatten_tensors(next(iter(models.values())))
+        return flatten_tensors(models)
+    section = _model_section(obj, fmt)
+    return flatten_tensors(obj[section[0]] if section else obj)
+
+
+class TorchFileReader:
+    """Every file that is not safetensors: torch.load (weights only) names what it cannot read.
+
+    It takes any file content, so it comes last in ``READERS``.
+    """
+
+    extensions = TORCH_EXTS
+
+    def matches(self, p: Path, kind: str) -> bool:
+        return kind != "folder"
+
+    def guess_format(self, p: Path, is_dir: bool) -> str | None:
+        if is_dir:
+            return None
+        ext = p.suffix.lower()
+        if ext == ".ckpt":
+            return "lightning"
+        return "torch" if ext in TORCH_EXTS else None
+
+    def detail(self, p: Path, kind: str, *, trust_dcp: bool, want_tree: bool) -> CheckpointDetail:
+        return _detail_torch(p, kind, want_tree)
+
+    def model_state(self, p: Path, kind: str) -> dict[str, Any]:
+        return _torch_model_state(p)
+
+
+TORCH = TorchFileReader()
