@@ -90,7 +90,8 @@ def test_engine_removes_every_patch_on_close() -> None:
     from torch.utils.data.dataloader import _BaseDataLoaderIter
 
     from tuidebug.checks.config import ChecksConfig
-    from tuidebug.checks.engine import _SCHEDULER_CLASS, ChecksEngine
+    from tuidebug.checks.engine import ChecksEngine
+    from tuidebug.checks.groups.gradients import _SCHEDULER_CLASS
 
     originals = (
         F.cross_entropy,

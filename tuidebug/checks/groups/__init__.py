@@ -9,6 +9,7 @@ from __future__ import annotations
 from tuidebug.checks.groups.architecture import ArchitectureRules
 from tuidebug.checks.groups.base import RuleGroup
 from tuidebug.checks.groups.data import DataRules
+from tuidebug.checks.groups.gradients import GradientRules
 from tuidebug.checks.groups.modes import ModeRules
 
-GROUPS: tuple[type[RuleGroup], ...] = (ModeRules, DataRules, ArchitectureRules)
+GROUPS: tuple[type[RuleGroup], ...] = (ModeRules, DataRules, GradientRules, ArchitectureRules)
