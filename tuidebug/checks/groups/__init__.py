@@ -10,6 +10,13 @@ from tuidebug.checks.groups.architecture import ArchitectureRules
 from tuidebug.checks.groups.base import RuleGroup
 from tuidebug.checks.groups.data import DataRules
 from tuidebug.checks.groups.gradients import GradientRules
+from tuidebug.checks.groups.losses import LossRules
 from tuidebug.checks.groups.modes import ModeRules
 
-GROUPS: tuple[type[RuleGroup], ...] = (ModeRules, DataRules, GradientRules, ArchitectureRules)
+GROUPS: tuple[type[RuleGroup], ...] = (
+    ModeRules,
+    DataRules,
+    GradientRules,
+    ArchitectureRules,
+    LossRules,
+)
