@@ -1,5 +1,16 @@
 """The rules, live in the training process: a probe Observer that samples a few steps.
 
+The engine observes (root-model forwards, losses, boundaries), schedules the windows and runs
+the alert lifecycle (once per (rule, place), ``silence``, severities from the config). The
+rules' own logic lives in rule groups, by what they watch (``tuidebug/checks/groups/``: losses,
+gradients and updates, data, modes and graphs, architecture); the engine calls their hooks
+(``groups/base.py``: ``RuleGroup``) and a group reaches the engine only through
+``groups.base.Engine`` (``alert``, the live models, the step, ``hook`` for a window's handles).
+
+How to add a rule: its entry in ``rules.py`` (id, severity, title, why, fix) and its logic in
+the group that watches what it needs (its id in that group's ``rules``); a new group is one file
+in ``groups/`` and one line in ``groups.GROUPS``. The engine does not change.
+
 How it stays cheap (docs/design.md: no sync, no hook on a step it does not sample):
 - ``schedule(step)`` is an integer test. Only a *window* (from the boundary before a sampled step
   to the boundary that ends it) carries hooks: forward hooks on the root models (and ReLU /
@@ -11,10 +22,10 @@ How it stays cheap (docs/design.md: no sync, no hook on a step it does not sampl
   never raises into the script. The exception is ``max_steps`` (``tuidebug check --steps N``):
   it ends the script with ``SystemExit(0)`` at a boundary, on purpose.
 
-Two patches live as long as the observer: ``warnings.showwarning`` (to see torch's own
-broadcasting warning; it chains to the original), and ``LRScheduler.__init__`` (to know which
-schedulers exist). With ``--overfit-batch`` also ``DataLoader.__iter__``. ``close()`` puts every
-one back, if it is still ours.
+Two patches live as long as the observer: ``warnings.showwarning`` (groups/losses.py: to see
+torch's own broadcasting warning; it chains to the original), and ``LRScheduler.__init__``
+(groups/gradients.py: to know which schedulers exist). With ``--overfit-batch`` also
+``DataLoader.__iter__`` (here). ``close()`` puts every one back, if it is still ours.
 """
 
 from __future__ import annotations
@@ -23,7 +34,7 @@ import logging
 import time
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
@@ -36,9 +47,6 @@ from tuidebug.checks.rules import RULES
 from tuidebug.probe.observer import Observer
 from tuidebug.wire.check_messages import Alert, ChecksDone
 from tuidebug.wire.messages import Message, StepPoint
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger("tuidebug.probe")
 
@@ -66,16 +74,14 @@ def _first_tensor(value: Any, depth: int = 0) -> torch.Tensor | None:
     return None
 
 
-def _fmt(value: float) -> str:
-    return f"{value:.3g}"
-
-
 def _overrides(group: RuleGroup, hook: str) -> bool:
+    """Whether ``group`` has its own ``hook`` (the base's are no-ops, not worth a call)."""
     return getattr(type(group), hook) is not getattr(RuleGroup, hook)
 
 
 class ChecksEngine(Observer):
-    """Every rule of ``tuidebug.checks.rules`` (see the module's docstring for the costs)."""
+    """Every rule of ``tuidebug.checks.rules``, through ``groups.GROUPS`` (see the module's
+    docstring for the costs and for how to add a rule)."""
 
     def __init__(
         self,
@@ -335,7 +341,7 @@ class ChecksEngine(Observer):
         self._patched_dl_iter = replay_iter
         DataLoader.__iter__ = replay_iter  # type: ignore[method-assign]
 
-    # --- rules evaluated when a window closes ---------------------------------------------------
+    # --- the groups judge, when a window closes or the run ends --------------------------------
 
     def _check_forwards(self, forwards: list[Forward], final: bool) -> None:
         for group in self._groups:

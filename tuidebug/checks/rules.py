@@ -1,7 +1,9 @@
 """The catalogue of rules: id, severity, what went wrong, why it matters, how to fix it.
 
 Ids are stable (they are used by ``--ignore``, ``[tool.tuidebug]`` and the console). A rule's
-default severity can be changed per project in ``pyproject.toml``.
+default severity can be changed per project in ``pyproject.toml``. A rule's logic lives in the
+group of ``tuidebug/checks/groups/`` that lists its id in ``rules`` (see engine.py: how to add a
+rule).
 """
 
 from __future__ import annotations
