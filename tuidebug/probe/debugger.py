@@ -29,11 +29,24 @@ Notify = Callable[[str, str, bool | None], None]
 """notify(event, where, continued): event is "opened:<kind>" or "closed"."""
 
 
+# Packages whose frames are never "the user's line": torch, and the training frameworks whose
+# callbacks the integrations pause in (the pause lands on the script's trainer.fit() line).
+_LIBRARIES = (
+    "torch",
+    "lightning",
+    "pytorch_lightning",
+    "lightning_fabric",  # also matched by "lightning" as a prefix, but imported on its own too
+    "transformers",
+    "accelerate",
+)
+
+
 def _library_dirs() -> tuple[str, ...]:
     dirs = [_PACKAGE_DIR]
-    torch_file = getattr(sys.modules.get("torch"), "__file__", None)
-    if torch_file:
-        dirs.append(os.path.dirname(os.path.abspath(torch_file)))
+    for name in _LIBRARIES:
+        init = getattr(sys.modules.get(name), "__file__", None)
+        if init:
+            dirs.append(os.path.dirname(os.path.abspath(init)))
     return tuple(dirs)
 
 

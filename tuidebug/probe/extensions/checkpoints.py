@@ -33,7 +33,7 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -98,6 +98,12 @@ class CheckpointsObserver(Observer):
         self.keep = max(0, int(options.get("keep") or 0)) or None
         self.pending_resume: str | None = str(options["resume"]) if options.get("resume") else None
         self._last_point: StepPoint | None = None
+        self.framework_saver: Callable[[str, str], None] | None = None
+        """Set by an integration (``tuidebug/integrations/``) while a framework's trainer runs:
+        save now and ``--save-every`` then go through the framework's own checkpointing (a
+        Lightning ``.ckpt``, a Hugging Face ``checkpoint-N``), which it resumes from. Called on
+        the training thread with (folder, reason); the integration reports the outcome with
+        :meth:`framework_saved`, at once or when the framework has written it."""
         self._seen_model = False
         self._seen_optimizer = False
         self.probe.send(
@@ -139,6 +145,12 @@ class CheckpointsObserver(Observer):
         step = probe.step
         if probe.rank != 0:
             return  # ranks hold the same replicated state; rank 0 writes it once
+        if self.framework_saver is not None:  # the framework knows where its checkpoints go
+            try:
+                self.framework_saver(self.folder or "", reason)
+            except Exception as error:  # a failed save is a message, not the end of the run
+                self.framework_saved(self.folder or "", reason, step, error=_one_line(error))
+            return
         if self.folder is None:
             self._saved(
                 CheckpointSaved(
@@ -191,6 +203,35 @@ class CheckpointsObserver(Observer):
                 step=step, ok=False, path=self.folder, reason=reason, error=_one_line(error)
             )
         self._saved(message)
+
+    def framework_saved(
+        self, path: str, reason: str, step: int, *, error: str = "", seconds: float = 0.0
+    ) -> None:
+        """A framework saver's outcome: ``path`` (a file or a folder) written at ``step``, or
+        ``error``. ``--keep`` does not prune these: the framework's own limit applies."""
+        point = self._last_point
+        loss = point.loss if point is not None and point.step == step else None
+        size = 0
+        target = Path(path)
+        if not error:
+            if target.is_file():
+                size = target.stat().st_size
+            elif target.is_dir():
+                size = sum(f.stat().st_size for f in target.rglob("*") if f.is_file())
+            else:
+                error = f"the framework wrote nothing at {path}"
+        self._saved(
+            CheckpointSaved(
+                step=step,
+                ok=not error,
+                path=path,
+                reason=reason,
+                error=error,
+                size=size,
+                seconds=seconds,
+                loss=loss,
+            )
+        )
 
     def restore(
         self, path: str, *, kind: str = "restore", unsafe: bool = False, discarded: int = 0
