@@ -93,6 +93,7 @@ def read_findings(paths: Any) -> dict[str, Any]:
     from tuidebug.wire import codec
     from tuidebug.wire.check_messages import Alert, ChecksDone, LrFindResult, OverfitResult
     from tuidebug.wire.messages import Notice, ScriptError
+    from tuidebug.wire.phase_messages import StepPhases
 
     found: dict[str, Any] = {
         "alerts": [],
@@ -102,6 +103,7 @@ def read_findings(paths: Any) -> dict[str, Any]:
         "done": None,
         "notices": [],
         "steps": 0,
+        "phases": {},  # rank -> its StepPhases batches
     }
     if not paths.history.exists():
         return found
@@ -122,6 +124,8 @@ def read_findings(paths: Any) -> dict[str, Any]:
                 found["done"] = message
             elif isinstance(message, Notice):
                 found["notices"].append(message)
+            elif isinstance(message, StepPhases):
+                found["phases"].setdefault(message.rank, []).append(message)
     finally:
         store.close()
     return found
@@ -210,6 +214,8 @@ def _as_json(
     timed_out: bool,
     fail_on: str,
 ) -> dict[str, Any]:
+    from tuidebug.wire.phase_messages import summarize
+
     overfit = found["overfit"]
     error = found["error"]
     return {
@@ -233,6 +239,10 @@ def _as_json(
         "script_error": None
         if error is None
         else {"type": error.exc_type, "text": error.text, "traceback": error.traceback},
+        # Where the step's time went (the probe's step-time breakdown), per rank.
+        "step_time": {
+            str(rank): summarize(batches) for rank, batches in sorted(found["phases"].items())
+        },
     }
 
 

@@ -3,8 +3,9 @@
 Three hooks, each owned here and removed in ``remove()``:
 - torch's global optimizer step post-hook: every ``optimizer.step()`` of any optimizer;
 - a wrapper around ``torch.autograd.backward`` (which ``Tensor.backward`` calls): the scalar a
-  script backpropagates is its loss. Torch has no global hook for this, so the function is
-  wrapped for as long as the probe lives and put back on removal;
+  script backpropagates is its loss, and its return ends the backward phase of the step-time
+  breakdown. Torch has no global hook for this, so the function is wrapped for as long as the
+  probe lives and put back on removal;
 - a global module forward pre-hook, only until the first step ends: the modules called during
   that step tell which root modules (the models) the script trains. It is removed right after,
   because a global forward hook costs a few microseconds on every module call.
@@ -20,12 +21,16 @@ from torch.nn.modules.module import register_module_forward_pre_hook
 from torch.optim.optimizer import register_optimizer_step_post_hook
 from torch.utils.hooks import RemovableHandle
 
+_is_compiling = torch.compiler.is_compiling  # True while dynamo traces (a constant to it)
+
 
 class StepEvents(Protocol):
     """What the hooks report to (the probe): a protocol, so these hooks, which the probe
     installs, do not depend on the probe module."""
 
     def on_backward(self, tensor: Any) -> None: ...
+
+    def on_backward_end(self) -> None: ...
 
     def on_optimizer_step(self, optimizer: Any) -> None: ...
 
@@ -54,11 +59,20 @@ class AutoHooks:
         @functools.wraps(original)
         def backward(tensors: Any, *args: Any, **kwargs: Any) -> Any:
             probe.on_backward(tensors)
-            return original(tensors, *args, **kwargs)
+            try:
+                return original(tensors, *args, **kwargs)
+            finally:  # the backward phase of the step-time breakdown ends here (phases.py)
+                probe.on_backward_end()
 
         return backward
 
     def _on_module_call(self, module: torch.nn.Module, _args: Any) -> None:
+        # Inside a compiled region dynamo would trace this hook (a dict of modules it cannot
+        # track: torch 2.13 raises an internal error there). The compiled module itself is
+        # called eagerly (torch.compile's wrapper, or model.compile()'s module), and that call
+        # is enough to find the root: the calls dynamo traces are left out (docs/layers.md).
+        if _is_compiling():
+            return
         # Keep references only until the first step ends; then they are resolved and dropped.
         self._called.setdefault(id(module), module)
 

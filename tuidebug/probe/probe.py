@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 
     from tuidebug.probe.auto import AutoHooks
     from tuidebug.probe.link import Link
+    from tuidebug.probe.phases import PhaseClock
 
 log = logging.getLogger("tuidebug.probe")
 
@@ -144,6 +145,9 @@ class Probe:
         self._auto: AutoHooks | None = None
         self._warned: set[str] = set()
         self._backward_time = 0.0  # seconds on_backward spent since the last boundary
+        self.phases: PhaseClock | None = None
+        """The step-time breakdown (set by probe/extensions/phases.py): the probe hands it the
+        clock readings it makes anyway at backward, optimizer step and boundary."""
         self.boundary_time = 0.0
         """Seconds the probe itself spent on the step that just ended (its backward and
         boundary work, up to the observers): the layer sampler's budget covers it too."""
@@ -225,6 +229,8 @@ class Probe:
 
         start = _clock()
         if not isinstance(tensor, torch.Tensor) or tensor.numel() != 1:
+            if self.phases is not None:
+                self.phases.backward_begin(start)
             return
         if self.source in (None, "backward") and self._pending_losses:
             # A second backward with no optimizer step in between: the previous one ended a step.
@@ -234,12 +240,23 @@ class Probe:
         if len(self._pending_losses) < MAX_PENDING_LOSSES:
             # item(): float() of a tensor that requires grad warns (torch 2.13)
             self._pending_losses.append(tensor.item() if tensor.is_cpu else tensor.detach())
-        self._backward_time += _clock() - start
+        now = _clock()
+        self._backward_time += now - start
+        if self.phases is not None:  # the backward phase starts after the probe's own work
+            self.phases.backward_begin(now)
+
+    @guarded
+    def on_backward_end(self) -> None:
+        """``torch.autograd.backward`` returned (called by the auto hooks' wrapper)."""
+        if self.phases is not None:
+            self.phases.backward_end()
 
     @guarded
     def on_optimizer_step(self, optimizer: Any) -> None:
         """An optimizer finished a ``step`` (called by torch's global optimizer hook)."""
         start = _clock()
+        if self.phases is not None:  # this hook's first clock reading ends the optimizer phase
+            self.phases.optimizer_end(start)
         if id(optimizer) not in self._optimizers:
             self.on_optimizer_seen(optimizer)
         if self.source == "hook":
@@ -358,6 +375,9 @@ class Probe:
         """One step ended (the probe's entry point began at ``start``): number it, read its
         values without a device sync, queue it."""
         self.step += 1
+        phases = self.phases
+        if phases is not None:  # before the observers: they may read the step's phases
+            phases.step_end(self.step, start)
         if self._auto is not None and self.step == 1:
             self._auto.first_step_done()
         losses, self._pending_losses = self._pending_losses, []
@@ -391,6 +411,8 @@ class Probe:
                     self.gate.request_pause(reason)
         if self.gate.attention:  # the pause gate's one check per step
             self.gate.at_boundary(point if resolved else None)
+        if phases is not None:  # a pause, a save, the probe's own work: no step's time
+            phases.step_begin()
 
     def _read_value(
         self, key: str, value: Any, point: StepPoint, on_device: list[tuple[str, Any]]

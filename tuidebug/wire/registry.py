@@ -19,6 +19,8 @@ MESSAGE_MODULES = (
     "tuidebug.wire.checkpoint_messages",
     "tuidebug.wire.gpu_messages",
     "tuidebug.wire.check_messages",
+    "tuidebug.wire.stack_messages",
+    "tuidebug.wire.phase_messages",
 )
 
 

@@ -11,11 +11,16 @@ from torch import nn
 from torch.utils.data.dataloader import _BaseDataLoaderIter
 
 from tuidebug.checks.groups.base import Engine, Forward, RuleGroup
+from tuidebug.probe import runtime
+from tuidebug.probe.phases import PhaseClock
 
 
 class DataRules(RuleGroup):
-    """Root-model inputs read at each forward of a window; ``__next__`` of DataLoader iterators
-    timed during windows (not with ``--overfit-batch``, whose replay does not wait)."""
+    """Root-model inputs read at each forward of a window. The data wait of a window's step
+    comes from the probe's step-time breakdown (``probe/phases.py``, which times ``__next__``
+    of DataLoader iterators on every step); without it (``phases`` off, or no live probe),
+    ``__next__`` is timed here during windows. Not with ``--overfit-batch``, whose replay does
+    not wait."""
 
     rules = ("nonfinite-input", "same-batch", "data-bottleneck")
 
@@ -86,7 +91,7 @@ class DataRules(RuleGroup):
         self._check_data(elapsed)
 
     def _patch_data_next(self) -> None:
-        if self._next_patched is not None or self.engine.overfit_batch:
+        if self._next_patched is not None or self.engine.overfit_batch or _phase_clock():
             return
         original = _BaseDataLoaderIter.__next__
         group = self
@@ -102,9 +107,20 @@ class DataRules(RuleGroup):
         _BaseDataLoaderIter.__next__ = timed_next  # type: ignore[method-assign,assignment]
 
     def _check_data(self, elapsed: float) -> None:
-        if self.engine.window_step < 3 or elapsed <= 0:
+        if self.engine.window_step < 3 or self.engine.overfit_batch:
             return
-        share = self._data_time / elapsed
+        clock = _phase_clock()
+        data_time = self._data_time
+        if clock is not None:
+            # The breakdown has folded the step that just ended (before the observers ran):
+            # its total leaves out the probe's own boundary work, a pause or a save.
+            last = clock.last
+            if last is None or last[0] != self.engine.window_step:
+                return
+            elapsed, data_time = last[1], last[2]
+        if elapsed <= 0:
+            return
+        share = data_time / elapsed
         self._data_windows.append(share)
         threshold = self.config.option("data-bottleneck", "share", 0.5)
         recent = self._data_windows[-2:]
@@ -113,7 +129,13 @@ class DataRules(RuleGroup):
                 "data-bottleneck",
                 f"the step waited on the DataLoader for {share:.0%} of its time "
                 f"(step {self.engine.window_step})",
-                evidence=f"data wait {self._data_time * 1e3:.1f} ms of a "
+                evidence=f"data wait {data_time * 1e3:.1f} ms of a "
                 f"{elapsed * 1e3:.1f} ms step; last samples "
                 + ", ".join(f"{s:.0%}" for s in recent),
             )
+
+
+def _phase_clock() -> PhaseClock | None:
+    """The live probe's step-time breakdown, when there is one."""
+    probe = runtime.current()
+    return getattr(probe, "phases", None)
