@@ -26,10 +26,10 @@ DEMOS = ROOT / "demos"
 OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 
 
-def start(script: Path, *args: str) -> str:
-    """``tuidebug run --detach script args`` (offline, no colour); returns the run id."""
+def start(*args: str | Path) -> str:
+    """``tuidebug run --detach [options] script args`` (offline, no colour); the run id."""
     proc = subprocess.run(
-        [*TUIDEBUG, "run", "--detach", str(script), *args],
+        [*TUIDEBUG, "run", "--detach", *map(str, args)],
         capture_output=True,
         text=True,
         timeout=60,

@@ -63,13 +63,25 @@ def test_steps_loss_and_logged_metrics_are_lightnings_own(
 def test_accumulated_batches_make_one_step_with_their_mean_loss(
     run_env: dict[str, str], tmp_path: Path
 ) -> None:
+    folder = tmp_path / "ck"
     run_id = start(
-        DEMO, "--steps", "6", "--accumulate", "2", "--val-every", "0", "--out", str(tmp_path / "a")
+        *("--save-every", "3", "--checkpoint-dir", str(folder)),
+        *(
+            DEMO,
+            "--steps",
+            "6",
+            "--accumulate",
+            "2",
+            "--val-every",
+            "0",
+            "--out",
+            str(tmp_path / "a"),
+        ),
     )
     # The same first batch without accumulation: its loss is micro-batch 1 of the run above
     # (same weights, data and dropout draws before any update).
     single = plain(DEMO, "--steps", "1", "--val-every", "0", "--out", str(tmp_path / "b"))
-    points, _ = history(run_id)
+    points, events = history(run_id)
     finished(single)
     assert sorted(points) == list(range(1, 7))  # 12 batches, 6 optimizer steps
     accumulated = train_losses(logged(tmp_path / "a"))  # Lightning logs the last micro-batch
@@ -78,6 +90,13 @@ def test_accumulated_batches_make_one_step_with_their_mean_loss(
     second = accumulated[1]
     assert points[1].loss == pytest.approx((first + second) / 2, rel=1e-6)
     assert points[1].loss != pytest.approx(second, rel=1e-4)
+    # --save-every counts optimizer steps and saves through trainer.save_checkpoint too.
+    saves = [e for e in events if isinstance(e, CheckpointSaved)]
+    assert [(s.step, s.reason, s.ok) for s in saves] == [(3, "every", True), (6, "every", True)]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "epoch=0-step=3.ckpt",
+        "epoch=0-step=6.ckpt",
+    ]
 
 
 def test_pause_step_and_save_now_write_a_ckpt_that_lightning_resumes(
