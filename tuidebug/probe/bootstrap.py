@@ -21,10 +21,11 @@ import traceback
 from pathlib import Path
 from types import TracebackType
 
-from tuidebug.probe import debugger, extensions, runtime
+from tuidebug.probe import debugger, extensions, rank_io, runtime
 from tuidebug.probe.conditions import ConditionError
 from tuidebug.probe.link import Link, LinkError
 from tuidebug.probe.probe import Probe
+from tuidebug.wire.messages import RankEnded
 
 ENV_SOCKET = "TUIDEBUG_SOCKET"
 ENV_TOKEN_FILE = "TUIDEBUG_TOKEN_FILE"
@@ -39,6 +40,7 @@ PROBE_VARIABLES = (
     ENV_BREAK_ON,
     ENV_HOLD_ON_ERROR,
     ENV_OPTIONS,
+    rank_io.ENV_RANK_TTYS,
 )
 
 
@@ -100,6 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     previous_breakpointhook = sys.breakpointhook
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     probe_env = {key: os.environ.pop(key) for key in PROBE_VARIABLES if key in os.environ}
+    rank_io.take_rank_tty(probe_env.get(rank_io.ENV_RANK_TTYS))
     if ENV_SOCKET in probe_env:
         _survive_hangup(probe_env.get(ENV_OUTPUT_LOG))
 
@@ -107,6 +110,7 @@ def main(argv: list[str] | None = None) -> None:
     runtime.install(probe)
     probe.install_auto_hooks()
     live = probe.link is not None
+    probe.gate.collective = live and probe.world_size > 1  # ranks pause together (gate.py)
     if live:
         sys.breakpointhook = debugger.breakpoint_hook(probe.gate.notify_breakpoint)
         for text in filter(None, probe_env.get(ENV_BREAK_ON, "").splitlines()):
@@ -126,13 +130,17 @@ def main(argv: list[str] | None = None) -> None:
 
     sys.argv = args
     sys.path[0] = os.path.dirname(os.path.abspath(script))
+    exit_code = 0
     try:
         runpy.run_path(script, run_name="__main__")
-    except SystemExit:
+    except SystemExit as error:
+        exit_code = rank_io.exit_status(error.code)
         raise
     except KeyboardInterrupt:
+        exit_code = 130
         raise
     except BaseException as error:
+        exit_code = 1
         text = "".join(
             traceback.format_exception(
                 type(error), error, _user_traceback(script, error.__traceback__)
@@ -161,6 +169,8 @@ def main(argv: list[str] | None = None) -> None:
             sys.breakpointhook = previous_breakpointhook
             runtime.install(None)
             if probe.link is not None:
+                if probe.world_size > 1:  # a job: the supervisor shows each rank's end
+                    probe.send(RankEnded(rank=probe.rank, step=probe.step, exit_code=exit_code))
                 probe.link.close()
 
 

@@ -10,6 +10,13 @@ until a console resumes it.
 Commands: pause, resume, step (one more step, then pause), run-to (args: step), pause-every
 (args: every; 0 turns it off), break-on (args: condition), clear-breaks, debug (while paused),
 release (let a script that raised exit), plus any registered with ``add_action``.
+
+In a job of several ranks (``collective``), a rank never pauses on its own: a rank that stopped
+alone would leave the others inside their next collective. The supervisor (supervisor/ranks.py)
+turns the console's pause, step and run-to into ``pause-at S``, one step S for every rank; the
+gate takes the target on the I/O thread and answers at once whether it is still ahead (a
+``PauseAck``), then pauses at the boundary of S. What would pause one rank by itself (a break
+condition, a first NaN) is sent to the supervisor as a ``PauseRequest`` instead.
 """
 
 from __future__ import annotations
@@ -24,12 +31,15 @@ from typing import Protocol
 from tuidebug.probe import debugger
 from tuidebug.probe.conditions import Condition, ConditionError, parse_condition
 from tuidebug.wire.messages import (
+    PAUSE_AT,
     Command,
     DebuggerClosed,
     DebuggerOpened,
     Message,
     Notice,
+    PauseAck,
     Paused,
+    PauseRequest,
     Resumed,
     StepPoint,
 )
@@ -65,11 +75,18 @@ class Gate:
         self.paused = False
         self.debugger_open = False
         self._actions: dict[str, Action] = {}
+        self.collective = False
+        """True in a job of several ranks: pauses are the supervisor's to arrange."""
+        self._target: int | None = None  # pause-at: the job's common step to pause at
+        self._target_reason = ""
+        self._target_lock = threading.Lock()
 
     # --- from any thread ------------------------------------------------------------------------
 
     def post(self, command: Command) -> None:
         """Queue a console's command (called on the I/O thread)."""
+        if command.name == PAUSE_AT:
+            self._take_target(command)  # answered now: the supervisor waits on every rank
         self._inbox.append(command)
         self.attention = True
         self._wake.set()
@@ -90,6 +107,27 @@ class Gate:
         self.attention = True
         return condition
 
+    def _take_target(self, command: Command) -> None:
+        """Take the job's step to pause at and say at once whether this rank is still before it.
+
+        The target is set before the step is read, and the training thread bumps the step before
+        it reads ``attention``: so a rank that reports a step below the target will see the
+        target at that boundary. A rank at or past it says so, and the supervisor picks a later
+        step for all."""
+        target = _int(command.args.get("step"))
+        seq = _int(command.args.get("seq")) or 0
+        if target is None:
+            return
+        with self._target_lock:
+            self._target = target
+            self._target_reason = command.args.get("reason") or f"paused at step {target}"
+            self.attention = True
+            now = self._probe.step
+            accepted = now < target or (now == target and self.paused)
+            if now > target:
+                self._target = None
+        self._probe.send(PauseAck(step=now, target=target, seq=seq, accepted=accepted))
+
     # --- on the training thread -----------------------------------------------------------------
 
     def at_boundary(self, point: StepPoint | None) -> None:
@@ -102,6 +140,15 @@ class Gate:
             # A debugger we only heard of (the script's own) is over once a step ends.
             self.debugger_open = False
             self._probe.send(DebuggerClosed(step=step, continued=True))
+        if self._target is not None and step >= self._target:
+            with self._target_lock:
+                hit, self._target = step == self._target, None
+            if hit:
+                self._pause_requested = self._target_reason
+        elif self.collective and self._pause_requested is not None:
+            # Not this rank's alone to pause: the supervisor pauses every rank at one step.
+            self._probe.send(PauseRequest(step=step, reason=self._pause_requested))
+            self._pause_requested = None
         if self._pause_at is not None and step >= self._pause_at:
             self._pause_at = None
             self._pause_requested = self._pause_requested or f"reached step {step}"
@@ -156,7 +203,13 @@ class Gate:
                 return "resume"  # the key toggles
             self._pause_requested = "paused from the console"
         elif name == "resume":
+            with self._target_lock:
+                self._target = None
             return "resume" if paused else None
+        elif name == PAUSE_AT:
+            # Taken on the I/O thread already; a later step than this one means go on to it.
+            target = self._target
+            return "resume" if paused and target is not None and target > step else None
         elif name == "step":
             self._pause_at = step + 1
             return "resume" if paused else None
@@ -258,10 +311,17 @@ class Gate:
         self._probe.send(Notice(step=self._probe.step, level=level, text=text))
 
     def _update_attention(self) -> None:
+        # Under the target lock: the I/O thread's pause-at must not be lost between this read
+        # and this write (a rank that missed its target would run past the others).
+        with self._target_lock:
+            self._set_attention()
+
+    def _set_attention(self) -> None:
         self.attention = bool(
             self._inbox
             or self._pause_requested
             or self._pause_at is not None
+            or self._target is not None
             or self._pause_every
             or self.conditions
             or self.debugger_open

@@ -30,16 +30,21 @@ def _make_controlling_tty() -> None:  # runs in the child between fork and exec
 
 
 def spawn_on_pty(
-    script: str, args: list[str], cwd: str, env: dict[str, str]
+    script: str,
+    args: list[str],
+    cwd: str,
+    env: dict[str, str],
+    command: list[str] | None = None,
 ) -> tuple[subprocess.Popen[bytes], int]:
-    """Start ``python -m tuidebug.probe.bootstrap script args`` on a new pty.
+    """Start ``python -m tuidebug.probe.bootstrap script args`` (or ``command``) on a new pty.
 
     Returns the process and the master fd (non-blocking). The slave side is closed here, so
     reading the master reports end of file once the script and its children have exited.
     """
     master, slave = pty.openpty()
     set_winsize(master, DEFAULT_COLS, DEFAULT_ROWS)
-    command = [sys.executable, "-m", "tuidebug.probe.bootstrap", script, *args]
+    if command is None:
+        command = [sys.executable, "-m", "tuidebug.probe.bootstrap", script, *args]
     try:
         process = subprocess.Popen(
             command,
@@ -56,6 +61,35 @@ def spawn_on_pty(
         os.close(slave)
     os.set_blocking(master, False)
     return process, master
+
+
+def open_rank_ptys(count: int) -> list[tuple[int, int]]:
+    """One pty per local rank of a job: ``(master, slave)`` pairs, masters non-blocking.
+
+    The supervisor keeps the slaves open for the whole run: a rank opens its own by path (see
+    probe/rank_io.py), and a master whose every slave is closed would read EIO, over and over,
+    between a rank's start and its open, or after a restart."""
+    pairs = []
+    for _ in range(count):
+        master, slave = pty.openpty()
+        set_winsize(master, DEFAULT_COLS, DEFAULT_ROWS)
+        os.set_blocking(master, False)
+        pairs.append((master, slave))
+    return pairs
+
+
+def torchrun_command(torchrun_args: list[str], script: str, args: list[str]) -> list[str]:
+    """torch's own launcher, running the probe's bootstrap as the module of every rank."""
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        *torchrun_args,
+        "-m",
+        "tuidebug.probe.bootstrap",
+        script,
+        *args,
+    ]
 
 
 def script_error(script: str) -> str | None:

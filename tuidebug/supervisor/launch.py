@@ -23,6 +23,51 @@ class LaunchError(Exception):
     """The supervisor did not start; the message ends with its log."""
 
 
+def job_launch(
+    nproc_per_node: int,
+    *,
+    nnodes: str | None = None,
+    node_rank: int | None = None,
+    rdzv_endpoint: str | None = None,
+    rdzv_backend: str | None = None,
+    rdzv_id: str | None = None,
+    master_addr: str | None = None,
+    master_port: int | None = None,
+    standalone: bool = False,
+    max_restarts: int | None = None,
+) -> dict[str, Any]:
+    """What the supervisor needs to start a torchrun job, as kept in the run's meta.json.
+
+    The flags go to torchrun as given. With none that says where the ranks meet, the job is
+    ``--standalone``: torchrun's rendezvous on a free local port, so two jobs on one machine
+    (or two tests) never fight over torchrun's default port 29500."""
+    args = ["--nproc-per-node", str(nproc_per_node)]
+    for flag, value in (
+        ("--nnodes", nnodes),
+        ("--node-rank", node_rank),
+        ("--rdzv-endpoint", rdzv_endpoint),
+        ("--rdzv-backend", rdzv_backend),
+        ("--rdzv-id", rdzv_id),
+        ("--master-addr", master_addr),
+        ("--master-port", master_port),
+        ("--max-restarts", max_restarts),
+    ):
+        if value is not None:
+            args += [flag, str(value)]
+    meeting = (nnodes, rdzv_endpoint, rdzv_backend, master_addr, master_port)
+    if standalone or all(value is None for value in meeting):
+        args.append("--standalone")
+    most_nodes = int(str(nnodes or "1").split(":")[-1])  # "MIN:MAX" for an elastic job
+    return {
+        "launcher": "torch.distributed.run",
+        "nproc_per_node": nproc_per_node,
+        "nnodes": nnodes or "1",
+        "node_rank": node_rank or 0,
+        "world_size": nproc_per_node * most_nodes,
+        "torchrun_args": args,
+    }
+
+
 def start_supervised(
     script: str,
     script_args: Sequence[str],
@@ -30,8 +75,12 @@ def start_supervised(
     options: dict[str, Any],
     break_on: Sequence[str] = (),
     hold_on_error: bool = False,
+    launch: dict[str, Any] | None = None,
 ) -> RunPaths:
-    """Start ``script`` under a new supervisor (detached) and return the run's paths."""
+    """Start ``script`` under a new supervisor (detached) and return the run's paths.
+
+    ``launch`` (from ``job_launch``) makes the run a torchrun job: the supervisor starts
+    ``torch.distributed.run`` with the probe's bootstrap as every rank's module."""
     paths = run_paths(new_run_id())
     write_token(paths.token)
     paths.write_meta(
@@ -45,6 +94,8 @@ def start_supervised(
             "break_on": list(break_on),
             "hold_on_error": hold_on_error,
             "options": options,
+            "world_size": launch["world_size"] if launch else 1,
+            "launch": launch,
         }
     )
     with open(paths.supervisor_log, "ab") as log_file:

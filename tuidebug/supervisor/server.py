@@ -17,16 +17,20 @@ import os
 import re
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from tuidebug.paths import RunPaths
+from tuidebug.probe.rank_io import ENV_RANK_TTYS  # stdlib only: the name the ranks read
 from tuidebug.supervisor import extensions
-from tuidebug.supervisor.child import set_winsize, spawn_on_pty
+from tuidebug.supervisor import ranks as job
+from tuidebug.supervisor.child import open_rank_ptys, set_winsize, spawn_on_pty, torchrun_command
 from tuidebug.supervisor.store import HistoryStore, event_body
 from tuidebug.wire import auth, codec
 from tuidebug.wire.messages import (
     LINK_PACE,
+    PAUSE_AT,
     Command,
     DebuggerClosed,
     DebuggerOpened,
@@ -35,8 +39,13 @@ from tuidebug.wire.messages import (
     Input,
     Message,
     Output,
+    PauseAck,
+    Paused,
+    PauseRequest,
+    RankEnded,
     Reject,
     Resize,
+    Resumed,
     RunInfo,
     ScriptError,
     Steps,
@@ -118,6 +127,18 @@ class Supervisor:
         self.master_fd = -1
         self._output_log = open(paths.pty_log, "ab")  # noqa: SIM115 - lives as long as the run
         self._done = asyncio.Event()
+        self._listeners: list[Callable[[Message, bool], None]] = []  # extensions' (listen)
+        # A torchrun job (ranks.py): its launch, one pty per local rank, the pause coordinator.
+        self.launch: dict[str, Any] | None = meta.get("launch")
+        self.world_size = int(meta.get("world_size") or 1)
+        self.rank_ptys: dict[int, tuple[int, int]] = {}  # rank -> (master, slave)
+        self.ranks: job.RankCoordinator | None = None
+        self.rank_output: job.RankOutput | None = None
+        self.debugger_rank = 0  # the rank whose pty a bridge talks to
+        self._recent_by_rank: dict[int, bytearray] = {}
+        if self.launch is not None:
+            self.ranks = job.RankCoordinator(self._send_to_ranks, self._say)
+            self.rank_output = job.RankOutput(self._output_log)
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -144,9 +165,16 @@ class Supervisor:
             env["TUIDEBUG_HOLD_ON_ERROR"] = "1"
         if meta.get("options"):
             env["TUIDEBUG_OPTIONS"] = json.dumps(meta["options"])
-        self.process, self.master_fd = spawn_on_pty(self.script, self.args, self.cwd, env)
+        command = None
+        if self.launch is not None:
+            command = self._prepare_job(env)
+        self.process, self.master_fd = spawn_on_pty(
+            self.script, self.args, self.cwd, env, command=command
+        )
         self._write_meta()
         loop.add_reader(self.master_fd, self._on_pty_readable)
+        for rank, (master, _) in self.rank_ptys.items():
+            loop.add_reader(master, self._on_rank_pty_readable, rank)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
         flusher = asyncio.create_task(self._flush_periodically())
@@ -210,6 +238,13 @@ class Supervisor:
                 return
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, sig)
+            if sig == signal.SIGKILL and self.ranks is not None:
+                # torchrun starts each rank in a session of its own: killing torchrun alone
+                # would leave them running.
+                for probe in list(self.probes):
+                    if probe.pid > 0:
+                        with contextlib.suppress(ProcessLookupError, PermissionError):
+                            os.killpg(probe.pid, sig)
             if wait:
                 deadline = time.monotonic() + wait
                 while time.monotonic() < deadline and self.process.poll() is None:
@@ -232,24 +267,48 @@ class Supervisor:
         if not data:
             asyncio.get_running_loop().remove_reader(self.master_fd)
             return
+        if self.rank_output is not None:  # a job: this terminal is torchrun's own
+            self.rank_output.write(job.LAUNCHER_RANK, data)
+            self._on_output(data, job.LAUNCHER_RANK)
+            return
         self._output_log.write(data)
         self._output_log.flush()
         self._on_output(data)
 
-    def _on_output(self, data: bytes) -> None:
+    def _on_rank_pty_readable(self, rank: int) -> None:
+        master = self.rank_ptys[rank][0]
+        try:
+            data = os.read(master, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            asyncio.get_running_loop().remove_reader(master)
+            return
+        assert self.rank_output is not None
+        self.rank_output.write(rank, data)
+        self._on_output(data, rank)
+
+    def _on_output(self, data: bytes, rank: int = 0) -> None:
         """Fan out the script's output, and notice a debugger prompt nobody announced."""
-        self._recent_output += data
-        del self._recent_output[:-DEBUGGER_CONTEXT_BYTES]
-        frame = codec.encode(Output(data=data))
+        recent = (
+            self._recent_output if rank == 0 else self._recent_by_rank.setdefault(rank, bytearray())
+        )
+        recent += data
+        del recent[:-DEBUGGER_CONTEXT_BYTES]
+        frame = codec.encode(Output(data=data, rank=rank))
         self._broadcast(frame)
-        for bridge in list(self.bridges):
-            bridge.send(frame)
+        if self.ranks is None or rank == self.debugger_rank:
+            for bridge in list(self.bridges):
+                bridge.send(frame)
         if self.debugger_output is not None:
-            self.debugger_output += data
-        elif _ends_with_prompt(self._recent_output):
+            if self.ranks is None or rank == self.debugger_rank:
+                self.debugger_output += data
+        elif rank != job.LAUNCHER_RANK and _ends_with_prompt(recent):
             # The script called pdb/ipdb.set_trace() itself: hand the terminal over.
             self.prompt_debugger = True
-            self._open_debugger(DebuggerOpened(kind="prompt"))
+            self._open_debugger(DebuggerOpened(kind="prompt", rank=rank))
 
     async def _drain_pty(self) -> None:
         """Read what the script wrote just before it exited (children may hold the pty open)."""
@@ -269,6 +328,23 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         loop.remove_reader(self.master_fd)
         os.close(self.master_fd)
+        for rank, (master, slave) in self.rank_ptys.items():
+            # The ranks are gone (torchrun waits for them): what they wrote is in the buffer.
+            while True:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:
+                    break
+                if not data:
+                    break
+                assert self.rank_output is not None
+                self.rank_output.write(rank, data)
+                self._on_output(data, rank)
+            loop.remove_reader(master)
+            os.close(master)
+            os.close(slave)
+        if self.rank_output is not None:
+            self.rank_output.flush()
 
     # --- clients -------------------------------------------------------------------------------
 
@@ -294,12 +370,14 @@ class Supervisor:
                     client.send(codec.encode(Output(data=bytes(self.debugger_output))))
                 self.bridges.add(client)
             else:
-                self._send_history(client)
+                self._send_history(client, with_history=hello.history)
             await self._serve(client, reader, decoder)
         except (asyncio.TimeoutError, codec.ProtocolError, ConnectionError, OSError) as error:
             log.info("closing a connection: %s", error)
         finally:
             if client is not None:
+                if client in self.probes and self.ranks is not None:
+                    self.publish(self.ranks.on_gone(client.rank, self.stop_requested))
                 self.probes.discard(client)
                 self.consoles.discard(client)
                 self.bridges.discard(client)
@@ -325,17 +403,27 @@ class Supervisor:
     def _on_probe_hello(self, client: Client) -> None:
         self.probes.add(client)
         client.send(self._pace_frame())
+        if self.ranks is not None:
+            self.ranks.on_hello(client.rank)
         if self.state == "starting":
             self.state = "running"
             self._write_meta()
             self._broadcast(codec.encode(self._run_info()))
 
-    def _send_history(self, client: Client) -> None:
+    def _send_history(self, client: Client, with_history: bool = True) -> None:
         """Send a new console everything so far, then add it to the live fan-out.
 
         There is no ``await`` between reading the store and joining ``consoles``, so no message
-        can slip between the history and the live stream.
+        can slip between the history and the live stream. A client that asked for no history
+        (``tuidebug stacks``: a long run's history is millions of steps) gets the run's info and
+        the live stream only.
         """
+        if not with_history:
+            client.send(codec.encode(self._run_info()))
+            client.send(codec.encode(HistoryDone(steps=0)))
+            self.consoles.add(client)
+            self._pace_links()
+            return
         self.store.flush()
         client.send(codec.encode(self._run_info()))
         for body in self.store.iter_event_bodies():
@@ -347,7 +435,10 @@ class Supervisor:
             steps += len(message.points)
             client.send(codec.encode(message))
         tail = _file_tail(self.paths.pty_log, OUTPUT_REPLAY_BYTES)
-        if tail:
+        if tail and self.rank_output is not None:
+            for output in job.marked_output(tail):  # each rank's lines as its own output
+                client.send(codec.encode(output))
+        elif tail:
             client.send(codec.encode(Output(data=tail)))
         client.send(codec.encode(HistoryDone(steps=steps)))
         self.consoles.add(client)
@@ -381,6 +472,10 @@ class Supervisor:
                     self._on_console_message(message)
 
     def _on_probe_message(self, client: Client, message: Message) -> None:
+        message.rank = client.rank  # a probe speaks for its own rank only
+        self._tell_listeners(message, True)
+        if self.ranks is not None and self._on_rank_message(client.rank, message):
+            return
         if isinstance(message, Steps):
             message.rank = client.rank  # a probe speaks for its own rank only
             self.store.add_points(client.rank, message.points)
@@ -411,6 +506,78 @@ class Supervisor:
         if self.consoles:  # nobody watching: the steps are only stored (no encoding)
             self._broadcast(codec.encode(message))
 
+    def _on_rank_message(self, rank: int, message: Message) -> bool:
+        """What the coordinator of a job needs to see of a rank's message (ranks.py); True when
+        the message is the coordinator's alone (not stored, not shown)."""
+        assert self.ranks is not None
+        message.rank = rank
+        if isinstance(message, Steps):
+            if message.points:
+                self.ranks.on_step(rank, message.points[-1].step)
+        elif isinstance(message, Paused):
+            self.ranks.on_paused(rank, message.step)
+        elif isinstance(message, Resumed):
+            self.ranks.on_resumed(rank)
+        elif isinstance(message, PauseAck):
+            self.ranks.on_ack(rank, message)
+            return True
+        elif isinstance(message, PauseRequest):
+            self.ranks.on_request(rank, message.reason)
+            return True
+        elif isinstance(message, RankEnded):
+            self.ranks.on_exit(message)  # published, completed, when its probe hangs up
+            return True
+        elif isinstance(message, ScriptError) and not self.ranks.on_error(message):
+            # It raised because another rank went first (its collective lost a peer): that
+            # is the job ending, recorded with the rank's end, not an error of its own.
+            self.publish(
+                job.notice(
+                    "info",
+                    f"rank {rank} after rank {self.ranks.failed} failed: "
+                    f"{message.exc_type}: {message.text}",
+                )
+            )
+            return True
+        elif isinstance(message, DebuggerClosed):
+            self._close_debugger(message)
+            self.ranks.on_debugger_closed(rank, message.continued)
+            return True
+        return False
+
+    def _send_to_ranks(self, rank: int, command: Command) -> None:
+        frame = codec.encode(command)
+        for probe in list(self.probes):
+            if rank in (-1, probe.rank):
+                probe.send(frame)
+
+    def _say(self, level: str, text: str) -> None:
+        self.publish(job.notice(level, text))
+
+    # --- for the extensions (SupervisorApi) -----------------------------------------------------
+
+    def listen(self, listener: Callable[[Message, bool], None]) -> None:
+        """Call ``listener(message, from_probe)`` with every message a probe sends (its rank
+        set) and every message a console sends, before the supervisor acts on it."""
+        self._listeners.append(listener)
+
+    def _tell_listeners(self, message: Message, from_probe: bool) -> None:
+        for listener in self._listeners:
+            try:
+                listener(message, from_probe)
+            except Exception:  # an extension's bug must not cost a connection
+                log.exception("a supervisor extension's listener failed")
+
+    def probe_pids(self) -> dict[int, int]:
+        """The connected probes: rank -> pid."""
+        return {probe.rank: probe.pid for probe in self.probes}
+
+    def send_to_probes(self, command: Command) -> None:
+        """Send ``command`` to the probe of ``command.rank`` (-1: every probe)."""
+        frame = codec.encode(command)
+        for probe in list(self.probes):
+            if command.rank in (-1, probe.rank):
+                probe.send(frame)
+
     def publish(self, message: Message) -> None:
         """Send ``message`` to every console, keeping it for later ones as its kind says."""
         body = event_body(message)
@@ -424,7 +591,9 @@ class Supervisor:
     def _open_debugger(self, message: DebuggerOpened) -> None:
         if message.kind != "prompt":
             self.prompt_debugger = False  # the probe announced it: it will say when it closes
-        self.debugger_output = bytearray(self._recent_output)
+        self.debugger_rank = message.rank
+        recent = self._recent_by_rank.get(message.rank) if message.rank else None
+        self.debugger_output = bytearray(self._recent_output if recent is None else recent)
         self.store.add_event(event_body(message))
         self._broadcast(codec.encode(message))
 
@@ -444,24 +613,34 @@ class Supervisor:
             probe.send(frame)
 
     def _on_console_message(self, message: Message) -> None:
+        self._tell_listeners(message, False)
         if isinstance(message, Command):
             if message.name == "stop-run":
                 self.request_stop()
                 if self.held:
                     self._release()
-            elif message.name != LINK_PACE:  # the supervisor's own, never relayed
+            elif message.name in (LINK_PACE, PAUSE_AT):
+                pass  # the supervisor's own, never relayed
+            elif self.ranks is not None and not self.held and self.ranks.on_console(message):
+                pass  # a job's pause, step, run-to and debug are collective (ranks.py)
+            else:
                 if message.name in ("release", "debug"):
+                    if self.held and self.ranks is not None and self.ranks.failed is not None:
+                        message.rank = self.ranks.failed  # the post-mortem is the failed rank's
                     self.held = False
                 frame = codec.encode(message)
                 for probe in list(self.probes):
                     if message.rank in (-1, probe.rank):
                         probe.send(frame)
         elif isinstance(message, Input) and self.master_fd >= 0:
+            # In a job, keystrokes go to the terminal of the rank the debugger runs in.
+            target = self.rank_ptys.get(self.debugger_rank, (self.master_fd, -1))[0]
             with contextlib.suppress(OSError):
-                os.write(self.master_fd, message.data)
+                os.write(target, message.data)
         elif isinstance(message, Resize) and self.master_fd >= 0:
-            with contextlib.suppress(OSError):
-                set_winsize(self.master_fd, max(message.cols, 20), max(message.rows, 5))
+            for fd in [self.master_fd, *(master for master, _ in self.rank_ptys.values())]:
+                with contextlib.suppress(OSError):
+                    set_winsize(fd, max(message.cols, 20), max(message.rows, 5))
 
     def _broadcast(self, frame: bytes) -> None:
         for console in list(self.consoles):
@@ -483,6 +662,21 @@ class Supervisor:
             pid=self.process.pid if self.process is not None else 0,
             exit_code=self.exit_code,
             ended=self.ended,
+            world_size=self.world_size,
+        )
+
+    def _prepare_job(self, env: dict[str, str]) -> list[str]:
+        """A torchrun job: one pty per local rank (named to the ranks in the environment) and
+        torchrun's command line, running the probe's bootstrap in every rank."""
+        assert self.launch is not None
+        local = int(self.launch.get("nproc_per_node") or 1)
+        first = int(self.launch.get("node_rank") or 0) * local  # the global rank of local 0
+        pairs = open_rank_ptys(local)
+        self.rank_ptys = {first + index: pair for index, pair in enumerate(pairs)}
+        env[ENV_RANK_TTYS] = os.pathsep.join(os.ttyname(slave) for _, slave in pairs)
+        env.setdefault("OMP_NUM_THREADS", "1")  # torchrun's default, without its warning
+        return torchrun_command(
+            list(self.launch.get("torchrun_args") or []), self.script, self.args
         )
 
     def _write_meta(self) -> None:

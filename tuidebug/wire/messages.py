@@ -54,6 +54,9 @@ class Hello(Message):
     protocol: int = PROTOCOL
     pid: int = 0
     world_size: int = 1
+    history: bool = True
+    """A console's: False for a one-shot client (``tuidebug stacks``) that wants the run's
+    info and the live stream, not the history."""
 
 
 class Welcome(Message):
@@ -160,6 +163,37 @@ class Notice(Message):
     text: str
 
 
+class PauseAck(Message):
+    """A rank's answer to the supervisor's ``pause-at`` (ranks.py): at ``step`` when it took
+    the target; ``accepted`` is false when it is already past ``target`` (too late to pause
+    there: the supervisor picks a later step for every rank)."""
+
+    retention: ClassVar[str] = "none"
+
+    target: int
+    seq: int
+    accepted: bool
+
+
+class PauseRequest(Message):
+    """A rank of a job wants a pause (a break condition held, a first NaN...): in a job a rank
+    never pauses alone, the supervisor pauses every rank at one step ahead of the fastest."""
+
+    retention: ClassVar[str] = "none"
+
+    reason: str
+
+
+class RankEnded(Message):
+    """One rank of a job is over. The probe sends its exit status; the supervisor completes
+    ``how``: "finished", "crashed", "stopped" (by the person) or "torn-down" (torchrun ended it
+    because another rank failed; ``text`` says which), "died" (no exit status: a signal)."""
+
+    exit_code: int | None = None
+    how: str = ""
+    text: str = ""
+
+
 # --- supervisor -> consoles -------------------------------------------------------------------
 
 
@@ -175,6 +209,8 @@ class RunInfo(Message):
     pid: int = 0
     exit_code: int | None = None
     ended: float | None = None
+    world_size: int = 1
+    """Ranks of the job (``tuidebug run --nproc-per-node``); 1 for a single process."""
 
 
 class Output(Message):
@@ -200,6 +236,11 @@ class Command(Message):
     name: str
     args: dict[str, str] = {}
 
+
+PAUSE_AT = "pause-at"
+"""The supervisor's command to the ranks of a job (never a console's): pause at the boundary of
+``args["step"]``; ``args["seq"]`` numbers the attempt, ``args["reason"]`` is shown. The probe's
+I/O thread answers at once with a ``PauseAck``."""
 
 LINK_PACE = "link-pace"
 """The supervisor's command to its probes' links (never a console's): ``args["watched"]`` is
