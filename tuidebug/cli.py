@@ -469,8 +469,10 @@ def build_parser() -> argparse.ArgumentParser:
     gc.set_defaults(func=cmd_gc)
 
     from tuidebug.ckpt.cli import add_parser as add_ckpt_parser
+    from tuidebug.profile_cli import add_parser as add_profile_parser
 
     add_ckpt_parser(commands)
+    add_profile_parser(commands)  # `tuidebug profile RUN --steps K`
     try:  # the training-bug checks: `tuidebug check`, `tuidebug lr-find`
         from tuidebug.checks.cli import add_parsers as add_check_parsers
     except ModuleNotFoundError as error:
