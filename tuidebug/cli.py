@@ -116,6 +116,8 @@ def probe_options(args: argparse.Namespace) -> dict[str, Any]:
         options["ignore"] = list(args.ignore)
     if args.overfit_batch:
         options["overfit_batch"] = True
+    if args.hang_after is not None:
+        options["hang_after"] = args.hang_after
     return options
 
 
@@ -218,6 +220,92 @@ def cmd_ls(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
+
+
+# --- stacks -------------------------------------------------------------------------------------
+
+STACKS_WAIT = 10.0  # seconds for every rank's answer (the faulthandler fallback takes ~3)
+
+
+def cmd_stacks(args: argparse.Namespace) -> int:
+    """Print every rank's threads' stacks, right now, from a live run."""
+    import asyncio
+
+    from tuidebug.paths import list_runs, match_runs
+    from tuidebug.runs import is_live
+
+    if args.run_id is None:
+        paths = next((r for r in list_runs() if is_live(r)), None)
+        if paths is None:
+            return _fail("no live run; see `tuidebug ls`")
+    else:
+        matches = match_runs(args.run_id)
+        if len(matches) != 1:
+            which = "matches more than one run" if matches else "matches no run"
+            return _fail(f"{args.run_id!r} {which}; see `tuidebug ls`")
+        paths = matches[0]
+        if not is_live(paths):
+            state = paths.read_meta().get("state", "ended")
+            return _fail(f"run {paths.run_id} is over ({state}): there is nothing to ask", 1)
+    try:
+        text = asyncio.run(_ask_stacks(paths, args.timeout))
+    except _NoStacks as error:
+        return _fail(f"run {paths.run_id}: {error}", 1)
+    print(text)
+    return 0
+
+
+class _NoStacks(Exception):
+    pass
+
+
+async def _ask_stacks(paths: Any, timeout: float) -> str:
+    """Ask the run's supervisor for every rank's stacks; the text to print."""
+    import asyncio
+    import secrets
+
+    from tuidebug.wire.client import ConnectError, RunConnection
+    from tuidebug.wire.messages import Command, RunInfo
+    from tuidebug.wire.stack_messages import STACKS, Stacks, StacksDone, stacks_text
+
+    try:
+        connection = await RunConnection.open(paths, history=False)
+    except ConnectError as error:
+        raise _NoStacks(str(error)) from None
+    request = secrets.token_hex(4)
+    connection.send(Command(name=STACKS, rank=-1, args={"id": request}))
+    replies: dict[int, Stacks] = {}
+    done: StacksDone | None = None
+
+    async def read() -> None:
+        nonlocal done
+        async for batch in connection.batches():
+            for message in batch:
+                if isinstance(message, RunInfo) and message.ended is not None:
+                    raise _NoStacks(f"the run ended ({message.state})")
+                if isinstance(message, Stacks) and message.request == request:
+                    replies[message.rank] = message
+                elif isinstance(message, StacksDone) and message.request == request:
+                    done = message
+                    return
+        raise _NoStacks("the supervisor closed the connection before answering")
+
+    try:
+        await asyncio.wait_for(read(), timeout)
+    except asyncio.TimeoutError:
+        if not replies:
+            raise _NoStacks(f"no answer from the supervisor in {timeout:g} s") from None
+    finally:
+        connection.close()
+    if done is not None and not done.ranks:
+        raise _NoStacks("no rank is connected (the script has not started yet, or it ended)")
+    parts = [stacks_text(replies[rank]) for rank in sorted(replies)]
+    if done is None:
+        parts.append(f"(no end of the answer in {timeout:g} s: some ranks may be missing)")
+    elif done.unanswered:
+        ranks = ", ".join(map(str, done.unanswered))
+        parts.append(f"no stacks from rank(s) {ranks}: {done.note}")
+    return "\n\n".join(parts)
 
 
 # --- rm, gc -------------------------------------------------------------------------------------
@@ -392,6 +480,14 @@ def build_parser() -> argparse.ArgumentParser:
         "the loss goes to zero",
     )
     run.add_argument(
+        "--hang-after",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="alert, with every rank's stacks, when no rank has advanced for this long "
+        "(default: the larger of 300 and 20 times the median step time; 0: off)",
+    )
+    run.add_argument(
         "--no-hold",
         action="store_true",
         help="when the script raises, let it exit at once instead of holding it for a "
@@ -427,6 +523,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     attach.add_argument("run_id", nargs="?", help="a run id or a unique prefix of one")
     attach.set_defaults(func=cmd_attach)
+
+    stacks = commands.add_parser(
+        "stacks",
+        help="where is each rank now: every thread's stack, of every rank",
+        description="Print the Python stack of every thread of every rank of a live run, "
+        "right now (the training thread first, innermost frame last), even when training is "
+        "stuck in a collective or in C code.",
+    )
+    stacks.add_argument(
+        "run_id", nargs="?", help="a run id or a unique prefix of one (default: the newest live)"
+    )
+    stacks.add_argument(
+        "--timeout",
+        type=float,
+        default=STACKS_WAIT,
+        metavar="SECONDS",
+        help=f"how long to wait for every rank (default {STACKS_WAIT:g})",
+    )
+    stacks.set_defaults(func=cmd_stacks)
 
     ls = commands.add_parser("ls", help="list runs, newest first")
     ls.add_argument("--limit", type=int, default=20, help="show at most this many (20)")

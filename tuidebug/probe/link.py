@@ -20,6 +20,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from tuidebug.probe import stacks
 from tuidebug.wire import codec
 from tuidebug.wire.messages import (
     LINK_PACE,
@@ -31,6 +32,7 @@ from tuidebug.wire.messages import (
     Steps,
     Welcome,
 )
+from tuidebug.wire.stack_messages import STACKS
 
 log = logging.getLogger("tuidebug.probe")
 
@@ -71,6 +73,7 @@ class Link:
         # The handshake's decoder, with any partial frame read behind the welcome.
         self._decoder = decoder if decoder is not None else codec.FrameDecoder()
         self._flushing = False
+        self._sent_step = 0  # the last step sent, for a stacks answer (it says where it was)
         self.interval = FLUSH_INTERVAL
         """Seconds between batches (the supervisor sets it, see ``LINK_PACE``)."""
         for message in early or ():
@@ -176,6 +179,11 @@ class Link:
         if message.name == LINK_PACE:
             watched = message.args.get("watched") != "0"
             self.interval = FLUSH_INTERVAL if watched else UNWATCHED_FLUSH_INTERVAL
+        elif message.name == STACKS:
+            # Answered here, on the I/O thread: the training thread may be stuck (in a
+            # collective, in C code) and must not be asked. Sent with this loop's flush.
+            step = self._points[-1].step if self._points else self._sent_step
+            self._messages.append(stacks.answer(self.rank, message.args.get("id", ""), step))
         else:
             self._on_command(message)
 
@@ -193,6 +201,7 @@ class Link:
             points = [self._points.popleft() for _ in range(len(self._points))]
             for start in range(0, len(points), 5000):
                 batch = points[start : start + 5000]
+                self._sent_step = batch[-1].step
                 chunks.append(
                     codec.encode(Steps(rank=self.rank, step=batch[-1].step, points=batch))
                 )

@@ -29,8 +29,9 @@ class RunConnection:
         self._decoder = codec.FrameDecoder()
 
     @classmethod
-    async def open(cls, paths: RunPaths) -> RunConnection:
-        """Connect and authenticate, or raise ``ConnectError`` with a one-line reason."""
+    async def open(cls, paths: RunPaths, history: bool = True) -> RunConnection:
+        """Connect and authenticate, or raise ``ConnectError`` with a one-line reason
+        (``history=False``: the run's info and the live stream only, no history first)."""
         try:
             token = auth.read_token(paths.token)
         except OSError as error:
@@ -42,7 +43,7 @@ class RunConnection:
         except (OSError, asyncio.TimeoutError) as error:
             raise ConnectError(f"the run's supervisor is not reachable ({error})") from None
         connection = cls(reader, writer)
-        connection.send(Hello(role="console", token=token, pid=os.getpid()))
+        connection.send(Hello(role="console", token=token, pid=os.getpid(), history=history))
         try:
             first = await asyncio.wait_for(connection._next_batch(), CONNECT_TIMEOUT)
         except (OSError, asyncio.TimeoutError, codec.ProtocolError) as error:

@@ -5,7 +5,8 @@ is cancelled). It publishes what it learns with ``supervisor.publish(message)`` 
 run's options from ``supervisor.options``. Blocking work (NVML, psutil) goes to a thread with
 ``asyncio.to_thread``. A failing extension is logged and the run goes on. Extensions see the
 supervisor only through :class:`SupervisorApi`, so they do not depend on the server module
-(which starts them).
+(which starts them). An extension that reacts to what probes or consoles send registers a
+listener (``listen``) and talks to the probes with ``send_to_probes``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import pkgutil
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from tuidebug.wire.messages import Message
+from tuidebug.paths import RunPaths
+from tuidebug.wire.messages import Command, Message
 
 log = logging.getLogger("tuidebug.supervisor")
 
@@ -29,9 +31,22 @@ class SupervisorApi(Protocol):
     """The run's options (``tuidebug run`` flags)."""
     process: Any
     """The script's process (``pid``), once it started."""
+    paths: RunPaths
+    """The run's files (its folder)."""
 
     def publish(self, message: Message) -> None:
         """Send ``message`` to every console, kept for later ones as its kind says."""
+
+    def listen(self, listener: Callable[[Message, bool], None]) -> None:
+        """Call ``listener(message, from_probe)`` with every message a probe sends (its rank
+        set) and every message a console sends, before the supervisor acts on it. It runs
+        on the loop: it must be quick and never block."""
+
+    def probe_pids(self) -> dict[int, int]:
+        """The connected probes: rank -> pid."""
+
+    def send_to_probes(self, command: Command) -> None:
+        """Send ``command`` to the probe of ``command.rank`` (-1: every probe)."""
 
 
 def start_all(supervisor: SupervisorApi) -> list[asyncio.Task[None]]:

@@ -1,0 +1,48 @@
+"""Trains STEPS steps, then gets stuck: `stuck.py MODE STEPS [SLEEP]` (tests of stacks and hangs).
+
+MODE: "sleep" (time.sleep: C code that releases the GIL), "pause" (signal.pause()), "gil" (a
+C loop that holds the GIL: the probe's I/O thread cannot answer), "steady" (never stuck: trains
+on, SLEEP seconds a step). The stuck place is the function ``wait_here_forever``.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+
+import torch
+
+mode = sys.argv[1]
+steps = int(sys.argv[2])
+pause = float(sys.argv[3]) if len(sys.argv) > 3 else 0.02
+
+
+def wait_here_forever() -> None:
+    time.sleep(0.5)  # the probe's last batch of steps goes out before the GIL may be taken
+    print(f"stuck ({mode})", flush=True)  # said as it gets stuck: a test may ask from here
+    if mode == "sleep":
+        time.sleep(3600)
+    elif mode == "pause":
+        signal.pause()
+    elif mode == "gil":
+        sum(range(10**15))  # one C call, never giving the GIL back
+
+
+def train() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    x = torch.randn(16, 4)
+    step = 0
+    while mode == "steady" or step < steps:
+        step += 1
+        loss = model(x).pow(2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        time.sleep(pause)
+    wait_here_forever()
+
+
+train()
