@@ -178,7 +178,12 @@ class TuidebugApp(App[ConsoleResult]):
         self.push_screen(HelpScreen())
 
     def action_output(self) -> None:
-        self.push_screen(OutputScreen(self.model.output))
+        self.push_screen(OutputScreen(self.model.output, ranked=self.model.outputs))
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "open_extension" and parameters == ("ranks",):
+            return self.model.ranks.size > 1  # one process: no ranks screen, no key shown
+        return True
 
     def action_pause(self) -> None:
         self._command("resume" if self.model.paused is not None else "pause")

@@ -40,9 +40,18 @@ class ChecksState:
         self.silenced.add(rule)
         self.version += 1
 
-    def visible(self) -> list[Alert]:
-        """Alerts not silenced, the most severe first, then by step."""
-        shown = [a for a in self.alerts if a.rule not in self.silenced]
+    def ranks(self) -> list[int]:
+        """The ranks that sent alerts (a job's rules run on every rank)."""
+        return sorted({a.rank for a in self.alerts})
+
+    def visible(self, rank: int | None = None) -> list[Alert]:
+        """Alerts not silenced (of one rank, or of every rank for None), the most severe
+        first, then by step."""
+        shown = [
+            a
+            for a in self.alerts
+            if a.rule not in self.silenced and (rank is None or a.rank == rank)
+        ]
         return sorted(shown, key=lambda a: (SEVERITY_ORDER.get(a.severity, 1), a.step))
 
     def counts(self) -> dict[str, int]:

@@ -27,7 +27,7 @@ from tuidebug.wire.layer_messages import (
 )
 from tuidebug.wire.messages import Message
 
-__all__ = ["STATS", "TRACKED", "LayerRow", "LayersModel", "ParamRow"]
+__all__ = ["STATS", "TRACKED", "LayerRow", "LayersModel", "ParamRow", "RankedLayers"]
 
 STATS = (
     "mean",
@@ -378,3 +378,44 @@ class LayersModel:
     def params_of(self, index: int) -> list[ParamRow]:
         row = self.row(index)
         return [self.params[i] for i in row.param_indices] if row is not None else []
+
+
+class RankedLayers:
+    """The layers of every rank of a job: one :class:`LayersModel` per rank that sent any.
+
+    A single process has rank 0 only, always present (the screen opens on it before any data).
+    ``jump_to`` is the first rank with a layer to jump to (a located NaN/Inf), so the screen
+    can switch to that rank.
+    """
+
+    def __init__(self) -> None:
+        self.by_rank: dict[int, LayersModel] = {0: LayersModel()}
+        self.version = 0
+        """Bumped when a rank is added (the screen's rank choice changes)."""
+
+    def fold(self, messages: Iterable[Message]) -> None:
+        by_rank = self.by_rank
+        for message in messages:
+            if not isinstance(message, (LayerStats, LayerTable, NonFinite)):
+                continue
+            model = by_rank.get(message.rank)
+            if model is None:
+                model = by_rank[message.rank] = LayersModel()
+                self.version += 1
+            model.fold((message,))
+
+    def ranks(self) -> list[int]:
+        """Ranks with layer data (rank 0 first)."""
+        return sorted(self.by_rank)
+
+    def model(self, rank: int) -> LayersModel:
+        return self.by_rank.get(rank) or self.by_rank[0]
+
+    @property
+    def jump_to(self) -> tuple[int, int] | None:
+        """(rank, layer) of a located NaN/Inf not yet shown, or None."""
+        for rank in self.ranks():
+            layer = self.by_rank[rank].jump_to
+            if layer is not None:
+                return rank, layer
+        return None

@@ -14,8 +14,10 @@ from typing import Any
 
 from tuidebug.console.extensions import extensions
 from tuidebug.console.history import MinMaxHistory
-from tuidebug.console.terminal_text import TerminalText
-from tuidebug.wire.checkpoint_messages import CheckpointRestored  # restore markers
+from tuidebug.console.hparams_state import chart_label
+from tuidebug.console.ranks_state import RanksState
+from tuidebug.console.terminal_text import RankedText
+from tuidebug.wire.hparam_messages import HparamChanged  # change markers
 from tuidebug.wire.messages import (
     Boundary,
     DebuggerClosed,
@@ -53,15 +55,24 @@ class RunModel:
 
     def __init__(self) -> None:
         self.info: RunInfo | None = None
-        self.loss = MinMaxHistory()
+        self.ext: dict[str, Any] = {e.name: e.make_state() for e in extensions()}
+        """Each console extension's state, by extension name."""
+        self.ranks: RanksState = self.ext["ranks"]
+        """Every rank of a job (one for a single process); folded as the ``ranks`` extension."""
+        self.loss = self.ranks.rank(0).loss
+        """Rank 0's loss: the chart's history unless another rank or the band is chosen."""
         self.scalars: dict[str, ScalarSeries] = {}
-        self.output = TerminalText()
+        self.outputs = RankedText()
+        """Every rank's output, each line with its rank (a job's output screen filters it)."""
+        self.output = self.outputs.text(0)
+        """Rank 0's output: all of it for a single process."""
         self.models: list[ModelSeen] = []
         self.optimizers: list[OptimizerSeen] = []
         self.boundary: Boundary | None = None
         self.error: ScriptError | None = None
         self.paused: Paused | None = None
-        """Where and why the run is paused; None while it runs."""
+        """Where and why the run is paused; None while it runs (in a job: while no rank is)."""
+        self._paused_ranks: dict[int, Paused] = {}
         self.debugger: DebuggerOpened | None = None
         """The debugger that has the script's terminal, if any."""
         self.debuggers_opened = 0
@@ -77,8 +88,6 @@ class RunModel:
         self.version = 0
         """Bumped by every fold; views compare it to redraw only on change."""
         self._rate: deque[tuple[float, int]] = deque()
-        self.ext: dict[str, Any] = {e.name: e.make_state() for e in extensions()}
-        """Each console extension's state, by extension name."""
 
     # --- folding -------------------------------------------------------------------------------
 
@@ -88,7 +97,7 @@ class RunModel:
             if isinstance(message, Steps):
                 self._fold_steps(message)
             elif isinstance(message, Output):
-                self.output.feed(message.data)
+                self.outputs.feed(message.rank, message.data)
             elif isinstance(message, RunInfo):
                 self.info = message
             elif isinstance(message, ModelSeen):
@@ -100,9 +109,11 @@ class RunModel:
             elif isinstance(message, ScriptError):
                 self.error = message
             elif isinstance(message, Paused):
-                self.paused = message
+                self.paused = self._paused_ranks[message.rank] = message
             elif isinstance(message, Resumed):
-                self.paused = None
+                self._paused_ranks.pop(message.rank, None)
+                left = self._paused_ranks
+                self.paused = left[max(left)] if left else None
             elif isinstance(message, DebuggerOpened):
                 self.debugger = message
                 self.debuggers_opened += 1
@@ -113,19 +124,19 @@ class RunModel:
                     self.notices.append(message)
             elif isinstance(message, HistoryDone):
                 self.history_loaded = True
-            elif isinstance(message, CheckpointRestored):
-                self._mark_restore(message)
+            elif isinstance(message, HparamChanged):
+                self._mark_hparam(message)
+        # Extensions fold after: the ranks state puts each rank's loss points (rank 0's are the
+        # chart's) and restore markers in their order within the batch.
         for extension in extensions():
             self.ext[extension.name].fold(messages)
         self.version += 1
 
     def _fold_steps(self, message: Steps) -> None:
         if message.rank != 0:
-            return  # the charts follow rank 0; other ranks are for the rank views
-        loss = self.loss
+            return  # the header and scalars follow rank 0; every rank's are in self.ranks
         for point in message.points:
             if point.loss is not None:
-                loss.append(point.step, point.loss)
                 self.last_loss = point.loss
             for name, value in point.scalars.items():
                 series = self.scalars.get(name)
@@ -145,16 +156,16 @@ class RunModel:
             while self._rate and last.time - self._rate[0][0] > RATE_WINDOW:
                 self._rate.popleft()
 
-    def _mark_restore(self, message: CheckpointRestored) -> None:
-        """Checkpoint feature: mark a restore (or --resume) on the loss chart.
+    def _mark_hparam(self, message: HparamChanged) -> None:
+        """Hyperparameters feature: mark a live change on the loss chart ("lr=0.001").
 
-        The probe sends the restore before the new branch's points, so the marker normally
-        announces the step going back. If points of the new branch came first (the history
-        already went back), a second rewind would split the axis: no marker then.
+        Never behind the chart's last step: a marker there would rewind the axis (that is a
+        restore's, and a restore has its own marker).
         """
+        label = chart_label(message)
         last = self.loss.last_step
-        if message.ok and message.rank == 0 and (last is None or last >= message.from_step):
-            self.loss.mark(message.step, message.kind)
+        if label is not None and message.rank == 0 and (last is None or message.step >= last):
+            self.loss.mark(message.step, label)
 
     def take_notices(self) -> list[Notice]:
         """The notices that arrived since the last call."""

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Protocol
 
 from tuidebug.paths import RunPaths
+from tuidebug.supervisor.ranks import marked_output
 from tuidebug.supervisor.store import HistoryStore
 from tuidebug.wire import codec
 from tuidebug.wire.client import ConnectError, RunConnection
@@ -59,6 +60,7 @@ class StoredSource:
     async def batches(self) -> AsyncIterator[list[Message]]:
         meta = self._paths.read_meta()
         state = meta.get("state", "starting")
+        world_size = int(meta.get("world_size") or 1)
         if state not in ("finished", "crashed", "stopped"):
             state = "crashed"  # recorded as live, yet nobody serves it: the supervisor died
         yield [
@@ -72,6 +74,7 @@ class StoredSource:
                 pid=int(meta.get("pid") or 0),
                 exit_code=meta.get("exit_code"),
                 ended=meta.get("ended") or meta.get("started") or meta.get("created"),
+                world_size=world_size,
             )
         ]
         steps = 0
@@ -93,7 +96,10 @@ class StoredSource:
             finally:
                 store.close()
         tail = _read_tail(self._paths, STORED_OUTPUT_BYTES)
-        yield [Output(data=tail), HistoryDone(steps=steps)]
+        # A job's log marks each line with its rank: each rank's lines as its own output, as
+        # the supervisor replays them to a console that attaches to a live job.
+        outputs = marked_output(tail) if world_size > 1 else [Output(data=tail)]
+        yield [*outputs, HistoryDone(steps=steps)]
 
     def send(self, message: Message) -> None:
         """A finished run takes no commands."""

@@ -3,6 +3,8 @@
 Keys: Enter jumps to the alert's layer (opens the layers screen) or says which step it is
 about; ``i`` silences the alert's rule for this run (the probe stops checking it); ``f`` starts
 a learning-rate range test on the live run (its state is restored after it); Escape goes back.
+In a job whose alerts come from several ranks, ``k`` cycles which show: every rank's, then
+rank 0's, 1's, ...
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class AlertsScreen(Screen[None]):
         Binding("enter", "jump", "Go to layer/step", show=True),
         Binding("i", "silence", "Silence rule"),
         Binding("f", "lr_find", "LR finder"),
+        Binding("k", "cycle_rank", "Rank"),
     ]
     DEFAULT_CSS = """
     AlertsScreen #alerts-table { height: 1fr; }
@@ -61,6 +64,9 @@ class AlertsScreen(Screen[None]):
         self._on_lr_find = on_lr_find
         self._shown_version = -1
         self._rows: list[Alert] = []
+        self.rank: int | None = None
+        """The rank whose alerts show (None: every rank's)."""
+        self._many = False  # alerts of more than one rank arrived
 
     def compose(self) -> ComposeResult:
         yield DataTable(id="alerts-table", cursor_type="row", zebra_stripes=True)
@@ -77,8 +83,12 @@ class AlertsScreen(Screen[None]):
         if self.state.version == self._shown_version:
             return
         self._shown_version = self.state.version
+        many = len(self.state.ranks()) > 1
+        if many != self._many:
+            self._many = many
+            self.refresh_bindings()
         table = self.query_one(DataTable)
-        rows = self.state.visible()
+        rows = self.state.visible(self.rank)
         cursor = table.cursor_row
         table.clear()
         for alert in rows:
@@ -95,6 +105,9 @@ class AlertsScreen(Screen[None]):
         else:
             self.query_one("#alert-detail", Static).update("No alerts: every rule is quiet so far.")
         extra = []
+        if self._many:
+            shown = "every rank" if self.rank is None else f"rank {self.rank}"
+            extra.append(f"showing the alerts of {shown} (k)")
         if self.state.overfit is not None:
             o = self.state.overfit
             verdict = "reached" if o.reached else "NOT reached"
@@ -158,6 +171,19 @@ class AlertsScreen(Screen[None]):
         self.state.silence(alert.rule)
         self._on_silence(alert.rule)
         self.notify(f"{alert.rule} silenced for this run")
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "cycle_rank":
+            return self._many
+        return True
+
+    def action_cycle_rank(self) -> None:
+        """Every rank's alerts, then rank 0's, 1's, ..., then every rank's again."""
+        choices: list[int | None] = [None, *self.state.ranks()]
+        at = choices.index(self.rank) if self.rank in choices else 0
+        self.rank = choices[(at + 1) % len(choices)]
+        self._shown_version = -1
+        self.sync()
 
     def action_lr_find(self) -> None:
         self._on_lr_find()

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from textual import events
 from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
 from tuidebug.console.extensions import extensions
+from tuidebug.console.ranks_state import BAND
 from tuidebug.console.run_model import RunModel
 from tuidebug.console.widgets.loss_chart import LossChart
 from tuidebug.console.widgets.output_tail import OutputTail
@@ -20,12 +24,22 @@ MIN_SIZE = (60, 16)
 
 
 class DashboardScreen(Screen[None]):
-    """The first screen: is the run alive, is the loss going down, what did it print."""
+    """The first screen: is the run alive, is the loss going down, what did it print.
+
+    For a job of several ranks, ``k`` cycles what the loss chart and the header show: rank 0,
+    1, ..., then every rank's band (min-max bars, the mean smoothed); the output panel marks
+    each line with its rank. For a single process the key is off and nothing changes.
+    """
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("k", "cycle_rank", "Rank"),
+    ]
 
     def __init__(self, model: RunModel) -> None:
         super().__init__()
         self.model = model
         self._ready = False  # the app's frame timer may tick before this screen is composed
+        self._world = 1  # the job's size the bindings were last checked for
 
     def compose(self) -> ComposeResult:
         yield Static(id="too-small")
@@ -60,10 +74,44 @@ class DashboardScreen(Screen[None]):
                 f"{MIN_SIZE[0]}x{MIN_SIZE[1]}.\nMake it larger: nothing is lost, the run goes on."
             )
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "cycle_rank":
+            return self.model.ranks.size > 1  # False hides it from the footer too
+        return True
+
+    def action_cycle_rank(self) -> None:
+        self.model.ranks.cycle_shown()
+        self.model.version += 1
+        self.sync()
+
+    def _sync_ranks(self) -> None:
+        """A job: the chart and its title show the chosen rank (or the band); output is marked."""
+        ranks = self.model.ranks
+        if ranks.size != self._world:
+            self._world = ranks.size
+            self.refresh_bindings()
+            self.app.refresh_bindings()
+        if ranks.size <= 1:
+            return
+        self.query_one(OutputTail).show(self.model.outputs)
+        chart = self.query_one(LossChart)
+        history = ranks.shown_history()
+        if chart.history is not history:
+            chart.history = history
+        box = self.query_one("#chart-box")
+        title = (
+            "loss · every rank (bars: min-max, line: mean)"
+            if ranks.shown is BAND
+            else f"loss · rank {ranks.shown}"
+        )
+        if box.border_title != title:
+            box.border_title = title
+
     def sync(self) -> None:
         """Bring every widget up to the model (once per frame; each redraws only on change)."""
         if not self._ready:
             return
+        self._sync_ranks()
         self.query_one(RunHeader).sync()
         model = self.model
         side = self.query_one("#side")

@@ -29,6 +29,11 @@ KEYS = [
     ("b", "pause when a condition holds: loss > 5, loss nonfinite, grad_norm > 10, step == 500"),
     ("l", "loss chart: linear / log scale"),
     ("o", "the script's full output"),
+    (
+        "k",
+        "a job of several ranks: the loss chart and header show rank 0, 1, ..., then every "
+        "rank's band; in the output, layers and alerts screens: which rank",
+    ),
     ("q / ctrl+c", "quit the console: asks whether to stop the run or leave it running"),
     ("escape", "close a dialog or screen"),
 ]

@@ -3,7 +3,9 @@
 Keyboard only: ``/`` filters by name (Enter or Escape goes back to the table), ``s`` sorts by
 the next column and ``S`` by the previous one, ``r`` reverses, ``t`` returns to tree order,
 ``n`` jumps to the module where a NaN/Inf was located, Enter opens a module's detail (Escape
-closes it). The app calls :meth:`sync` once per frame.
+closes it). The app calls :meth:`sync` once per frame. In a job whose ranks each sent layer
+data (``ranks``, a :class:`RankedLayers`), ``k`` cycles the rank shown; a NaN/Inf located on
+a rank switches to that rank.
 
 ``on_focus`` (optional) is called with the layer whose detail is open (-1 when it closes): the
 app forwards it to the probe, which then gives that layer histograms on every sample.
@@ -20,7 +22,7 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static
 
-from tuidebug.console.layers_model import ANOMALIES, LayersModel
+from tuidebug.console.layers_model import ANOMALIES, LayersModel, RankedLayers
 from tuidebug.console.widgets.layer_detail import LayerDetail
 from tuidebug.console.widgets.layer_table import ANOMALY_STYLES, COLUMNS, LayerTable
 from tuidebug.console.widgets.loss_chart import format_number
@@ -38,9 +40,14 @@ def legend_text() -> Text:
     return text
 
 
-def status_text(model: LayersModel, table: LayerTable | None = None) -> Text:
-    """One line: modules, the sampled step and cadence, the sort, any NaN/Inf."""
+def status_text(
+    model: LayersModel, table: LayerTable | None = None, rank: tuple[int, int] | None = None
+) -> Text:
+    """One line: modules, the sampled step and cadence, the sort, any NaN/Inf; ``rank`` is
+    (rank shown, ranks with data) in a job."""
     text = Text()
+    if rank is not None:
+        text.append(f"rank {rank[0]} ({rank[1]} ranks, k) · ", style="bold cyan")
     if not model.rows:
         text.append("waiting for the probe to report the model's modules…", style="bright_black")
         return text
@@ -85,12 +92,22 @@ class LayersScreen(Screen[None]):
         Binding("r", "reverse", "Reverse"),
         Binding("t", "tree", "Tree"),
         Binding("n", "jump_nonfinite", "NaN"),
+        Binding("k", "cycle_rank", "Rank"),
     ]
 
-    def __init__(self, model: LayersModel, on_focus: FocusCallback | None = None) -> None:
+    def __init__(
+        self,
+        model: LayersModel,
+        on_focus: FocusCallback | None = None,
+        ranks: RankedLayers | None = None,
+    ) -> None:
         super().__init__()
         self.model = model
         self.on_focus = on_focus
+        self.ranks = ranks
+        """Every rank's layers (a job); None: ``model`` alone."""
+        self.rank = 0
+        self._ranks_version = -1
         self._status: Text | None = None
 
     def compose(self) -> ComposeResult:
@@ -110,8 +127,37 @@ class LayersScreen(Screen[None]):
         self.table.focus()
         self.sync()
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "cycle_rank":
+            return self.ranks is not None and len(self.ranks.ranks()) > 1
+        return True
+
+    def show_rank(self, rank: int) -> None:
+        """Show another rank's layers (the same modules, that rank's statistics)."""
+        if self.ranks is None:
+            return
+        self.rank = rank
+        self.model = self.ranks.model(rank)
+        self.table.show_model(self.model)
+        self._status = None
+
+    def action_cycle_rank(self) -> None:
+        if self.ranks is None:
+            return
+        ranks = self.ranks.ranks()
+        later = [r for r in ranks if r > self.rank]
+        self.show_rank(later[0] if later else ranks[0])
+        self.sync()
+
     def sync(self) -> None:
         """Bring the table and the status line up to the model (once per frame)."""
+        if self.ranks is not None:
+            if self.ranks.version != self._ranks_version:
+                self._ranks_version = self.ranks.version
+                self.refresh_bindings()
+            located = self.ranks.jump_to
+            if located is not None and located[0] != self.rank:
+                self.show_rank(located[0])
         table = self.table
         table.sync()
         jump = self.model.jump_to
@@ -121,7 +167,9 @@ class LayersScreen(Screen[None]):
                 self.query_one("#layers-filter", Input).value = ""
                 table.set_filter("")
                 table.select_layer(jump)
-        status = status_text(self.model, table)
+        many = self.ranks is not None and len(self.ranks.ranks()) > 1
+        rank = (self.rank, len(self.ranks.ranks())) if many and self.ranks else None
+        status = status_text(self.model, table, rank)
         if status != self._status:
             self._status = status
             self.query_one("#layers-status", Static).update(status)

@@ -1,4 +1,9 @@
-"""The script's whole output (as far as the console keeps it), scrollable."""
+"""The script's whole output (as far as the console keeps it), scrollable.
+
+For a job of several ranks every line carries its rank's mark (``[rank 1]``, ``[torchrun]`` for
+the launcher's own) and ``k`` cycles which lines show: every rank's, then rank 0's, 1's, ...,
+then the launcher's. For a single process the key is off and lines are shown as written.
+"""
 
 from __future__ import annotations
 
@@ -8,32 +13,65 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
-from textual.widgets import Footer, RichLog
+from textual.widgets import Footer, RichLog, Static
 
-from tuidebug.console.terminal_text import TerminalText
+from tuidebug.console.ranks_state import rank_label
+from tuidebug.console.terminal_text import RankedText, TerminalText, marked
 
 
 class OutputScreen(Screen[None]):
     """Every completed output line, appended as it arrives; scroll with the usual keys."""
 
+    DEFAULT_CSS = """
+    OutputScreen #output-filter { height: 1; padding: 0 1; display: none; }
+    OutputScreen.-job #output-filter { display: block; }
+    """
+
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,o", "app.pop_screen", "Dashboard"),
+        Binding("k", "cycle_rank", "Rank"),
     ]
 
-    def __init__(self, text: TerminalText) -> None:
+    def __init__(self, text: TerminalText, ranked: RankedText | None = None) -> None:
         super().__init__()
         self.text = text
-        self._written = 0  # TerminalText.completed count already shown
+        self.ranked = ranked
+        """Every rank's lines (a job); None: ``text`` alone."""
+        self.rank: int | None = None
+        """The rank whose lines show (None: every rank's)."""
+        self._written = 0  # lines (TerminalText or RankedText .completed) already shown
+        self._job = False
 
     def compose(self) -> ComposeResult:
+        yield Static(id="output-filter")
         yield RichLog(id="full-output", max_lines=self.text.lines.maxlen, wrap=False)
         yield Footer()
 
     def on_mount(self) -> None:
         self.sync()
 
+    @property
+    def job(self) -> bool:
+        """Lines of more than one rank (or of the launcher) arrived."""
+        ranked = self.ranked
+        return ranked is not None and bool(ranked.ranks - {0})
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "cycle_rank":
+            return self.job
+        return True
+
     def sync(self) -> None:
         """Append the lines completed since the last call."""
+        if self.job != self._job:
+            self._job = self.job
+            self.set_class(self._job, "-job")
+            self.refresh_bindings()
+            self._rewrite()
+            return
+        if self._job:
+            self._append_ranked()
+            return
         new = self.text.completed - self._written
         if new <= 0:
             return
@@ -41,3 +79,44 @@ class OutputScreen(Screen[None]):
         for line in list(self.text.lines)[-min(new, len(self.text.lines)) :]:
             log.write(Text.from_ansi(line, no_wrap=True))
         self._written = self.text.completed
+
+    def _append_ranked(self) -> None:
+        ranked = self.ranked
+        assert ranked is not None
+        new = ranked.completed - self._written
+        if new <= 0:
+            return
+        log = self.query_one(RichLog)
+        lines = ranked.lines
+        for i in range(len(lines) - min(new, len(lines)), len(lines)):
+            rank, line = lines[i]
+            if self.rank is None or rank == self.rank:
+                log.write(Text.from_ansi(marked(rank, line), no_wrap=True))
+        self._written = ranked.completed
+
+    def _rewrite(self) -> None:
+        """Every kept line again, under the current filter (a new filter, or a job seen)."""
+        log = self.query_one(RichLog)
+        log.clear()
+        self._written = 0
+        if self._job:
+            assert self.ranked is not None
+            shown = "every rank" if self.rank is None else rank_label(self.rank)
+            self.query_one("#output-filter", Static).update(
+                Text.assemble(("showing ", "bright_black"), (shown, "bold"), ("  (k)", "dim"))
+            )
+            for rank, line in self.ranked.select(self.rank):
+                log.write(Text.from_ansi(marked(rank, line), no_wrap=True))
+            self._written = self.ranked.completed
+        else:
+            self.sync()
+
+    def action_cycle_rank(self) -> None:
+        """Every rank, then rank 0, 1, ..., then the launcher's lines, then every rank again."""
+        if self.ranked is None:
+            return
+        choices: list[int | None] = [None, *sorted(r for r in self.ranked.ranks if r >= 0)]
+        choices += [r for r in self.ranked.ranks if r < 0]
+        at = choices.index(self.rank) if self.rank in choices else 0
+        self.rank = choices[(at + 1) % len(choices)]
+        self._rewrite()

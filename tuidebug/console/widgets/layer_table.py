@@ -181,6 +181,13 @@ class LayerTable(DataTable[Text]):
         ):
             self._apply_sort()
 
+    def show_model(self, model: LayersModel) -> None:
+        """Show another model (another rank's): every row again on the next sync."""
+        if model is not self.model:
+            self.model = model
+            self._structure = -1
+            self._pending.clear()
+
     def matches(self, row: LayerRow) -> bool:
         text = self.filter_text
         return not text or text in row.name.lower() or text in row.type.lower()

@@ -7,7 +7,7 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widget import Widget
 
-from tuidebug.console.terminal_text import TerminalText
+from tuidebug.console.terminal_text import RankedText, TerminalText
 
 
 class OutputTail(Widget):
@@ -28,14 +28,21 @@ class OutputTail(Widget):
     version = reactive(-1, init=False)
     """The TerminalText version last drawn."""
 
-    def __init__(self, text: TerminalText, **kwargs: object) -> None:
+    def __init__(self, text: TerminalText | RankedText, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.text = text
+        """What it shows: one process's text, or a job's every rank, each line marked."""
         self.border_title = "output"
 
     def sync(self) -> None:
         """Redraw if new output arrived (called once per frame by the app)."""
         self.version = self.text.version
+
+    def show(self, text: TerminalText | RankedText) -> None:
+        """Show another text (a run turned out to be a job of several ranks)."""
+        if text is not self.text:
+            self.text = text
+            self.refresh()
 
     def render(self) -> RenderableType:
         lines = self.text.tail(max(1, self.content_region.height))
