@@ -55,7 +55,7 @@ class Classifier(L.LightningModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         x, y = batch
-        logits = self(x)
+        logits = self.net(x)  # as many modules do: the LightningModule itself is not called
         loss = self.loss_fn(logits, y)
         self.log("train_loss", loss)
         self.log("train_acc", (logits.argmax(dim=1) == y).float().mean())

@@ -149,6 +149,7 @@ class Integrations(Observer):
             original(instance, *args, **kwargs)
             if owner.live:
                 try:
+                    owner._end_discovery()
                     after(instance)
                 except Exception as error:  # the trainer works without our callback
                     log.warning(
@@ -167,14 +168,17 @@ class Integrations(Observer):
     def attach(self, *objects: Any) -> Hook:
         """``tuidebug.attach(*objects)`` for a trainer's model and optimizers: from now on only
         the callback's ``hook.step()`` marks a boundary."""
-        hook = self.probe.attach(*objects)
-        # attach() named the model, so the auto hooks' model discovery (a global forward hook
-        # the probe drops when step 1 ends) has nothing left to find; and a run resumed from a
-        # framework checkpoint numbers its first step after the checkpoint's, never 1.
+        return self.probe.attach(*objects)
+
+    def _end_discovery(self) -> None:
+        """A trainer was built: it will name its model through :meth:`attach`, so the auto
+        hooks' model discovery (a global forward hook the probe drops when step 1 ends) stops
+        here. Left on, it would report the submodule a ``training_step`` calls (the module
+        itself is rarely called) as a second model, and a run resumed from a framework's
+        checkpoint, whose first step is not 1, would keep it for good."""
         auto = getattr(self.probe, "_auto", None)
         if auto is not None:
             auto.first_step_done()
-        return hook
 
     def checkpoints(self) -> CheckpointsObserver | None:
         """The checkpoints extension of this probe, if it is installed."""

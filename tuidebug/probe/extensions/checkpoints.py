@@ -35,9 +35,10 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tuidebug.probe.observer import Observer
+from tuidebug.probe.schedulers import scheduler_types as lr_scheduler_types
 from tuidebug.wire.checkpoint_messages import (
     MAX_DIFF_ROWS,
     CheckpointConfig,
@@ -85,6 +86,23 @@ def diff_lines(d: StateDiff, limit: int = 40) -> list[str]:
     return lines
 
 
+class CheckpointExtra(Protocol):
+    """Another extension's state that a checkpoint carries in its metadata (the live
+    hyperparameter changes and the script's tunables: probe/extensions/hparams.py)."""
+
+    def checkpoint_metadata(self) -> dict[str, Any]:
+        """Entries for the metadata of a save being made now."""
+        ...
+
+    def before_restore(self) -> None:
+        """A checkpoint that fits is about to be applied (note what is live now)."""
+        ...
+
+    def after_restore(self, metadata: Mapping[str, Any]) -> None:
+        """It was applied; ``metadata`` is the checkpoint's (empty for foreign formats)."""
+        ...
+
+
 class CheckpointsObserver(Observer):
     """Saves, restores and diffs for one probe."""
 
@@ -104,6 +122,8 @@ class CheckpointsObserver(Observer):
         Lightning ``.ckpt``, a Hugging Face ``checkpoint-N``), which it resumes from. Called on
         the training thread with (folder, reason); the integration reports the outcome with
         :meth:`framework_saved`, at once or when the framework has written it."""
+        self.extras: list[CheckpointExtra] = []
+        """Other extensions' state saved in the metadata and given back at a restore."""
         self._seen_model = False
         self._seen_optimizer = False
         self.probe.send(
@@ -143,14 +163,16 @@ class CheckpointsObserver(Observer):
         """Save the full training state now; the outcome is a message, never an exception."""
         probe = self.probe
         step = probe.step
-        if probe.rank != 0:
-            return  # ranks hold the same replicated state; rank 0 writes it once
-        if self.framework_saver is not None:  # the framework knows where its checkpoints go
+        if self.framework_saver is not None:
+            # The framework knows where its checkpoints go, and which ranks write: every rank
+            # asks it (Lightning's save_checkpoint waits at a barrier for all of them).
             try:
                 self.framework_saver(self.folder or "", reason)
             except Exception as error:  # a failed save is a message, not the end of the run
                 self.framework_saved(self.folder or "", reason, step, error=_one_line(error))
             return
+        if probe.rank != 0:
+            return  # ranks hold the same replicated state; rank 0 writes it once
         if self.folder is None:
             self._saved(
                 CheckpointSaved(
@@ -183,6 +205,7 @@ class CheckpointsObserver(Observer):
                     "script": sys.argv[0] if sys.argv else "",
                     "args": list(sys.argv[1:]),
                     "reason": reason,
+                    **self._extra_metadata(),
                 },
                 keep=self.keep,
             )
@@ -208,7 +231,10 @@ class CheckpointsObserver(Observer):
         self, path: str, reason: str, step: int, *, error: str = "", seconds: float = 0.0
     ) -> None:
         """A framework saver's outcome: ``path`` (a file or a folder) written at ``step``, or
-        ``error``. ``--keep`` does not prune these: the framework's own limit applies."""
+        ``error``. ``--keep`` does not prune these: the framework's own limit applies.
+        Rank 0 reports for all."""
+        if self.probe.rank != 0:
+            return
         point = self._last_point
         loss = point.loss if point is not None and point.step == step else None
         size = 0
@@ -267,6 +293,7 @@ class CheckpointsObserver(Observer):
             # A running iterator cannot be rewound: loader positions are restored only before
             # the loop started (--resume through tuidebug.attach), see the module docstring.
             loaders = objects["loaders"] if kind == "resume" and probe.step == 0 else None
+            self._each_extra("before_restore")
             try:
                 step = apply_training_state(
                     state,
@@ -303,6 +330,7 @@ class CheckpointsObserver(Observer):
                 discarded=discarded,
             )
         )
+        self._each_extra("after_restore", state.get("metadata") or {})
         return True
 
     def diff(self, path: str, unsafe: bool = False) -> None:
@@ -371,10 +399,7 @@ class CheckpointsObserver(Observer):
         loaders: list[Any] = []
         from tuidebug.ckpt import ResumableLoader
 
-        scheduler_types: tuple[type, ...] = (torch.optim.lr_scheduler.LRScheduler,)
-        plateau = getattr(torch.optim.lr_scheduler, "ReduceLROnPlateau", None)
-        if isinstance(plateau, type) and not issubclass(plateau, scheduler_types):
-            scheduler_types = (*scheduler_types, plateau)
+        scheduler_types = lr_scheduler_types()
         scaler_types = tuple(
             t
             for t in (
@@ -467,6 +492,22 @@ class CheckpointsObserver(Observer):
         if state.get("rng"):
             done.append("RNG states")
         return done
+
+    def _extra_metadata(self) -> dict[str, Any]:
+        entries: dict[str, Any] = {}
+        for extra in self.extras:
+            try:
+                entries.update(extra.checkpoint_metadata())
+            except Exception:  # another feature's failure must not fail the save
+                log.exception("tuidebug: %s metadata failed", type(extra).__name__)
+        return entries
+
+    def _each_extra(self, method: str, *args: Any) -> None:
+        for extra in self.extras:
+            try:
+                getattr(extra, method)(*args)
+            except Exception:  # nor the restore
+                log.exception("tuidebug: %s.%s failed", type(extra).__name__, method)
 
     def _saved(self, message: CheckpointSaved) -> None:
         message.rank = self.probe.rank
