@@ -7,7 +7,11 @@ it, depend on this small module and not on ``tuidebug.probe.hook``, which depend
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
+
+from tuidebug.probe import runtime
+
+T = TypeVar("T")
 
 
 class Hook:
@@ -23,3 +27,13 @@ class Hook:
 
     def detach(self) -> None:
         """Stop following the run: remove every hook the probe installed."""
+
+    def tunable(self, name: str, default: T) -> T:
+        """The current value of the script's own live-tunable ``name`` (``default`` until a
+        console sets it: ``h`` in the console). Read it each step where it is used, e.g.
+        ``model.drop.p = dbg.tunable("dropout", 0.1)``; a change made from the console is seen
+        from the next step on. A float, int, bool or str can be set; outside ``tuidebug run``
+        this returns ``default``.
+        """
+        table = runtime.tunables  # None outside a run: the inert hook costs one read
+        return default if table is None else table.value(name, default)

@@ -19,6 +19,7 @@ MESSAGE_MODULES = (
     "tuidebug.wire.checkpoint_messages",
     "tuidebug.wire.gpu_messages",
     "tuidebug.wire.check_messages",
+    "tuidebug.wire.hparam_messages",
     "tuidebug.wire.stack_messages",
     "tuidebug.wire.phase_messages",
 )
