@@ -110,7 +110,8 @@ def main(argv: list[str] | None = None) -> None:
     runtime.install(probe)
     probe.install_auto_hooks()
     live = probe.link is not None
-    probe.gate.collective = live and probe.world_size > 1  # ranks pause together (gate.py)
+    # A rank of a job the supervisor launched (it gave each rank a pty): ranks pause together.
+    probe.gate.collective = live and rank_io.ENV_RANK_TTYS in probe_env and probe.world_size > 1
     if live:
         sys.breakpointhook = debugger.breakpoint_hook(probe.gate.notify_breakpoint)
         for text in filter(None, probe_env.get(ENV_BREAK_ON, "").splitlines()):

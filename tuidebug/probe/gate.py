@@ -97,8 +97,15 @@ class Gate:
 
     def request_pause(self, reason: str) -> None:
         """Pause at the next boundary (the probe itself asks, e.g. on a first NaN)."""
+        if self.collective:
+            self._ask_for_pause(reason)
+            return
         self._pause_requested = reason
         self.attention = True
+
+    def _ask_for_pause(self, reason: str) -> None:
+        """In a job: not this rank's alone to pause, the supervisor pauses every rank."""
+        self._probe.send(PauseRequest(step=self._probe.step, reason=reason))
 
     def add_condition(self, text: str) -> Condition:
         """Add a break condition (raises ConditionError with a one-line reason)."""
@@ -145,10 +152,6 @@ class Gate:
                 hit, self._target = step == self._target, None
             if hit:
                 self._pause_requested = self._target_reason
-        elif self.collective and self._pause_requested is not None:
-            # Not this rank's alone to pause: the supervisor pauses every rank at one step.
-            self._probe.send(PauseRequest(step=step, reason=self._pause_requested))
-            self._pause_requested = None
         if self._pause_at is not None and step >= self._pause_at:
             self._pause_at = None
             self._pause_requested = self._pause_requested or f"reached step {step}"
@@ -165,7 +168,11 @@ class Gate:
             if condition.holds(point):
                 now = self._probe.step
                 note = "" if point.step == now else f" (seen at step {now})"
-                self._pause_requested = f"{condition.text} at step {point.step}{note}"
+                reason = f"{condition.text} at step {point.step}{note}"
+                if self.collective:
+                    self._ask_for_pause(reason)
+                    return
+                self._pause_requested = reason
                 self.attention = True
                 return
 
