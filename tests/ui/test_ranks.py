@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from test_dashboard import ScriptedSource, run_info
-from textual.widgets import DataTable, RichLog
+from textual.widgets import DataTable, RichLog, Static
 
 from tuidebug.console.app import TuidebugApp
 from tuidebug.console.ranks_state import BAND
@@ -53,7 +53,17 @@ def job_stream(now: float | None = None) -> list[Message]:
     end = (time.time() if now is None else now) + 60.0
     batch: list[Message] = [
         run_info(world_size=WORLD),
-        ModelSeen(name="model", class_name="MLP", parameters=1000, trainable=1000, modules=3),
+        *(
+            ModelSeen(
+                rank=rank,
+                name="model",
+                class_name="MLP",
+                parameters=1000,
+                trainable=1000,
+                modules=3,
+            )
+            for rank in range(WORLD)
+        ),
     ]
     for rank in range(WORLD):
         dt = step_time(rank)
@@ -184,6 +194,8 @@ def test_k_cycles_the_chart_and_header_through_the_ranks_and_the_band() -> None:
             await pilot.press("k")
             await pilot.pause(0.1)
             assert chart.history is ranks.rank(0).loss
+            models = str(app.dashboard.query_one("#models", Static).render())
+            assert models.count("MLP") == 1  # every rank reports it; shown once
             output = str(app.dashboard.query_one("#output").render())
             assert "[rank 1] a c10d warning" in output and "[torchrun] launcher says hi" in output
 
@@ -192,7 +204,8 @@ def test_k_cycles_the_chart_and_header_through_the_ranks_and_the_band() -> None:
 
 def test_one_process_has_no_rank_keys() -> None:
     async def scenario() -> None:
-        stream: list[Message] = [run_info(), *job_stream()[2:4], Output(data=b"plain\n")]
+        rank0 = [m for m in job_stream() if isinstance(m, (ModelSeen, Steps)) and m.rank == 0]
+        stream: list[Message] = [run_info(), *rank0, Output(data=b"plain\n")]
         app = TuidebugApp(source=ScriptedSource([stream]))
         async with app.run_test(size=(100, 30)) as pilot:
             await pilot.pause(0.3)

@@ -133,13 +133,19 @@ class DashboardScreen(Screen[None]):
             widget.sync()  # type: ignore[attr-defined]
 
     def _describe_models(self) -> str:
+        # In a job every rank reports the same model: the first rank's stand for the job.
+        found = [m.rank for m in (*self.model.models, *self.model.optimizers)]
+        first = min(found, default=0)
         lines = [
-            f"[b]{m.name}[/b] {m.class_name} {m.parameters:,} params" for m in self.model.models
+            f"[b]{m.name}[/b] {m.class_name} {m.parameters:,} params"
+            for m in self.model.models
+            if m.rank == first
         ]
         lines += [
             f"[b]optim[/b] {o.class_name} lr={o.lr:g}"
             if o.lr is not None
             else f"[b]optim[/b] {o.class_name}"
             for o in self.model.optimizers
+            if o.rank == first
         ]
         return "\n".join(lines) or "[dim]waiting for the first step[/dim]"

@@ -98,7 +98,9 @@ class RunHeader(Static):
         text.append("  loss ")
         if losses:
             text.append(format_value(sum(losses) / len(losses)), style="bold")
-            text.append(f" ({format_value(min(losses))}-{format_value(max(losses))})", style="dim")
+            if min(losses) != max(losses):
+                spread = f"{format_value(min(losses))}-{format_value(max(losses))}"
+                text.append(f" ({spread})", style="dim")
         else:
             text.append(format_value(None), style="bold")
         # The job goes at the pace of its slowest rank.
