@@ -355,8 +355,9 @@ def test_groups_and_values_are_validated(tmp_path: Path) -> None:
 def test_the_inert_hook_returns_the_default(tmp_path: Path) -> None:
     # A fresh interpreter: no probe, so no table of tunables (one may live in this process).
     code = (
-        "import sys, tuidebug; from tuidebug.probe import runtime; "
-        "assert runtime.tunables is None; d = tuidebug.attach(object()); assert not d.active; "
+        "import sys, tuidebug; from tuidebug.probe import hook_api; "
+        "assert hook_api.tunables() is None; d = tuidebug.attach(object()); "
+        "assert not d.active; "
         "print(d.tunable('dropout', 0.1), d.tunable('name', 'x'), d.tunable([1], 3)); "
         "assert 'torch' not in sys.modules"
     )

@@ -41,7 +41,7 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from tuidebug.probe import runtime
+from tuidebug.probe import hook_api
 from tuidebug.probe.extensions.checkpoints import CheckpointsObserver, _names
 from tuidebug.probe.observer import Observer
 from tuidebug.probe.schedulers import find_schedulers
@@ -231,7 +231,7 @@ def _scale_list(values: Any, index: int, ratio: float | None, new: float) -> Non
 
 
 class TunableValues:
-    """The script's live-tunable values (``runtime.TunableTable``): read on the training
+    """The script's live-tunable values (``hook_api.TunableTable``): read on the training
     thread by ``dbg.tunable``, written there by the gate's ``set-tunable``."""
 
     def __init__(self) -> None:
@@ -289,7 +289,7 @@ class HparamsObserver(Observer):
         # Installed for the life of the process, even after the probe stops (it removes its
         # observers then): a value set from the console must not fall back to its default
         # behind the script's back.
-        runtime.install_tunables(self.tunables)
+        hook_api.install_tunables(self.tunables)
 
     # --- observer hooks (per step: three compares) --------------------------------------------
 
