@@ -56,7 +56,8 @@ RULE = "rank-hang"
 DEFAULT_HANG_AFTER = 300.0
 MEDIAN_FACTOR = 20.0
 MIN_HANG_AFTER = 1.0  # a smaller --hang-after is taken as this (the steps come in batches)
-EVIDENCE_FRAMES = 8  # innermost frames of each behind rank's training thread in the alert
+EVIDENCE_FRAMES = 4  # innermost frames of each behind rank's training thread: the alerts
+# screen shows about ten lines of evidence, and the innermost frames are the ones that matter
 # Where a training thread waits on purpose (file name endings): the pause gate, a debugger
 # (pdb, ipdb, IPython's), a post-mortem hold.
 DELIBERATE = (
@@ -188,13 +189,14 @@ def hang_alert(
     names = ", ".join(map(str, behind))
     rank_word = "rank" if len(behind) == 1 else "ranks"
     places = [f"rank {r} in {where(stacks.get(r))}" for r in behind if where(stacks.get(r))]
+    limit = f"{watch.threshold():g}"
     if len(ranks) <= 1:
-        message = f"no step for {silent:.0f} s: stuck after step {lowest}"
+        message = f"no step for {silent:.0f} s (limit {limit} s): stuck after step {lowest}"
     else:
         ahead = f" (the others at {', '.join(map(str, others))})" if others else ""
         message = (
-            f"no rank advanced for {silent:.0f} s: {rank_word} {names} behind at step "
-            f"{lowest}{ahead}"
+            f"no rank advanced for {silent:.0f} s (limit {limit} s): {rank_word} {names} "
+            f"behind at step {lowest}{ahead}"
         )
     if places:
         message += "; " + "; ".join(places)
@@ -206,9 +208,8 @@ def hang_alert(
             evidence.append(f"rank {rank}: no stacks (it did not answer)")
             continue
         via = "" if found.source == "python" else f", via {found.source}"
-        evidence.append(f"rank {rank} (pid {found.pid}{via}):")
-        evidence.extend(thread_text(thread, last=EVIDENCE_FRAMES))
-    evidence.append(f"(threshold {watch.threshold():g} s; every rank's stacks: w)")
+        evidence.append(f"rank {rank} (pid {found.pid}{via}), its training thread:")
+        evidence.extend(thread_text(thread, last=EVIDENCE_FRAMES)[1:])  # the rank line says whose
     return Alert(
         rank=behind[0] if behind else 0,
         step=lowest,
