@@ -60,6 +60,10 @@ def test_a_trainer_built_under_the_probe_gets_one_callback_and_none_after_it() -
         print("wrapped", getattr(L.Trainer.__init__, "__tuidebug_wrapped__", False),
               getattr(PL.Trainer.__init__, "__tuidebug_wrapped__", False),
               getattr(Trainer.__init__, "__tuidebug_wrapped__", False))
+        module = sys.modules[L.Trainer.__module__]
+        loader = module.__loader__
+        source = loader.get_source(module.__name__)
+        print("source", type(loader).__name__, "class Trainer" in source)
         print("lightning", ours(L.Trainer(logger=False, enable_progress_bar=False).callbacks))
         print("pytorch_lightning", ours(PL.Trainer(logger=False).callbacks))
         probe.remove_hooks()  # the end of the run
@@ -71,6 +75,7 @@ def test_a_trainer_built_under_the_probe_gets_one_callback_and_none_after_it() -
     )
     lines = dict(line.split(" ", 1) for line in out.strip().splitlines() if " " in line)
     assert lines["wrapped"] == "True True True"
+    assert lines["source"] == "_PatchingLoader True"  # the real loader's source, through ours
     assert lines["lightning"] == "['TuidebugCallback']"
     assert lines["pytorch_lightning"] == "['TuidebugCallback']"
     assert lines["after"] == "[] False False []"

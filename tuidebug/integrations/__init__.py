@@ -76,6 +76,11 @@ class _PatchingLoader(importlib.abc.Loader):
         self._loader.exec_module(module)
         self._owner.apply(self._patch, module)
 
+    def __getattr__(self, name: str) -> Any:
+        # The module's __loader__ is this object: get_source, get_resource_reader... (inspect,
+        # linecache, importlib.resources) must still reach the real loader's.
+        return getattr(self._loader, name)
+
 
 class _Finder(importlib.abc.MetaPathFinder):
     """Waits on ``sys.meta_path`` for the frameworks' trainer modules; finds nothing itself."""
