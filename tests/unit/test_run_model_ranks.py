@@ -32,6 +32,7 @@ from tuidebug.wire.messages import (
     StepPoint,
     Steps,
 )
+from tuidebug.wire.phase_messages import StepPhases
 
 T0 = 100.0
 
@@ -94,15 +95,50 @@ def test_per_rank_step_rate_loss_and_median_step_time() -> None:
 
 def test_a_slow_rank_is_a_straggler_with_its_figure() -> None:
     ranks = job(slow=2).ranks
-    ratio = ranks.straggler(2)
-    assert ratio is not None and math.isclose(ratio, 2.0, rel_tol=1e-6)
+    slow = ranks.straggler(2)
+    assert slow is not None and slow.basis == "step time" and slow.label() == "slow x2.0"
+    assert math.isclose(slow.ratio, 2.0, rel_tol=1e-6) and slow.ratio > STRAGGLER_RATIO
     assert all(ranks.straggler(r) is None for r in (0, 1, 3))
-    assert ranks.straggler(2) > STRAGGLER_RATIO  # type: ignore[operator]
     # Two ranks: the other rank's median is the reference, so one of two can be slow.
     pair = job(world=2, slow=1).ranks
-    assert pair.straggler(1) == pytest.approx(2.0) and pair.straggler(0) is None
+    two = pair.straggler(1)
+    assert two is not None and two.ratio == pytest.approx(2.0) and pair.straggler(0) is None
     # Even ranks: nobody is marked.
     assert all(job().ranks.straggler(r) is None for r in range(4))
+
+
+def phases(rank: int, forward: float, backward: float, steps: int = 50) -> StepPhases:
+    """A rank's breakdown: per step ``forward`` s of its own, ``backward`` s (waits included)."""
+    total = (forward + backward + 0.001) * steps
+    return StepPhases(
+        rank=rank,
+        step=steps,
+        first=1,
+        steps=steps,
+        total=total,
+        forward=forward * steps,
+        backward=backward * steps,
+    )
+
+
+def test_in_lockstep_the_straggler_is_the_rank_whose_own_work_is_long() -> None:
+    # DDP: every rank's step takes 10 ms boundary to boundary; rank 1 computes for 7 ms, the
+    # others for 3 ms and wait for it in backward's all-reduce.
+    model = job(world=4)
+    model.fold(
+        [phases(r, 0.007 if r == 1 else 0.003, 0.002 if r == 1 else 0.006) for r in range(4)]
+    )
+    ranks = model.ranks
+    slow = ranks.straggler(1)
+    assert slow is not None and slow.basis == "own work"
+    assert slow.ratio == pytest.approx(0.008 / 0.004) and slow.label() == "slow x2.0 (own work)"
+    assert all(ranks.straggler(r) is None for r in (0, 2, 3))
+    # When the step times differ, they decide (the breakdown is not looked at).
+    uneven = job(world=4, slow=3)
+    uneven.fold([phases(r, 0.007 if r == 1 else 0.003, 0.003) for r in range(4)])
+    assert uneven.ranks.straggler(1) is None
+    mark = uneven.ranks.straggler(3)
+    assert mark is not None and mark.basis == "step time"
 
 
 def test_a_rank_that_raised_is_dead_with_exit_1_and_its_end_says_more() -> None:

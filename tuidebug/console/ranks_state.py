@@ -10,6 +10,12 @@ loss, state, GPU (from its allocator's figures, when it has CUDA) and the median
 ``STEP_TIMES_KEPT`` step times. What the screen calls a *straggler* is a rank whose median step
 time is more than ``STRAGGLER_RATIO`` (1.5) times the median of the other live ranks' medians
 (the others', so that a job of two ranks can have one); the figure is that ratio ("slow x1.8").
+Ranks that meet in a collective every step (DDP's gradient all-reduce) all take the same time
+from boundary to boundary: the fast ones wait, inside ``backward``, for the slow one. So when
+the step times say nothing and the probes' step-time breakdown (``StepPhases``) is known, the
+same test is made on each rank's *own work*: its step time less its time in ``backward``
+(data, forward, optimizer and the rest are its own), and the mark says so ("slow x1.8 (own
+work)").
 
 The job's *band* is one history of every rank's loss, step by step: a step goes in once every
 live rank has passed it, with one value per rank, so each bucket's min and max are the ranks'
@@ -24,7 +30,8 @@ from __future__ import annotations
 import statistics
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import NamedTuple
 
 from tuidebug.console.history import MinMaxHistory
 from tuidebug.wire.checkpoint_messages import CheckpointRestored
@@ -38,6 +45,7 @@ from tuidebug.wire.messages import (
     ScriptError,
     Steps,
 )
+from tuidebug.wire.phase_messages import StepPhases
 
 __all__ = [
     "BAND",
@@ -45,6 +53,7 @@ __all__ = [
     "STRAGGLER_RATIO",
     "RankState",
     "RanksState",
+    "Straggler",
     "rank_label",
 ]
 
@@ -54,6 +63,7 @@ BAND = None
 """``RanksState.shown`` for the band of every rank (any other value is a rank)."""
 RATE_WINDOW = 5.0  # seconds of step times that steps/s is computed over
 STEP_TIMES_KEPT = 64  # a rank's latest step durations; the median ignores a pause or two
+PHASE_BATCHES_KEPT = 8  # StepPhases batches (about 4 s) for a rank's own work per step
 STRAGGLER_RATIO = 1.5
 WAIT_FACTOR = 10.0  # a rank with no step for this many median step times is waiting...
 WAIT_MIN = 2.0  # ... and for at least this many seconds
@@ -65,6 +75,17 @@ ENDED_RUN_STATES = ("finished", "crashed", "stopped")
 def rank_label(rank: int) -> str:
     """How a rank is named on screen: "rank 1", or "torchrun" for the launcher's own."""
     return "torchrun" if rank == LAUNCHER else f"rank {rank}"
+
+
+class Straggler(NamedTuple):
+    """A rank well behind the others: how many times slower, and by which measure."""
+
+    ratio: float
+    basis: str  # "step time", or "own work" (step time less backward: see the module doc)
+
+    def label(self) -> str:
+        suffix = " (own work)" if self.basis == "own work" else ""
+        return f"slow x{self.ratio:.1f}{suffix}"
 
 
 class RankState:
@@ -82,6 +103,7 @@ class RankState:
         "last_loss",
         "last_time",
         "loss",
+        "own_work",
         "paused",
         "rank",
         "step",
@@ -109,6 +131,8 @@ class RankState:
         """Bumped when the rank's steps go back (a checkpoint restore)."""
         self._announced_rewind = False
         self._rate: deque[tuple[float, int]] = deque()
+        self.own_work: deque[tuple[int, float]] = deque(maxlen=PHASE_BATCHES_KEPT)
+        """(steps, seconds of them not in backward) of the latest ``StepPhases`` batches."""
 
     # --- folding -------------------------------------------------------------------------------
 
@@ -171,6 +195,12 @@ class RankState:
     def median_step_time(self) -> float | None:
         """Seconds per step, the median of the latest step times (None before two steps)."""
         return statistics.median(self.step_times) if self.step_times else None
+
+    def own_step_time(self) -> float | None:
+        """Seconds per step outside ``backward`` over the latest phase batches (None: no
+        breakdown from this rank)."""
+        steps = sum(n for n, _ in self.own_work)
+        return sum(t for _, t in self.own_work) / steps if steps else None
 
     @property
     def alive(self) -> bool:
@@ -276,6 +306,10 @@ class RanksState:
                     self.rank(message.rank).gpu = devices[0].device
             elif isinstance(message, OomMoment):
                 self.rank(message.rank).gpu = message.device
+            elif isinstance(message, StepPhases):
+                per_step = message.per_step()
+                own = sum(per_step.values()) - per_step["backward"]
+                self.rank(message.rank).own_work.append((message.steps, own * message.steps))
             else:
                 continue
             changed = True
@@ -363,22 +397,31 @@ class RanksState:
             return f"ranks {ranks[0]}-{ranks[-1]} band"
         return f"rank {self.shown}/{self.size}"
 
-    def straggler(self, rank: int) -> float | None:
-        """How many times slower this rank's median step time is than the other live ranks'
-        median, when that is above ``STRAGGLER_RATIO``; None otherwise (or not known yet)."""
+    def straggler(self, rank: int) -> Straggler | None:
+        """Whether this rank is well behind the other live ranks (see the module docstring):
+        by its median step time, else by its own work; None when not (or not known yet)."""
+        ratio = self._ratio(rank, RankState.median_step_time)
+        if ratio is not None and ratio > STRAGGLER_RATIO:
+            return Straggler(ratio, "step time")
+        ratio = self._ratio(rank, RankState.own_step_time, lockstep=True)
+        return Straggler(ratio, "own work") if ratio and ratio > STRAGGLER_RATIO else None
+
+    def _ratio(
+        self, rank: int, measure: Callable[[RankState], float | None], lockstep: bool = False
+    ) -> float | None:
+        """This rank's measure over the other live ranks' median of it; with ``lockstep``,
+        only while the ranks' step times are even (else None)."""
         state = self.ranks.get(rank)
         if state is None or not state.alive:
             return None
-        own = state.median_step_time()
-        others = [
-            m
-            for s in self.ranks.values()
-            if s.rank != rank and s.alive and (m := s.median_step_time()) is not None
-        ]
+        live = [s for s in self.ranks.values() if s.alive]
+        if lockstep:
+            times = [m for s in live if (m := s.median_step_time()) is not None]
+            if len(times) < 2 or max(times) > STRAGGLER_RATIO * min(times):
+                return None
+        own = measure(state)
+        others = [m for s in live if s.rank != rank and (m := measure(s)) is not None]
         if own is None or not others:
             return None
         median = statistics.median(others)
-        if median <= 0:
-            return None
-        ratio = own / median
-        return ratio if ratio > STRAGGLER_RATIO else None
+        return own / median if median > 0 else None

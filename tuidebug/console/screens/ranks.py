@@ -3,7 +3,9 @@
 One DataTable row per rank, written in place: each frame, only cells whose text changed are
 updated, and a rank that appears gets a row added (the table is never rebuilt). A straggler is
 a rank whose median step time is more than ``STRAGGLER_RATIO`` times the other live ranks'
-median (``ranks_state.RanksState.straggler``); its row says by how much ("slow x1.8").
+median, or, in a job whose collectives keep every rank's step time even (DDP), whose own work
+(its step time less backward, where the others wait for it) is; its row says by how much
+("slow x1.8", "slow x1.8 (own work)"): ``ranks_state.RanksState.straggler``.
 Enter shows the highlighted rank's loss on the dashboard's chart and header; Escape goes back.
 """
 
@@ -77,7 +79,7 @@ def rank_cells(ranks: RanksState, state: RankState, now: float) -> dict[str, Tex
         "time": Text(format_seconds(state.median_step_time()), justify="right"),
         "loss": Text(format_value(state.last_loss), justify="right"),
         "gpu": Text(f"cuda:{state.gpu}" if state.gpu is not None else "—"),
-        "note": Text(f"slow x{slow:.1f}", style="bold yellow") if slow else Text(""),
+        "note": Text(slow.label(), style="bold yellow") if slow else Text(""),
     }
 
 
@@ -92,13 +94,15 @@ def summary_text(ranks: RanksState) -> Text:
     medians = [m for s in live if (m := s.median_step_time()) is not None]
     if medians:
         text.append(f" · median step {format_seconds(statistics.median(medians))}")
-    slow = [s.rank for s in live if ranks.straggler(s.rank)]
-    rule = f"median step time > {STRAGGLER_RATIO:g}x the others'"
+    slow = [(s.rank, mark) for s in live if (mark := ranks.straggler(s.rank)) is not None]
     if slow:
-        names = ", ".join(str(r) for r in slow)
+        names = ", ".join(str(rank) for rank, _ in slow)
         text.append(f" · straggler{'s' if len(slow) > 1 else ''}: rank {names}", style="yellow")
-        text.append(f" ({rule})", style="bright_black")
+        own = all(mark.basis == "own work" for _, mark in slow)
+        measure = "its step time less backward" if own else "median step time"
+        text.append(f" ({measure} > {STRAGGLER_RATIO:g}x the others')", style="bright_black")
     else:
+        rule = f"median step time > {STRAGGLER_RATIO:g}x the others'"
         text.append(f" · stragglers: none ({rule})", style="bright_black")
     return text
 
