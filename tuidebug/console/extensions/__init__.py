@@ -50,6 +50,9 @@ class ConsoleExtension:
     make_dashboard_widget: Callable[[Any], Widget] | None = None
     """A compact summary for the dashboard (under the header); it must have ``sync()``,
     called once per frame, and redraw only when its part of the state changed."""
+    dashboard_row: bool = False
+    """The summary takes a row of its own, under the one-line summaries (which share a row
+    and take their own width: a widget of several full-width lines would be pushed off it)."""
 
 
 @cache

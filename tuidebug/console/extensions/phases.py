@@ -28,4 +28,5 @@ EXTENSION = ConsoleExtension(
     title="Step time/profile",
     make_screen=_screen,
     make_dashboard_widget=_dashboard_widget,
+    dashboard_row=True,
 )

@@ -9,6 +9,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
+from textual.widget import Widget
 from textual.widgets import Footer, Static
 
 from tuidebug.console.extensions import extensions
@@ -40,14 +41,21 @@ class DashboardScreen(Screen[None]):
         self.model = model
         self._ready = False  # the app's frame timer may tick before this screen is composed
         self._world = 1  # the job's size the bindings were last checked for
+        self._rows: list[Widget] = []  # extensions' summaries with a row of their own
 
     def compose(self) -> ComposeResult:
         yield Static(id="too-small")
         yield RunHeader(self.model, id="header")
         with Horizontal(id="extras"):
             for extension in extensions():
-                if extension.make_dashboard_widget is not None:
+                if extension.make_dashboard_widget is not None and not extension.dashboard_row:
                     yield extension.make_dashboard_widget(self.model.ext[extension.name])
+        self._rows = [
+            extension.make_dashboard_widget(self.model.ext[extension.name])
+            for extension in extensions()
+            if extension.make_dashboard_widget is not None and extension.dashboard_row
+        ]
+        yield from self._rows
         with Horizontal(id="top"):
             with Vertical(id="chart-box"):
                 yield LossChart(self.model.loss, id="loss-chart")
@@ -129,7 +137,7 @@ class DashboardScreen(Screen[None]):
         self.query_one(OutputTail).sync()
         chart = self.query_one(LossChart)
         chart.version = self.model.version
-        for widget in self.query_one("#extras").children:
+        for widget in (*self.query_one("#extras").children, *self._rows):
             widget.sync()  # type: ignore[attr-defined]
 
     def _describe_models(self) -> str:

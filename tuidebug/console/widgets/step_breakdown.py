@@ -53,7 +53,7 @@ def stacked_bar(means: dict[str, float], width: int) -> Text:
         n = cells.get(name, 0)
         if n <= 0:
             continue
-        label = SHORT[name][:n] if n >= 3 else ""
+        label = SHORT[name] if n >= len(SHORT[name]) else ""  # never a cut name
         text.append(label.center(n), style=f"bold white on {COLORS[name]}")
     return text
 
