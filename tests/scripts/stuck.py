@@ -1,8 +1,10 @@
 """Trains STEPS steps, then gets stuck: `stuck.py MODE STEPS [SLEEP]` (tests of stacks and hangs).
 
 MODE: "sleep" (time.sleep: C code that releases the GIL), "pause" (signal.pause()), "gil" (a
-C loop that holds the GIL: the probe's I/O thread cannot answer), "steady" (never stuck: trains
-on, SLEEP seconds a step). The stuck place is the function ``wait_here_forever``.
+C loop that holds the GIL: the probe's I/O thread cannot answer), "pdb" (a bare
+pdb.set_trace(), which the probe does not announce), "stall" (stuck for 5 s, then 20 more steps
+and the end), "steady" (never stuck: trains on, SLEEP seconds a step). The stuck place is the
+function ``wait_here_forever``.
 """
 
 from __future__ import annotations
@@ -27,6 +29,12 @@ def wait_here_forever() -> None:
         signal.pause()
     elif mode == "gil":
         sum(range(10**15))  # one C call, never giving the GIL back
+    elif mode == "pdb":
+        import pdb
+
+        pdb.set_trace()  # waits for a command on the terminal
+    elif mode == "stall":
+        time.sleep(5)
 
 
 def train() -> None:
@@ -35,14 +43,17 @@ def train() -> None:
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     x = torch.randn(16, 4)
     step = 0
-    while mode == "steady" or step < steps:
+    end = steps + 20 if mode == "stall" else steps
+    while mode == "steady" or step < end:
         step += 1
         loss = model(x).pow(2).mean()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         time.sleep(pause)
-    wait_here_forever()
+        if step == steps and mode != "steady":
+            wait_here_forever()
+    print("done", flush=True)
 
 
 train()

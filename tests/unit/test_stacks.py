@@ -24,7 +24,16 @@ from tuidebug.supervisor.store import HistoryStore
 from tuidebug.wire import codec
 from tuidebug.wire.check_messages import Alert
 from tuidebug.wire.client import RunConnection
-from tuidebug.wire.messages import Command, Message, Notice, Paused, Resumed, StepPoint, Steps
+from tuidebug.wire.messages import (
+    Command,
+    HistoryDone,
+    Message,
+    Notice,
+    Paused,
+    Resumed,
+    StepPoint,
+    Steps,
+)
 from tuidebug.wire.stack_messages import MAX_FRAMES, Frame, Stacks, ThreadStack, stacks_text
 
 STUCK = ROOT / "tests" / "scripts" / "stuck.py"
@@ -231,21 +240,29 @@ def _kill(run_id: str) -> None:
                 os.killpg(pid, signal.SIGKILL)
 
 
-def _hang_alerts(run_id: str) -> list[Alert]:
+def _recorded(run_id: str) -> list[Message]:
+    """What a console attaching now is sent before the live stream (the run's history, from its
+    supervisor or, once it ended, from its folder)."""
+    from tuidebug.console.sources import open_source
+
     paths = find_run(run_id)
     assert paths is not None
 
-    async def history() -> list[Alert]:
-        connection = await RunConnection.open(paths)
-        alerts: list[Alert] = []
-        async for batch in connection.batches():
-            alerts += [m for m in batch if isinstance(m, Alert) and m.rule == "rank-hang"]
-            if any(type(m).__name__ == "HistoryDone" for m in batch):
+    async def history() -> list[Message]:
+        source = await open_source(paths)
+        got: list[Message] = []
+        async for batch in source.batches():
+            got += batch
+            if any(isinstance(m, HistoryDone) for m in batch):
                 break
-        connection.close()
-        return alerts
+        source.close()
+        return got
 
     return asyncio.run(history())
+
+
+def _hang_alerts(run_id: str) -> list[Alert]:
+    return [m for m in _recorded(run_id) if isinstance(m, Alert) and m.rule == "rank-hang"]
 
 
 def test_stacks_of_a_script_in_signal_pause_and_its_hang_alert(run_env: dict[str, str]) -> None:
@@ -334,3 +351,30 @@ def _stored_steps(paths: RunPaths) -> int:
         return store.count_steps()
     finally:
         store.close()
+
+
+def test_a_stall_raises_one_alert_and_steps_flowing_again_clear_it(run_env: dict[str, str]) -> None:
+    run_id = start_detached("--hang-after", "2", str(STUCK), "stall", "10")
+    paths = find_run(run_id)
+    assert paths is not None
+    try:
+        wait_for(lambda: paths.read_meta().get("ended"), 90, 0.2, what="the run's end")
+    finally:
+        _kill(run_id)
+    alerts = _hang_alerts(run_id)  # the history of an ended run: what a console is sent
+    assert len(alerts) == 1 and alerts[0].step == 10  # one alert for the 5 s stall
+    assert "time.sleep(5)" in alerts[0].evidence
+    notices = [m.text for m in _recorded(run_id) if isinstance(m, Notice)]
+    assert "rank-hang: steps flow again" in notices
+
+
+def test_no_alert_while_the_script_sits_in_its_own_pdb(run_env: dict[str, str]) -> None:
+    run_id = start_detached("--hang-after", "2", str(STUCK), "pdb", "10")
+    try:
+        _wait_for_output(run_id, "(Pdb)")
+        done = _stacks_cli(run_id)
+        assert done.returncode == 0 and "pdb.py" in done.stdout  # in the debugger, and it says so
+        time.sleep(5.0)  # 2 s of limit, 2 s for the stacks, and a margin
+        assert _hang_alerts(run_id) == []
+    finally:
+        _kill(run_id)
