@@ -7,7 +7,7 @@ import asyncio
 from typing import Any
 
 from rich.console import Console
-from test_dashboard import ScriptedSource, history, run_info
+from test_dashboard import STARTED, ScriptedSource, history, run_info
 
 from tuidebug.console.app import TuidebugApp
 from tuidebug.console.screens.stacks import StacksScreen
@@ -92,6 +92,17 @@ def test_w_asks_every_rank_and_shows_their_threads_training_first() -> None:
             await pilot.pause(0.1)
             asked = [m for m in source.sent if isinstance(m, Command) and m.name == STACKS]
             assert len(asked) == 2 and asked[1].args["id"] != request
+            assert "asking every rank for its stacks... (0 s)" in _text(
+                screen.query_one("#stacks-status")
+            )
+
+            # The run ends: nobody to ask any more, and the screen says so.
+            app.model.fold([run_info(state="finished", ended=STARTED + 60, exit_code=0)])
+            await pilot.press("r")
+            await pilot.pause(0.2)
+            asked = [m for m in source.sent if isinstance(m, Command) and m.name == STACKS]
+            assert len(asked) == 2
+            assert "the run is over" in _text(screen.query_one("#stacks-status"))
             await pilot.press("escape")
             await pilot.pause(0.1)
             assert not isinstance(app.screen, StacksScreen)

@@ -7,9 +7,10 @@ redraws when ``version`` moved.
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Iterable
 
-from tuidebug.wire.messages import Message
+from tuidebug.wire.messages import Message, RunInfo
 from tuidebug.wire.stack_messages import Stacks, StacksDone
 
 
@@ -21,6 +22,9 @@ class StacksState:
         """The request this console is waiting on, until its ``StacksDone``."""
         self.done: StacksDone | None = None
         """The end of the newest request this console made."""
+        self.asked_at = 0.0  # monotonic time of ``asked``
+        self.over = False
+        """The run ended: there is nobody to ask."""
         self.version = 0
 
     def fold(self, messages: Iterable[Message]) -> None:
@@ -30,12 +34,18 @@ class StacksState:
             elif isinstance(message, StacksDone) and message.request == self.asked:
                 self.done = message
                 self.asked = None
+            elif isinstance(message, RunInfo) and (message.ended is not None) != self.over:
+                self.over = message.ended is not None
+                self.asked = None
             else:
                 continue
             self.version += 1
 
-    def new_request(self) -> str:
-        """A fresh request id, now the one this console waits on."""
+    def new_request(self) -> str | None:
+        """A fresh request id, now the one this console waits on (None once the run is over)."""
+        if self.over:
+            return None
         self.asked = secrets.token_hex(4)
+        self.asked_at = time.monotonic()
         self.version += 1
         return self.asked

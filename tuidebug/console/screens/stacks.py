@@ -41,7 +41,7 @@ class StacksScreen(Screen[None]):
         self.state = state
         self._send = send
         self.training_only = False
-        self._shown: tuple[int, bool] | None = None
+        self._shown: tuple[int, bool, int] | None = None
 
     def compose(self) -> ComposeResult:
         yield Static(id="stacks-status")
@@ -54,7 +54,8 @@ class StacksScreen(Screen[None]):
 
     def action_refresh(self) -> None:
         request = self.state.new_request()
-        self._send(Command(name=STACKS, rank=-1, args={"id": request}))
+        if request is not None:
+            self._send(Command(name=STACKS, rank=-1, args={"id": request}))
         self.sync()
 
     def action_training_only(self) -> None:
@@ -66,8 +67,11 @@ class StacksScreen(Screen[None]):
 
     def status_text(self) -> str:
         state = self.state
+        if state.over:
+            return "the run is over: there is nobody to ask (the stacks shown, if any, are old)"
         if state.asked is not None:
-            return "asking every rank for its stacks..."
+            waited = time.monotonic() - state.asked_at
+            return f"asking every rank for its stacks... ({waited:.0f} s)"
         done = state.done
         if done is None:
             return "no stacks yet: r asks every rank" if not state.by_rank else ""
@@ -82,7 +86,8 @@ class StacksScreen(Screen[None]):
         return " · ".join(parts) + " · r: ask again · t: training threads only"
 
     def sync(self) -> None:
-        key = (self.state.version, self.training_only)
+        waiting = int(time.monotonic() - self.state.asked_at) if self.state.asked else -1
+        key = (self.state.version, self.training_only, waiting)  # the wait's seconds tick
         if key == self._shown:
             return
         self._shown = key
