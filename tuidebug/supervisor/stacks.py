@@ -42,6 +42,10 @@ from tuidebug.wire.stack_messages import (
 DUMP_WAIT = 1.0  # seconds for a signalled process's handler to write its dump
 DUMP_SETTLE = 0.1  # the dump is complete when the file has not grown for this long
 
+# One dump at a time per process: two requests at once (a console's and the hang watch's) would
+# otherwise each read both dumps from the one file.
+_dumping: dict[int, asyncio.Lock] = {}
+
 _HEADER = re.compile(r"tuidebug-stacks pid=(\d+) rank=(-?\d+) main=0x([0-9a-f]+)")
 _THREAD = re.compile(r"^(Current thread|Thread) 0x([0-9a-f]+) \(most recent call first\):")
 _FRAME = re.compile(r'^  File "(.*)", line (\d+) in (.*)$')
@@ -124,6 +128,11 @@ class StackGatherer:
 
     async def _dump(self, request: str, rank: int, pid: int) -> tuple[Stacks | None, str]:
         """The faulthandler dump of ``pid``, or None and why there is none."""
+        lock = _dumping.setdefault(pid, asyncio.Lock())
+        async with lock:
+            return await self._dump_now(request, rank, pid)
+
+    async def _dump_now(self, request: str, rank: int, pid: int) -> tuple[Stacks | None, str]:
         path = Path(self.supervisor.paths.folder) / DUMP_FOLDER / f"{pid}.txt"
         try:
             with open(path, encoding="utf-8", errors="replace") as handle:
