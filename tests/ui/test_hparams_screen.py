@@ -30,9 +30,10 @@ from tuidebug.wire.hparam_messages import (
 from tuidebug.wire.messages import Command, HistoryDone, Message, StepPoint, Steps
 
 
-def table(lr: float = 0.1) -> Hparams:
+def table(lr: float = 0.1, known: bool = True) -> Hparams:
     return Hparams(
         step=12,
+        schedulers_known=known,
         optimizers=[
             OptimizerHparams(
                 name="optimizer",
@@ -68,7 +69,7 @@ async def answer(pilot: Any, app: TuidebugApp, text: str) -> None:
 
 
 def test_set_a_group_value_every_group_and_a_tunable() -> None:
-    messages: list[Message] = [run_info(), table(), HistoryDone()]
+    messages: list[Message] = [run_info(), table(known=False), HistoryDone()]
     source = ScriptedSource([messages])
 
     async def scenario() -> None:
@@ -84,6 +85,13 @@ def test_set_a_group_value_every_group_and_a_tunable() -> None:
             assert groups.get_row_at(0)[:6] == ["optimizer (SGD)", "0", "0.1", "0", "0.9", "—"]
             assert groups.get_row_at(2)[5] == "0.9,0.999" and groups.get_row_at(0)[6] == "StepLR"
             assert groups.cursor_coordinate == Coordinate(0, 2)  # on the first lr
+            # Opening the screen asks the probe to look for schedulers; until it answered,
+            # an optimizer without any shows "?", not "none".
+            assert commands(source)[-1] == Command(name="hparams-scan", rank=-1)
+            assert groups.get_row_at(2)[6] == "?"
+            app.model.fold([table()])
+            await pilot.pause(0.2)
+            assert groups.get_row_at(2)[6] == "—"
 
             # Enter on lr of group 0: the prompt shows the exact value; the new one is sent.
             await pilot.press("enter")
@@ -159,6 +167,15 @@ def test_set_a_group_value_every_group_and_a_tunable() -> None:
             assert groups.get_row_at(0)[2] == "0.0003"
             events = str(screen.query_one("#hparams-events").render())
             assert "lr 0.1 -> 0.0003 (optimizer, group 0) at step 12" in events
+
+            # One scan for schedulers per opening of the screen, none per prompt.
+            scans = [c for c in commands(source) if c.name == "hparams-scan"]
+            assert len(scans) == 1
+            await pilot.press("escape")
+            await pilot.pause(0.2)
+            await pilot.press("h")
+            await pilot.pause(0.2)
+            assert len([c for c in commands(source) if c.name == "hparams-scan"]) == 2
 
     asyncio.run(scenario())
 

@@ -89,6 +89,11 @@ def test_an_lr_change_takes_effect_at_the_next_step_and_a_restore_undoes_it(
         )
         console.send("pause")
         p = (await console.until(lambda m: isinstance(m, Paused))).step
+        # No heap scan for schedulers until someone asks (a screen opening does).
+        assert all(not t.schedulers_known for t in console.of(Hparams))
+        console.send("hparams-scan")
+        scanned = await console.until(lambda m: isinstance(m, Hparams) and m.schedulers_known)
+        assert scanned.optimizers[0].schedulers == ["ExponentialLR"] and scanned.step == p
         # All applied at the boundary the run is paused at, in this order.
         console.send("set-hparam", name="lr", value="0.001")
         console.send("set-hparam", name="lr", value="-1")

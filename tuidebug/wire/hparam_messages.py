@@ -21,6 +21,9 @@ from tuidebug.wire.messages import Message
 
 SET_HPARAM = "set-hparam"
 SET_TUNABLE = "set-tunable"
+HPARAMS_SCAN = "hparams-scan"
+"""A console's screen opened: the probe looks for LR schedulers (a heap scan, only when asked)
+and sends the table."""
 HPARAM_NAMES = ("lr", "weight_decay", "momentum", "betas")
 """The optimizer param-group values a console may set."""
 
@@ -83,3 +86,5 @@ class Hparams(Message):
 
     optimizers: list[OptimizerHparams] = msgspec.field(default_factory=list)
     tunables: list[TunableInfo] = msgspec.field(default_factory=list)
+    schedulers_known: bool = False
+    """False until the probe looked for schedulers (``HPARAMS_SCAN``, a change, a restore)."""

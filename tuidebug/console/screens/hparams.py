@@ -10,6 +10,7 @@ and a marker on the loss chart.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import ClassVar
 
 from rich.text import Text
@@ -24,6 +25,7 @@ from tuidebug.console.hparams_state import HparamsState
 from tuidebug.console.screens.prompt import PromptScreen
 from tuidebug.wire.hparam_messages import (
     HPARAM_NAMES,
+    HPARAMS_SCAN,
     SET_HPARAM,
     SET_TUNABLE,
     HparamGroup,
@@ -76,6 +78,7 @@ class HparamsScreen(Screen[None]):
         self._shown = -1
         self._groups: list[tuple[str, str, HparamGroup]] = []  # (optimizer, class, group)
         self._tunables: list[TunableInfo] = []
+        self._prompting = False
 
     def compose(self) -> ComposeResult:
         yield Static(
@@ -104,6 +107,7 @@ class HparamsScreen(Screen[None]):
         cursor = groups.cursor_coordinate
         groups.clear()
         self._groups = []
+        known = table is not None and table.schedulers_known
         for optimizer in table.optimizers if table is not None else []:
             for group in optimizer.groups:
                 self._groups.append((optimizer.name, optimizer.class_name, group))
@@ -115,7 +119,7 @@ class HparamsScreen(Screen[None]):
                     _number(group.weight_decay),
                     _number(group.momentum),
                     betas,
-                    ", ".join(optimizer.schedulers) or "—",
+                    ", ".join(optimizer.schedulers) or ("—" if known else "?"),
                 )
         if self._groups:
             groups.cursor_coordinate = Coordinate(
@@ -139,6 +143,19 @@ class HparamsScreen(Screen[None]):
             warn = "warning" in event.scheduler
             text.append(event.text + "\n", style="yellow" if warn else "")
         return text
+
+    def on_screen_resume(self) -> None:
+        # The probe looks for LR schedulers only when asked (a scan of its heap): now, since
+        # someone is about to change a value they may rescale or overwrite. Not when coming
+        # back from this screen's own prompt (the change itself rescans).
+        if self._prompting:
+            self._prompting = False
+            return
+        self._send(Command(name=HPARAMS_SCAN, rank=-1))
+
+    def _prompt(self, prompt: PromptScreen, answer: Callable[[str | None], None]) -> None:
+        self._prompting = True
+        self.app.push_screen(prompt, answer)
 
     # --- actions ----------------------------------------------------------------------------
 
@@ -184,7 +201,7 @@ class HparamsScreen(Screen[None]):
 
         question = f"{name} of {optimizer} ({class_name}), {where}"
         hint = f"{HINTS[name]}; applied at the next step boundary"
-        self.app.push_screen(PromptScreen(question, hint, value=current), answer)
+        self._prompt(PromptScreen(question, hint, value=current), answer)
 
     def _edit_tunable(self) -> None:
         table = self.query_one("#hparams-tunables", DataTable)
@@ -205,7 +222,7 @@ class HparamsScreen(Screen[None]):
                 self._send(Command(name=SET_TUNABLE, args=args, rank=-1))
 
         hint = f"a {info.kind} (default {info.default}); the script reads it from its next step"
-        self.app.push_screen(PromptScreen(f"{info.name}", hint, value=info.value), answer)
+        self._prompt(PromptScreen(f"{info.name}", hint, value=info.value), answer)
 
     def action_back(self) -> None:
         self.dismiss()

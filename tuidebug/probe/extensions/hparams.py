@@ -47,6 +47,7 @@ from tuidebug.probe.observer import Observer
 from tuidebug.probe.schedulers import find_schedulers
 from tuidebug.wire.hparam_messages import (
     HPARAM_NAMES,
+    HPARAMS_SCAN,
     SET_HPARAM,
     SET_TUNABLE,
     HparamChanged,
@@ -310,12 +311,20 @@ class HparamsObserver(Observer):
         return _names("optimizer", self.probe.optimizers())
 
     def schedulers(self, rescan: bool = False) -> list[Any]:
-        """The LR schedulers of our optimizers (a heap scan: at a change, or once at the first
-        boundary after an optimizer appeared; schedulers made later show at the next change)."""
-        if rescan or not self._scanned:
+        """The LR schedulers of our optimizers: those of the last heap scan, or a new one.
+
+        A scan takes a moment (300 ms for 300k objects on our 2-core VMs): it is made only when
+        someone asks, at a change, a restore, or a console's ``hparams-scan`` (its screen
+        opening), never on its own."""
+        if rescan:
             self._scanned = True
             self._schedulers = [weakref.ref(s) for s in find_schedulers(self.probe.optimizers())]
         return [s for s in (ref() for ref in self._schedulers) if s is not None]
+
+    def scan(self, _args: Mapping[str, str]) -> None:
+        """A console opened its screen: look for schedulers, send the table."""
+        self.schedulers(rescan=True)
+        self.send_table(sync=True)
 
     def table(self, sync: bool = False) -> Hparams:
         schedulers = self.schedulers()
@@ -350,6 +359,7 @@ class HparamsObserver(Observer):
             step=self.probe.step,
             optimizers=optimizers,
             tunables=self.tunables.infos(),
+            schedulers_known=self._scanned,
         )
 
     def send_table(self, sync: bool = False) -> None:
@@ -357,9 +367,10 @@ class HparamsObserver(Observer):
         self.tunables.dirty = False
         table = self.table(sync)
         last = self._table
-        if last is not None and (last.optimizers, last.tunables) == (
+        if last is not None and (last.optimizers, last.tunables, last.schedulers_known) == (
             table.optimizers,
             table.tunables,
+            table.schedulers_known,
         ):
             return
         self._table = table
@@ -671,3 +682,4 @@ def install(probe: Probe, options: dict[str, Any]) -> None:
 
     probe.gate.add_action(SET_HPARAM, on(observer.set_hparam))
     probe.gate.add_action(SET_TUNABLE, on(observer.set_tunable))
+    probe.gate.add_action(HPARAMS_SCAN, on(observer.scan))
