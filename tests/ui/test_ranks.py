@@ -194,6 +194,7 @@ def test_k_cycles_the_chart_and_header_through_the_ranks_and_the_band() -> None:
             await pilot.press("k")
             await pilot.pause(0.1)
             assert chart.history is ranks.rank(0).loss
+            assert "rank 0/4 (1 down, straggler 2: R)" in str(header.headline())
             models = str(app.dashboard.query_one("#models", Static).render())
             assert models.count("MLP") == 1  # every rank reports it; shown once
             output = str(app.dashboard.query_one("#output").render())

@@ -147,6 +147,7 @@ def test_a_rank_that_raised_is_dead_with_exit_1_and_its_end_says_more() -> None:
     model.fold([error])
     ranks = model.ranks
     assert ranks.state_of(3, T0 + 1.1) == "dead, exit 1" and not ranks.rank(3).alive
+    assert ranks.trouble() == "1 down"  # the header says so in a job
     held = ScriptError(rank=1, step=100, exc_type="ValueError", text="x", traceback="tb", held=True)
     model.fold([held])
     assert ranks.state_of(1, T0 + 1.1) == "held"

@@ -397,6 +397,18 @@ class RanksState:
             return f"ranks {ranks[0]}-{ranks[-1]} band"
         return f"rank {self.shown}/{self.size}"
 
+    def trouble(self) -> str:
+        """A few words for the header when some rank needs a look: "1 down, straggler 2"."""
+        states = self.ordered()
+        parts = []
+        down = sum(1 for s in states if not s.alive and s.end_how != "finished")
+        if down:
+            parts.append(f"{down} down")
+        slow = [str(s.rank) for s in states if self.straggler(s.rank) is not None]
+        if slow:
+            parts.append(f"straggler{'s' if len(slow) > 1 else ''} {', '.join(slow)}")
+        return ", ".join(parts)
+
     def straggler(self, rank: int) -> Straggler | None:
         """Whether this rank is well behind the other live ranks (see the module docstring):
         by its median step time, else by its own work; None when not (or not known yet)."""

@@ -79,6 +79,9 @@ class RunHeader(Static):
         """A job: the figures of the rank the chart shows, or of every rank for the band."""
         ranks = self.model.ranks
         text.append(f"  {ranks.shown_label()}", style="bold cyan")
+        trouble = ranks.trouble()
+        if trouble:
+            text.append(f" ({trouble}: R)", style="yellow")
         if ranks.shown is not BAND:
             rank = ranks.rank(ranks.shown)
             text.append(f"  step {rank.step:,}")
