@@ -370,3 +370,37 @@ def test_the_inert_hook_returns_the_default(tmp_path: Path) -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert out.stdout.split() == ["0.1", "x", "3"]
+
+
+def test_resume_gives_tunables_back_even_before_the_script_declares_them(tmp_path: Path) -> None:
+    def run(options: dict[str, Any], set_at: int | None) -> tuple[list[float], Probe]:
+        link = MemoryLink()
+        probe = Probe(link)  # type: ignore[arg-type]
+        probe.install_auto_hooks()
+        checkpoints.install(probe, {"run_folder": str(tmp_path), **options})
+        hparams.install(probe, {})
+        torch.manual_seed(0)
+        model = torch.nn.Linear(4, 1)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        dbg = probe.attach(model, opt)  # --resume applies here, before any tunable exists
+        seen = []
+        try:
+            for i in range(1, 5):
+                seen.append(dbg.tunable("dropout", 0.1))
+                model(torch.randn(2, 4)).sum().backward()
+                opt.step()
+                dbg.step()
+                if i == set_at:
+                    probe.handle_command(
+                        Command(name="set-tunable", args={"name": "dropout", "value": "0.4"})
+                    )
+                    probe.handle_command(Command(name="ckpt-save"))
+        finally:
+            probe.remove_hooks()
+        return seen, probe
+
+    seen, _ = run({}, set_at=2)
+    assert seen == [0.1, 0.1, 0.1, 0.4]  # set and saved at the boundary of step 3
+    (saved,) = (tmp_path / "checkpoints").glob("*.pt")
+    seen, probe = run({"resume": str(saved)}, set_at=None)
+    assert probe.step == 4 + 3 and seen == [0.4] * 4

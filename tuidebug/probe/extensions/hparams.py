@@ -6,7 +6,8 @@ training thread, so the step after it is the first to use the new value:
 
 * ``set-hparam`` {name, value, group ("" for every group), optimizer ("" for every one, else the
   name a checkpoint uses: "optimizer", "optimizer2"...)};
-* ``set-tunable`` {name, value}.
+* ``set-tunable`` {name, value};
+* ``hparams-scan``: look for LR schedulers now (the console's screen opened) and send the table.
 
 Each is answered with a :class:`HparamChanged` (kept in the run's history, marked on the loss
 chart) or a ``Notice`` saying why it was refused; :class:`Hparams`, the table a console shows,
