@@ -28,6 +28,7 @@ from tuidebug.wire.check_messages import Alert
 from tuidebug.wire.gpu_messages import AllocatorStats, DeviceMemory
 from tuidebug.wire.layer_messages import LayerStats, LayerTable
 from tuidebug.wire.messages import (
+    Command,
     HistoryDone,
     Message,
     ModelSeen,
@@ -259,7 +260,8 @@ def test_output_screen_filters_by_rank_and_keeps_the_marks() -> None:
 
 def test_layers_and_alerts_choose_the_rank() -> None:
     async def scenario() -> None:
-        app = TuidebugApp(source=ScriptedSource([[*job_stream(), *layers_and_alerts()]]))
+        source = ScriptedSource([[*job_stream(), *layers_and_alerts()]])
+        app = TuidebugApp(source=source)
         async with app.run_test(size=(100, 30)) as pilot:
             await pilot.pause(0.3)
             await pilot.press("L")
@@ -275,6 +277,12 @@ def test_layers_and_alerts_choose_the_rank() -> None:
             assert screen.rank == 1 and table.model.rows[1].stat("mean") == 2.0
             assert str(screen.query_one("#layers-status").render()).startswith("rank 1")
             assert table.row_count == 2
+            await pilot.press("enter")  # rank 1's detail: only rank 1 is asked for histograms
+            await pilot.pause(0.2)
+            await pilot.press("escape")
+            await pilot.pause(0.1)
+            focus = [m for m in source.sent if isinstance(m, Command) and m.name == "layers-focus"]
+            assert [(m.rank, m.args["layer"]) for m in focus] == [(1, "0"), (1, "-1")]
             await pilot.press("escape", "a")
             await pilot.pause(0.2)
             alerts = app.screen

@@ -12,10 +12,15 @@ from tuidebug.wire.messages import Command
 def _screen(state: RankedLayers, send: SendCommand) -> Any:
     from tuidebug.console.screens.layers import LayersScreen
 
-    def focus(index: int) -> None:
-        send(Command(name="layers-focus", args={"layer": str(index)}, rank=-1))
+    screen = LayersScreen(state.model(0), ranks=state)
 
-    return LayersScreen(state.model(0), on_focus=focus, ranks=state)
+    def focus(index: int) -> None:
+        # In a job, only the rank on screen histograms the layer (every rank for one process).
+        rank = screen.rank if len(state.ranks()) > 1 else -1
+        send(Command(name="layers-focus", args={"layer": str(index)}, rank=rank))
+
+    screen.on_focus = focus
+    return screen
 
 
 def _wants_screen(state: Any) -> bool:
