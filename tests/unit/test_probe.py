@@ -216,10 +216,12 @@ def test_the_layer_budget_covers_the_probes_own_step_work() -> None:
     handed: list[float] = []
     on_boundary = sampler.on_boundary
 
-    def spy(step: int, now: float, loss: float | None, overhead: float = 0.0) -> bool:
+    def spy(
+        step: int, now: float, loss: float | None, overhead: float = 0.0, skipped: bool = False
+    ) -> bool:
         assert overhead == probe.boundary_time
         handed.append(overhead)
-        return on_boundary(step, now, loss, overhead)
+        return on_boundary(step, now, loss, overhead, skipped)
 
     sampler.on_boundary = spy  # type: ignore[method-assign]
     model, x, y = model_and_data()

@@ -28,6 +28,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from tuidebug.probe.amp import SCALE, SKIPPED
+from tuidebug.probe.compiled import CompiledModules, unwrap
 from tuidebug.probe.gate import Gate
 from tuidebug.probe.hook_api import Hook
 from tuidebug.probe.observer import Observer
@@ -151,6 +153,17 @@ class Probe:
         self.boundary_time = 0.0
         """Seconds the probe itself spent on the step that just ended (its backward and
         boundary work, up to the observers): the layer sampler's budget covers it too."""
+        self.compiled = CompiledModules()
+        """The models the script compiled (compiled.py; the auto hooks note them)."""
+        # Mixed precision (amp.py): the last scaler.scale(loss) (scaled, loss) until its
+        # backward; the scalers seen; the amp scalars of the step under way (the scale its
+        # gradients were scaled by, skipped or not); whether scaler.step is running and
+        # whether it called optimizer.step.
+        self._scaled: tuple[Any, Any] | None = None
+        self._scalers: dict[int, weakref.ref[Any]] = {}
+        self._amp: dict[str, Any] | None = None
+        self._in_scaler = False
+        self._scaler_stepped = False
 
     # --- setup --------------------------------------------------------------------------------
 
@@ -189,6 +202,10 @@ class Probe:
     def optimizers(self) -> list[Any]:
         """The live optimizers the probe has seen."""
         return [o for o in (ref() for ref in list(self._optimizers.values())) if o is not None]
+
+    def scalers(self) -> list[Any]:
+        """The live grad scalers the probe has seen (through ``scale`` or ``step``)."""
+        return [s for s in (ref() for ref in list(self._scalers.values())) if s is not None]
 
     def add_observer(self, observer: Observer) -> None:
         """Add an extension's observer; it hears of the models and optimizers seen so far."""
@@ -232,6 +249,11 @@ class Probe:
             if self.phases is not None:
                 self.phases.backward_begin(start)
             return
+        scaled = self._scaled
+        if scaled is not None:  # scaler.scale(loss).backward(): the loss is the unscaled one
+            self._scaled = None
+            if tensor is scaled[0]:
+                tensor = scaled[1]
         if self.source in (None, "backward") and self._pending_losses:
             # A second backward with no optimizer step in between: the previous one ended a step.
             self._set_source("backward", "backward() of a scalar (no optimizer step seen)")
@@ -257,6 +279,8 @@ class Probe:
         start = _clock()
         if self.phases is not None:  # this hook's first clock reading ends the optimizer phase
             self.phases.optimizer_end(start)
+        if self._in_scaler:  # GradScaler.step applied the update (amp.py)
+            self._scaler_stepped = True
         if id(optimizer) not in self._optimizers:
             self.on_optimizer_seen(optimizer)
         if self.source == "hook":
@@ -264,6 +288,42 @@ class Probe:
         if self.source != "optimizer":
             self._set_source("optimizer", f"{type(optimizer).__name__}.step()")
         self._boundary(None, {}, start)
+
+    @guarded
+    def on_scaled(self, scaler: Any, loss: Any, scaled: Any) -> None:
+        """``scaler.scale(loss)`` returned ``scaled`` (amp.py): its backward reports ``loss``."""
+        self._note_scaler(scaler)
+        numel = getattr(scaled, "numel", None)
+        if numel is not None and numel() == 1:
+            self._scaled = (scaled, loss)
+
+    @guarded
+    def on_scaler_step(self, scaler: Any, optimizer: Any, begin: bool) -> None:
+        """``scaler.step(optimizer)`` begins or ends (amp.py). A step it skipped (no
+        ``optimizer.step()`` came) ends here, flagged ``amp_skipped``."""
+        if begin:
+            self._note_scaler(scaler)
+            self._in_scaler = True
+            self._scaler_stepped = False
+            if not getattr(scaler, "_enabled", True):
+                return  # GradScaler(enabled=False): a plain step
+            scale = getattr(scaler, "_scale", None)  # a tensor: read without a device sync
+            self._amp = {SKIPPED: 0.0} if scale is None else {SCALE: scale, SKIPPED: 0.0}
+            return
+        self._in_scaler = False
+        if self._scaler_stepped or self._amp is None:
+            return  # the optimizer's step ended the step, with the amp scalars
+        self._amp[SKIPPED] = 1.0
+        if self.source == "hook":
+            return  # dbg.step() ends it, with them
+        start = _clock()
+        if self.source != "optimizer":
+            self._set_source("optimizer", f"{type(optimizer).__name__}.step()")
+        self._boundary(None, {}, start)
+
+    def _note_scaler(self, scaler: Any) -> None:
+        if id(scaler) not in self._scalers:
+            self._scalers[id(scaler)] = weakref.ref(scaler)
 
     @guarded
     def on_hook_step(self, loss: Any, scalars: dict[str, Any]) -> None:
@@ -351,6 +411,11 @@ class Probe:
         self.send(Boundary(rank=self.rank, step=self.step, source=source, detail=detail))
 
     def _see_model(self, module: Any, name: str | None) -> None:
+        # torch.compile(model)'s wrapper: the model is the original (its names, its state
+        # dict); the wrapper is where its calls stay eager (compiled.py).
+        module, entry = unwrap(module)
+        if entry is not None:
+            self.compiled.note(module, entry)
         if id(module) in self._models:
             return
         if name is None:
@@ -379,8 +444,12 @@ class Probe:
         if phases is not None:  # before the observers: they may read the step's phases
             phases.step_end(self.step, start)
         if self._auto is not None and self.step == 1:
-            self._auto.first_step_done()
+            self._auto.first_step_done(self.optimizers())
         losses, self._pending_losses = self._pending_losses, []
+        amp = self._amp
+        if amp is not None:  # a mixed-precision step: its scale, skipped or not (amp.py)
+            self._amp = None
+            scalars = {**amp, **scalars}
         point = StepPoint(self.step, time.time(), None, {})
         on_device: list[tuple[str, Any]] = []
         if loss is None and losses:

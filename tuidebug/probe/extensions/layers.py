@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from tuidebug.probe.amp import SKIPPED
 from tuidebug.probe.layers import LayerSampler
 from tuidebug.probe.observer import Observer
 from tuidebug.wire.messages import Command, StepPoint
@@ -33,7 +34,14 @@ class LayersObserver(Observer):
         self.sampler.add_optimizer(optimizer)
 
     def on_boundary(self, step: int, point: StepPoint, now: float) -> str | None:
-        pause = self.sampler.on_boundary(step, now, point.loss, self.probe.boundary_time)
+        # amp_skipped: a step the grad scaler skipped (probe/amp.py), a float set at once
+        pause = self.sampler.on_boundary(
+            step,
+            now,
+            point.loss,
+            self.probe.boundary_time,
+            point.scalars.get(SKIPPED) == 1.0,
+        )
         return NONFINITE_REASON if pause else None
 
     def on_late_value(self, point: StepPoint) -> str | None:
@@ -54,6 +62,7 @@ def install(probe: Probe, options: dict[str, Any]) -> None:
         every=int(every) if every else None,
         pause_on_nonfinite=bool(options.get("pause_on_nonfinite", True)),
         loss_source=probe.current_loss,
+        compiled=probe.compiled,
     )
     probe.add_observer(LayersObserver(sampler, probe))
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from tuidebug.probe.compiled import EagerStance
 from tuidebug.probe.schedule import Schedule
 
 if TYPE_CHECKING:
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from torch.optim import Optimizer
     from torch.utils.hooks import RemovableHandle
 
+    from tuidebug.probe.compiled import CompiledModules
     from tuidebug.probe.nonfinite import Culprit, Forensics, GradEvent
     from tuidebug.probe.statbuffer import StatBuffer
     from tuidebug.wire.messages import Message
@@ -48,6 +50,11 @@ class _Model:
     base: int
     count: int
     pre_hook: RemovableHandle | None
+    compiled: bool = False
+    """Compiled by the script: its every-step hook is on ``entry`` (the eager wrapper of
+    ``torch.compile(model)``) or nowhere (``model.compile()``): a hook inside the compiled
+    region would recompile it (probe/compiled.py)."""
+    entry: weakref.ref[nn.Module] | None = None
 
 
 class _Sample:
@@ -75,6 +82,7 @@ class _Sample:
         "last_out",
         "meta",
         "records",
+        "scaler_skipped",
         "slots",
         "stale",
         "step",
@@ -112,6 +120,9 @@ class _Sample:
         self.last_out: tuple[torch.Tensor, int, int] | None = None  # (tensor, slot, version)
         # Slots whose min and max follow from another slot's: (slot, source slot, clamp top).
         self.derived: list[tuple[int, int, float]] = []
+        # The grad scaler skipped this step (amp.py): its inf gradients are the scaler's
+        # business, not a NaN to locate.
+        self.scaler_skipped = False
         self.grad_order: list[int] = []  # parameter indices in backward order
         self.grad_events: list[tuple[GradEvent, torch.Tensor | None]] = []
         self.tensor_handles: list[Any] = []
@@ -136,6 +147,7 @@ class _SamplerState:
         keep_last_finite: bool = True,
         histogram_layers: int = HISTOGRAM_LAYERS,
         loss_source: Callable[[], Any] | None = None,
+        compiled: CompiledModules | None = None,
     ) -> None:
         self._send_fn = send
         self.rank = rank
@@ -208,6 +220,18 @@ class _SamplerState:
         self._replaying = False
         self._pause_pending = False
         self._replay_note = ""
+        # torch.compile (probe/compiled.py): the script's compiled models; whether a followed
+        # model is compiled; whether samples are off for that (budget mode); the eager stance
+        # of sampled steps and replays.
+        self._compiled = compiled
+        self._compiled_any = False
+        self._compiled_off = False
+        self._eager = EagerStance()
+        self._warning_filter: tuple[Any, ...] | None = None
+        # Mixed precision (probe/amp.py): the last step the grad scaler skipped, and how many
+        # skipped in a row up to it.
+        self._skip_step = -1
+        self._skip_run = 0
 
     if TYPE_CHECKING:
         # The methods one piece calls in another, declared for the type checker only (the

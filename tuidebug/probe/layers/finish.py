@@ -270,6 +270,10 @@ class _Finishing(_SamplerState):
             weights_ok = all(math.isfinite(w) for w in weight_norm)
             deltas_ok = all(math.isfinite(d) for d in delta_norm)
             grads_ok = all(math.isfinite(g) for g in norms[:n_grads])
+        if sample.scaler_skipped and not forward_bad and weights_ok:
+            # The grad scaler skipped the update for these inf gradients (probe/amp.py): the
+            # scaler's business, not a NaN to locate; nothing is kept as "last finite".
+            return False
         if not forward_bad and weights_ok and deltas_ok and grads_ok:
             if keep is not None:
                 self._last_finite = keep

@@ -16,6 +16,7 @@ this module).
 from __future__ import annotations
 
 import time
+import warnings
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -105,6 +106,8 @@ class _Hooks(_SamplerState):
         self._sample = sample
         try:
             if self._forward_handle is None:
+                if self._compiled_any:
+                    self._eager_step()
                 self._forward_handle = register_module_forward_hook(
                     self._on_forward, with_kwargs=True
                 )
@@ -191,6 +194,24 @@ class _Hooks(_SamplerState):
             # sample): remove its entry ourselves.
             _global_with_kwargs.pop(handle.id, None)
             handle.remove()
+        # The hook count is back to what the compiled code was traced with: the compiled
+        # models run compiled again, with no recompile (probe/compiled.py).
+        self._eager.exit()
+
+    def _eager_step(self) -> None:
+        """A sampled step of a run with a compiled model runs eagerly, with the forward hook,
+        from here to ``_remove_forward_hook`` (docs/layers.md, "torch.compile")."""
+        if self._warning_filter is None:
+            # torch.compile(model)'s wrapper warns at each call while a global hook exists
+            # (that it would fire for the wrapper too: ours ignores it). The run's output must
+            # not carry the probe's doing; the filter goes in close().
+            warnings.filterwarnings(
+                "ignore",
+                message=r"Using `torch.compile\(module\)` when there are global hooks",
+                category=UserWarning,
+            )
+            self._warning_filter = warnings.filters[0]
+        self._eager.enter()
 
     # --- internals: hooks (training thread, inside forward/backward) --------------------------
 

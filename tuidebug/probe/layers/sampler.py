@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 import weakref
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
@@ -19,6 +20,7 @@ from tuidebug.probe.layers.measure import _Measuring
 from tuidebug.probe.layers.shapes import _fmt_module, _shape
 from tuidebug.probe.layers.tripwire import _Tripwire
 from tuidebug.wire.layer_messages import LayerTable
+from tuidebug.wire.messages import Notice
 
 if TYPE_CHECKING:
     from torch import nn
@@ -41,6 +43,10 @@ _DEAD_UNIT_MODULES = (
     torch.nn.Dropout,
 )
 _CLAMP_TOP: dict[type[torch.nn.Module], float] = {torch.nn.ReLU: math.inf, torch.nn.ReLU6: 6.0}
+# Grad-scaler skips in a row that are still the scaler's business: from its default scale
+# (2**16) an fp16 overflow is resolved in a few halvings; a NaN born in the model makes it skip
+# every step, and past this many the tripwire checks again (probe/amp.py).
+SKIP_LIMIT = 16
 
 
 class LayerSampler(_Hooks, _Measuring, _Finishing, _Tripwire, _Forensics):
@@ -130,8 +136,43 @@ class LayerSampler(_Hooks, _Measuring, _Finishing, _Tripwire, _Forensics):
                 j = position.get(ancestor)
                 if j is not None:
                     totals[j] += own[i]
-        pre_hook = model.register_forward_pre_hook(self._on_root_call, with_kwargs=True)
-        self._models.append(_Model(name, weakref.ref(model), base, len(names), pre_hook))
+        compiled = (
+            self._compiled.is_compiled(model)
+            if self._compiled is not None
+            else getattr(model, "_compiled_call_impl", None) is not None
+        )
+        entry = self._compiled.entry(model) if compiled and self._compiled is not None else None
+        hooked = entry if compiled else model
+        pre_hook = (
+            hooked.register_forward_pre_hook(self._on_root_call, with_kwargs=True)
+            if hooked is not None
+            else None
+        )
+        self._models.append(
+            _Model(
+                name,
+                weakref.ref(model),
+                base,
+                len(names),
+                pre_hook,
+                compiled,
+                weakref.ref(entry) if entry is not None else None,
+            )
+        )
+        if compiled:
+            self._compiled_any = True
+            if self.schedule.every is None and not self._compiled_off:
+                # Statistics need the step run eagerly (hooks inside a compiled region
+                # recompile it); an eager step differs from an inductor one in float rounding,
+                # so only --stats-every asks for that (docs/layers.md, "torch.compile").
+                self._compiled_off = True
+                self._send(
+                    Notice(
+                        level="info",
+                        text=f"layers: {name} is compiled (torch.compile): layer statistics "
+                        "are off; --stats-every N takes them on every Nth step, run eagerly",
+                    )
+                )
         if not self._watched:
             first = next((i for i in range(base, base + len(names)) if self._layer_params[i]), -1)
             if first >= 0:
@@ -198,6 +239,8 @@ class LayerSampler(_Hooks, _Measuring, _Finishing, _Tripwire, _Forensics):
         self._suspended = self.disabled = False
         for model in self._models:
             root = model.root()
+            if model.compiled:  # the eager wrapper, or nothing (see _add_model)
+                root = model.entry() if model.entry is not None else None
             if root is not None and model.pre_hook is None:
                 model.pre_hook = root.register_forward_pre_hook(
                     self._on_root_call, with_kwargs=True
@@ -223,11 +266,21 @@ class LayerSampler(_Hooks, _Measuring, _Finishing, _Tripwire, _Forensics):
 
     # --- boundaries ----------------------------------------------------------------------------
 
-    def on_boundary(self, step: int, now: float, loss: float | None, overhead: float = 0.0) -> bool:
+    def on_boundary(
+        self,
+        step: int,
+        now: float,
+        loss: float | None,
+        overhead: float = 0.0,
+        skipped: bool = False,
+    ) -> bool:
         """Step ``step`` ended. True when the run should pause here (see the package doc).
 
         ``overhead``: seconds the probe spent on this step outside the sampler (its own
         boundary): the budget covers the whole probe, so samples make room for it.
+        ``skipped``: the grad scaler skipped the step's update (inf gradients, probe/amp.py):
+        not a non-finite value to report, unless it skips ``SKIP_LIMIT`` steps in a row (a
+        real NaN makes it skip every step).
         """
         # The fast path of an unsampled step: a float check, one subtraction, two compares.
         if self.disabled:
@@ -238,6 +291,11 @@ class LayerSampler(_Hooks, _Measuring, _Finishing, _Tripwire, _Forensics):
         # False when optimizers are known and none stepped (a skipped update, as GradScaler
         # does on inf): the tripwire then checks here.
         stepped, self._stepped = self._stepped, not self._opt_hooks
+        if skipped:
+            self._skip_run = self._skip_run + 1 if self._skip_step == step - 1 else 1
+            self._skip_step = step
+            skipped = self._skip_run < SKIP_LIMIT
+            stepped |= skipped  # no tripwire check at this boundary
         if (
             self._sample is None
             and step + 1 < self.schedule.next_step
@@ -251,12 +309,14 @@ class LayerSampler(_Hooks, _Measuring, _Finishing, _Tripwire, _Forensics):
         if os.getpid() != self.pid:
             return False
         try:
-            return self._slow_boundary(step, now, loss, stepped)
+            return self._slow_boundary(step, now, loss, stepped, skipped)
         except Exception as error:
             self._disable(f"on_boundary failed: {error!r}")
             return False
 
-    def _slow_boundary(self, step: int, now: float, loss: float | None, stepped: bool) -> bool:
+    def _slow_boundary(
+        self, step: int, now: float, loss: float | None, stepped: bool, skipped: bool = False
+    ) -> bool:
         pause = False
         if not stepped and self._tripped is None and self._armed():
             self._check_tripwire(step)
@@ -270,6 +330,7 @@ class LayerSampler(_Hooks, _Measuring, _Finishing, _Tripwire, _Forensics):
         if self._pending:
             pause |= self._drain(wait=False)
         if self._sample is not None:
+            self._sample.scaler_skipped = skipped
             pause |= self._finish(step)
         if loss is not None and loss - loss != 0.0:
             pause |= self._nonfinite_loss(step, loss)
@@ -277,7 +338,10 @@ class LayerSampler(_Hooks, _Measuring, _Finishing, _Tripwire, _Forensics):
             if self._need_plan:
                 self._need_plan = False
                 self.schedule.first(step)
-            if step + 1 >= self.schedule.next_step:
+            # A compiled model in budget mode samples only to locate a non-finite value.
+            if step + 1 >= self.schedule.next_step and (
+                not self._compiled_off or self._forensic_left > 0
+            ):
                 self._arm(step + 1)
         if self._sample is None and self._forward_handle is not None:
             self._remove_forward_hook()  # no sample follows: nothing stays installed
@@ -309,6 +373,14 @@ class LayerSampler(_Hooks, _Measuring, _Finishing, _Tripwire, _Forensics):
         self._last_inputs = None
         self._last_root = None
         self._last_rng = None
+        self._eager.exit()
+        if self._warning_filter is not None:
+            try:
+                cast("list[Any]", warnings.filters).remove(self._warning_filter)
+                warnings._filters_mutated()  # type: ignore[attr-defined]
+            except ValueError:  # the script reset the filters: nothing of ours is left
+                pass
+            self._warning_filter = None
         try:
             self._drain(wait=True)
         except Exception:

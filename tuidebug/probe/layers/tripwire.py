@@ -161,6 +161,11 @@ class _Tripwire(_SamplerState):
         culprit: Culprit | None = None
         self._replaying = True
         start = time.perf_counter()
+        # A compiled model is replayed eagerly: the replay's hooks inside its compiled region
+        # would recompile it (probe/compiled.py).
+        eager = self._compiled_any and not self._eager.active
+        if eager:
+            self._eager.enter()
         try:
             with preserved(root, self._last_rng):
                 records = replay_forward(root, args, kwargs, self._index)
@@ -205,6 +210,8 @@ class _Tripwire(_SamplerState):
             culprit = None
         finally:
             self._replaying = False
+            if eager:
+                self._eager.exit()
         self._cost += time.perf_counter() - start
         if culprit is None:
             # Not reproduced (state outside tensors: a counter, a cache): the loss check at the
