@@ -9,7 +9,8 @@ in ``on_boundary``. Nothing here raises into the script: a failed save or restor
 Which objects make up "the training state": the probe knows the models and optimizers. LR
 schedulers, grad scalers and resumable loaders are not seen by any hook, so they are found when
 needed (at a save or restore, never per step) among the live objects: schedulers whose
-``optimizer`` is one of ours, every ``GradScaler``, every ``ResumableLoader`` (or torchdata
+``optimizer`` is one of ours, every ``GradScaler`` (the one whose ``scale``/``step`` the probe
+saw first: probe/amp.py), every ``ResumableLoader`` (or torchdata
 ``StatefulDataLoader``). This covers ``tuidebug.attach(model, opt, sched, scaler)`` as well.
 
 Where a restore is applied, and why that keeps a resume exact (docs/checkpoints.md):
@@ -428,7 +429,9 @@ class CheckpointsObserver(Observer):
             "models": models,
             "optimizers": _names("optimizer", optimizers),
             "schedulers": _names("scheduler", schedulers),
-            "scaler": scalers[0] if scalers else None,
+            # The scaler the run uses (the probe saw its scale/step: probe/amp.py) before any
+            # other one alive (a disabled one, one of an earlier run in the process).
+            "scaler": next(iter(self.probe.scalers()), scalers[0] if scalers else None),
             "loaders": {"train": loaders[0]} if len(loaders) == 1 else _names("loader", loaders),
             "epoch": epoch,
         }
