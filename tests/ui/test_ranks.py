@@ -119,6 +119,7 @@ def layers_and_alerts() -> list[Message]:
                 message="m",
                 why="w",
                 fix="f",
+                layer="model.fc",
             )
             out.append(alert)
     return out
@@ -163,6 +164,11 @@ def test_ranks_screen_marks_the_straggler_and_the_dead_rank() -> None:
             await pilot.pause(0.2)
             assert app.screen is app.dashboard and app.model.ranks.shown == 1
             assert "rank 1/4" in str(app.dashboard.query_one(RunHeader).headline())
+            # Opened again (the app keeps the screen; its table is a new one): every row.
+            await pilot.press("R")
+            await pilot.pause(0.2)
+            assert app.screen is screen and screen.table.row_count == WORLD
+            assert cell_texts(screen.table, SLOW)[7] == "slow x1.8"
 
     asyncio.run(scenario())
 
@@ -297,6 +303,15 @@ def test_layers_and_alerts_choose_the_rank() -> None:
             assert grid.row_count == 2
             extra = alerts.query_one("#alerts-extra").render()
             assert "rank 1 (k)" in str(extra)
+            # Enter on a rank 1 alert about a layer: the layers screen, on rank 1.
+            await pilot.press("escape", "L", "k")  # back on the layers, rank 0 shown
+            await pilot.pause(0.2)
+            assert screen.rank == 0
+            await pilot.press("escape", "a")
+            await pilot.pause(0.2)
+            await pilot.press("enter")
+            await pilot.pause(0.2)
+            assert app.screen is screen and screen.rank == 1
 
     asyncio.run(scenario())
 

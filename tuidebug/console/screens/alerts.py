@@ -75,6 +75,8 @@ class AlertsScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
+        # The app pushes this screen again after a dismiss, with a new (empty) table: fill it.
+        self._shown_version = -1
         table = self.query_one(DataTable)
         table.add_columns("sev", "rule", "step", "place", "message")
         self.sync()
@@ -161,6 +163,10 @@ class AlertsScreen(Screen[None]):
             if open_extension is not None:
                 with contextlib.suppress(StopIteration):  # no layers extension here
                     open_extension("layers")
+                # The layers of the rank the alert is about (a job's rules run on every rank).
+                show_rank = getattr(self.app.screen, "show_rank", None)
+                if show_rank is not None:
+                    show_rank(alert.rank)
             return
         self.notify(f"{alert.rule}: step {alert.step} on the loss chart")
 

@@ -138,7 +138,9 @@ class LayersScreen(Screen[None]):
             return
         self.rank = rank
         self.model = self.ranks.model(rank)
-        self.table.show_model(self.model)
+        tables = self.query(LayerTable)  # none yet when asked before the screen is composed
+        if tables:
+            tables.first().show_model(self.model)
         self._status = None
 
     def action_cycle_rank(self) -> None:

@@ -138,6 +138,11 @@ class RanksScreen(Screen[None]):
         return self.query_one("#ranks-table", DataTable)
 
     def on_mount(self) -> None:
+        # The app keeps this screen and pushes it again after a dismiss, which composes a new
+        # table: nothing of the last one is shown.
+        self._cells = {}
+        self._version = -1
+        self._summary = None
         for key, label in COLUMNS:
             self.table.add_column(label, key=key)
         self.table.focus()
