@@ -55,7 +55,9 @@ def train(
     scaler = torch.amp.GradScaler("cpu")
     x, y = torch.randn(32, 8), torch.randn(32, 1)
     current = [0]
-    model[0].weight.register_hook(lambda g: g * float("inf") if current[0] == poison_step else g)
+    first = model[0]
+    assert isinstance(first, torch.nn.Linear)
+    first.weight.register_hook(lambda g: g * float("inf") if current[0] == poison_step else g)
     losses: list[float] = []
     scales: list[float] = []
     try:

@@ -1,7 +1,8 @@
 """torch.compile under the real probe: dynamo's own counters, with and without the probe.
 
 The same training loop runs twice in this process, bare and under the probe (its auto hooks and
-the layers extension, reporting into an in-memory sink), each after ``torch._dynamo.reset()``.
+every extension a run installs: layers, checks, step phases, checkpoints..., reporting into an
+in-memory sink), each after ``torch._dynamo.reset()``.
 Dynamo's counters must be the same: the graphs it captured, its graph breaks, and no more
 compiles (``unique_graphs`` counts every compile, recompiles included). The backend is
 ``eager``: dynamo's tracing, guards and recompiles without inductor's code generation (cheap on
@@ -10,6 +11,7 @@ two cores); one tiny inductor case checks that the probe's steps match a bare ru
 
 from __future__ import annotations
 
+import tempfile
 import warnings
 from typing import Any
 
@@ -19,7 +21,7 @@ import torch._dynamo
 from test_probe import MemoryLink
 from torch._dynamo.utils import counters
 
-from tuidebug.probe.extensions import layers
+from tuidebug.probe.extensions import install_all
 from tuidebug.probe.probe import Probe
 from tuidebug.wire.layer_messages import LayerStats
 from tuidebug.wire.messages import ModelSeen, Notice
@@ -52,7 +54,9 @@ def train(
     if probe_options is not None:
         probe = Probe(link)  # type: ignore[arg-type]
         probe.install_auto_hooks()
-        layers.install(probe, probe_options)
+        folder = tempfile.mkdtemp(prefix="tuidebug-compile-")
+        failed = install_all(probe, {"run_folder": folder, **probe_options})
+        assert set(failed) <= {"stacks"}  # it needs the supervisor's run folder layout
     losses = []
     try:
         model = Net()

@@ -144,7 +144,10 @@ class AutoHooks:
         self._resolved = True  # first: the discovery ends on time here, not cut short
         self._stop_discovery()
         called, self._called = self._called, {}
-        for module in self._probe.compiled.modules():
+        compiled = self._probe.compiled
+        for module in compiled.modules():
+            entry = compiled.entry(module)  # torch.compile(model): its wrapper
+            module = module if entry is None else entry  # (no `or`: a module may define len)
             called.setdefault(id(module), module)
         if self._cut and optimizers:
             for module in _owners(optimizers):

@@ -250,6 +250,11 @@ class PhaseClock(Observer):
     def on_model(self, name: str, module: Any) -> None:
         if id(module) in self._roots:
             return
+        if getattr(module, "_compiled_call_impl", None) is not None:
+            # model.compile(): the module's own hooks run inside its compiled region (dynamo
+            # would trace them: graph breaks, a recompile; probe/compiled.py). Its forward time
+            # stays in "other". torch.compile(model) comes as its eager wrapper: hooked.
+            return
         self._roots[id(module)] = [
             module.register_forward_pre_hook(self._on_forward_pre),
             module.register_forward_hook(self._on_forward),

@@ -411,11 +411,15 @@ class Probe:
         self.send(Boundary(rank=self.rank, step=self.step, source=source, detail=detail))
 
     def _see_model(self, module: Any, name: str | None) -> None:
-        # torch.compile(model)'s wrapper: the model is the original (its names, its state
-        # dict); the wrapper is where its calls stay eager (compiled.py).
-        module, entry = unwrap(module)
+        # torch.compile(model)'s wrapper stays the model the extensions hook: its calls are
+        # eager, while a hook on the original module would be inside the compiled region
+        # (recompiles, graph breaks: compiled.py). The layer sampler numbers the original's
+        # modules; the console shows the original's class.
+        inner, entry = unwrap(module)
         if entry is not None:
-            self.compiled.note(module, entry)
+            self.compiled.note(inner, entry)
+            if id(inner) in self._models:
+                return
         if id(module) in self._models:
             return
         if name is None:
@@ -427,7 +431,7 @@ class Probe:
                 rank=self.rank,
                 step=self.step,
                 name=name,
-                class_name=type(module).__name__,
+                class_name=type(inner).__name__,
                 parameters=sum(p.numel() for p in params),
                 trainable=sum(p.numel() for p in params if p.requires_grad),
                 modules=sum(1 for _ in module.modules()),

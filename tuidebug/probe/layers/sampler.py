@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
+from tuidebug.probe.compiled import unwrap
 from tuidebug.probe.layers.base import _NEVER, _Model, log
 from tuidebug.probe.layers.finish import _Finishing
 from tuidebug.probe.layers.forensics import _Forensics
@@ -80,6 +81,11 @@ class LayerSampler(_Hooks, _Measuring, _Finishing, _Tripwire, _Forensics):
             self._disable(f"add_model failed: {error!r}")
 
     def _add_model(self, name: str, model: nn.Module) -> None:
+        # torch.compile(model)'s wrapper: the original's modules are the layers (their own
+        # names); the every-step hook goes on the wrapper (see below).
+        model, wrapper = unwrap(model)
+        if wrapper is not None and self._compiled is not None:
+            self._compiled.note(model, wrapper)
         if id(model) in self._index:
             return
         base = len(self._layer_names)
@@ -136,12 +142,14 @@ class LayerSampler(_Hooks, _Measuring, _Finishing, _Tripwire, _Forensics):
                 j = position.get(ancestor)
                 if j is not None:
                     totals[j] += own[i]
-        compiled = (
+        compiled = wrapper is not None or (
             self._compiled.is_compiled(model)
             if self._compiled is not None
             else getattr(model, "_compiled_call_impl", None) is not None
         )
         entry = self._compiled.entry(model) if compiled and self._compiled is not None else None
+        if entry is None:
+            entry = wrapper
         hooked = entry if compiled else model
         pre_hook = (
             hooked.register_forward_pre_hook(self._on_root_call, with_kwargs=True)
