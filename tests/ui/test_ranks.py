@@ -125,6 +125,13 @@ def layers_and_alerts() -> list[Message]:
     return out
 
 
+async def keys(pilot: Any, *names: str) -> None:
+    """Press keys one at a time, letting each screen change settle (a loaded box is slow)."""
+    for name in names:
+        await pilot.press(name)
+        await pilot.pause(0.15)
+
+
 def cell_texts(table: DataTable[Any], row: int) -> list[str]:
     return [str(cell) for cell in table.get_row_at(row)]
 
@@ -160,7 +167,7 @@ def test_ranks_screen_marks_the_straggler_and_the_dead_rank() -> None:
             assert table.row_count == before and cell_texts(table, 0)[2] == "101"
             assert cell_texts(table, 0)[5] == "0.5"
             # Enter shows the highlighted rank on the chart and goes back.
-            await pilot.press("down", "enter")
+            await keys(pilot, "down", "enter")
             await pilot.pause(0.2)
             assert app.screen is app.dashboard and app.model.ranks.shown == 1
             assert "rank 1/4" in str(app.dashboard.query_one(RunHeader).headline())
@@ -289,7 +296,7 @@ def test_layers_and_alerts_choose_the_rank() -> None:
             await pilot.pause(0.1)
             focus = [m for m in source.sent if isinstance(m, Command) and m.name == "layers-focus"]
             assert [(m.rank, m.args["layer"]) for m in focus] == [(1, "0"), (1, "-1")]
-            await pilot.press("escape", "a")
+            await keys(pilot, "escape", "a")
             await pilot.pause(0.2)
             alerts = app.screen
             assert isinstance(alerts, AlertsScreen)
@@ -304,10 +311,10 @@ def test_layers_and_alerts_choose_the_rank() -> None:
             extra = alerts.query_one("#alerts-extra").render()
             assert "rank 1 (k)" in str(extra)
             # Enter on a rank 1 alert about a layer: the layers screen, on rank 1.
-            await pilot.press("escape", "L", "k")  # back on the layers, rank 0 shown
+            await keys(pilot, "escape", "L", "k")  # back on the layers, rank 0 shown
             await pilot.pause(0.2)
             assert screen.rank == 0
-            await pilot.press("escape", "a")
+            await keys(pilot, "escape", "a")
             await pilot.pause(0.2)
             await pilot.press("enter")
             await pilot.pause(0.2)
@@ -328,3 +335,20 @@ def test_ranks_screen_snapshot(snap_compare: Any) -> None:
         terminal_size=(100, 30),
         run_before=open_ranks,
     )
+
+
+def test_the_gpu_screen_opened_again_shows_every_rank_s_allocator() -> None:
+    # The app keeps extension screens; pushing one again composes new, empty sections.
+    async def scenario() -> None:
+        app = TuidebugApp(source=ScriptedSource([job_stream()]))
+        async with app.run_test(size=(100, 30)) as pilot:
+            await pilot.pause(0.3)
+            for _ in range(2):
+                await pilot.press("G")
+                await pilot.pause(0.2)
+                allocator = str(app.screen.query_one("#gpu-allocator", Static).render())
+                assert all(f"cuda:{r}" in allocator for r in range(WORLD)), allocator
+                await pilot.press("escape")
+                await pilot.pause(0.1)
+
+    asyncio.run(scenario())

@@ -60,6 +60,8 @@ class GpuScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
+        # Pushed again after a dismiss, the screen composes new (empty) sections: fill them.
+        self._shown = self._layers_shown = -1
         self.sync()
 
     def sync(self) -> None:
