@@ -3,7 +3,7 @@
 What it shows under ``tuidebug run``, with no change to the script:
 - ``torch.compile(model)`` (``--compile-method`` for ``model.compile()``) trains without a
   graph break or a recompile caused by the probe. Layer statistics of a compiled model are off
-  by default (the layers screen says so); ``tuidebug run --stats-every 20`` takes them on every
+  by default (the console says so, once); ``tuidebug run --stats-every 20`` takes them on every
   20th step, run eagerly (docs/layers.md, "torch.compile");
 - ``torch.autocast`` (bf16 on the CPU; on CUDA it would be fp16) with ``torch.amp.GradScaler``:
   the loss shown is the unscaled one, ``amp_scale`` is a chart, and the step that
