@@ -10,6 +10,7 @@ are the real ones, reporting into an in-memory sink.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -181,3 +182,57 @@ def test_save_now_and_restore_round_trip_the_scaler(tmp_path: Path) -> None:
     assert saved_state["scale"] == 65536.0
     # Restored at step 9's boundary; step 9 itself ran from it and was not skipped.
     assert after == saved_state | {"_growth_tracker": saved_state["_growth_tracker"] + 1}
+
+
+def amp_checks_run(tmp_path: Path, steps: int, poison: Callable[[int], float]) -> MemoryLink:
+    """A bf16 + GradScaler loop under the probe with the checks (a window on steps 1-4 and every
+    second step after), its output gradient multiplied by ``poison(i)`` on step ``i``."""
+    from tuidebug.probe.extensions import checks
+
+    link = MemoryLink()
+    probe = Probe(link)  # type: ignore[arg-type]
+    probe.install_auto_hooks()
+    checks.install(probe, {"checks_every": 2})
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    scaler = torch.amp.GradScaler("cpu")
+    try:
+        for i in range(steps):
+            x, y = torch.randn(32, 8), torch.randn(32, 1)  # a new batch each step
+            factor = poison(i)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                out = model(x)
+                if factor != 1.0:
+                    out.register_hook(lambda g, f=factor: g * f)
+                loss = torch.nn.functional.mse_loss(out.float(), y)
+            opt.zero_grad()
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+    finally:
+        probe.finish()
+        probe.remove_hooks()
+    return link
+
+
+def alerts(link: MemoryLink) -> list[str]:
+    from tuidebug.wire.check_messages import Alert
+
+    return [a.rule for a in link.of(Alert)]
+
+
+def test_the_checks_take_a_skipped_step_for_no_exploding_gradient(tmp_path: Path) -> None:
+    # Step 3 (a checks window) overflows; the scaler skips it.
+    link = amp_checks_run(tmp_path, 12, lambda i: math.inf if i == 2 else 1.0)
+    assert [p.scalars["amp_skipped"] for p in link.points].count(1.0) == 1
+    assert "exploding-gradients" not in alerts(link)
+
+
+def test_the_checks_still_see_a_nan_the_scaler_skips_every_step(tmp_path: Path) -> None:
+    from tuidebug.checks.groups.gradients import SKIPPED_WINDOWS
+
+    # A NaN born in the backward on every step (the loss stays finite): every update skipped.
+    link = amp_checks_run(tmp_path, 2 * SKIPPED_WINDOWS + 2, lambda i: math.nan)
+    assert all(p.scalars["amp_skipped"] == 1.0 for p in link.points)
+    assert "exploding-gradients" in alerts(link)

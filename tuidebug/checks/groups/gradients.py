@@ -17,6 +17,10 @@ from tuidebug.checks.groups.base import Engine, RuleGroup, _fmt
 GRAD_SAMPLE_PARAMS = 4  # parameters whose gradients are followed for grad-not-zeroed
 GRAD_SAMPLE_NUMEL = 1 << 20
 UPDATE_SAMPLE_WEIGHTS = 8
+# Windows in a row whose update was skipped (no optimizer step: a GradScaler that found inf
+# gradients) before their non-finite gradients count: an fp16 scaler skips a few first steps
+# while it finds its scale; a NaN born in the model makes it skip every one.
+SKIPPED_WINDOWS = 5
 _SCHEDULER_CLASS: Any = getattr(torch.optim.lr_scheduler, "LRScheduler", None) or getattr(
     torch.optim.lr_scheduler, "_LRScheduler", None
 )
@@ -49,6 +53,9 @@ class GradientRules(RuleGroup):
         self._ratios_high = 0
         self._lr_zero_since: int | None = None
         self._optimizer_checked_at = 0
+        self._stepped = False  # an optimizer stepped in the open window
+        self._watching_steps = False  # ... and optimizers were known to watch for it
+        self._skipped_windows = 0  # windows in a row with no optimizer step (see above)
         self._original_scheduler_init: Any = None
         if _SCHEDULER_CLASS is not None:
             self._original_scheduler_init = _SCHEDULER_CLASS.__init__
@@ -65,13 +72,25 @@ class GradientRules(RuleGroup):
         if models:
             self._watch_grads(models)
             self._snapshot_weights(models)
+        self._stepped = False
+        optimizers = self.engine.optimizers_live()
+        self._watching_steps = bool(optimizers)
+        for optimizer in optimizers:
+            self.engine.hook(optimizer.register_step_pre_hook(self._on_optimizer_step))
+
+    def _on_optimizer_step(self, _optimizer: Any, _args: Any, _kwargs: Any) -> None:
+        self._stepped = True
 
     def on_window_close(self, step: int, elapsed: float) -> None:
         grad_watch, self._grad_watch = self._grad_watch, []
         grad_refs, self._grad_refs = self._grad_refs, {}
         weights, self._weights_before = self._weights_before, []
         self._check_grad_accumulation(grad_watch)
-        self._check_gradients(grad_refs)
+        # No optimizer step in the window: the update was skipped (GradScaler on inf
+        # gradients, probe/amp.py): its gradients are the scaler's business, for a while.
+        skipped = self._watching_steps and not self._stepped
+        self._skipped_windows = self._skipped_windows + 1 if skipped else 0
+        self._check_gradients(grad_refs, skipped and self._skipped_windows < SKIPPED_WINDOWS)
         self._check_updates(weights)
         self._check_lr(step)
         if step >= 5 and self._optimizer_checked_at == 0:
@@ -170,7 +189,7 @@ class GradientRules(RuleGroup):
                 )
                 return
 
-    def _check_gradients(self, grads: dict[int, torch.Tensor]) -> None:
+    def _check_gradients(self, grads: dict[int, torch.Tensor], skipped: bool = False) -> None:
         if grads:
             self._backward_windows += 1
         names: list[str] = []
@@ -189,6 +208,8 @@ class GradientRules(RuleGroup):
         g_list, w_list = values[: len(pairs)], values[len(pairs) :]
         explode = self.config.option("exploding-gradients", "ratio", 10.0)
         for name, g, w in zip(names, g_list, w_list, strict=True):
+            if skipped and not math.isfinite(g):
+                continue  # not applied: the scaler skipped this update
             if not math.isfinite(g) or (w > 0 and g / w > explode):
                 self.alert(
                     "exploding-gradients",
