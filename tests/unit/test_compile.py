@@ -135,13 +135,13 @@ def test_inductor_steps_match_a_bare_compiled_run() -> None:
     assert [p.loss for p in probed["link"].points] == pytest.approx(bare["losses"])
 
 
-def test_the_probe_leaves_torch_compile_as_it_was() -> None:
-    original = torch.compile
+def test_the_probe_leaves_torch_compile_and_grad_scaler_as_they_were() -> None:
+    scaler = torch.amp.GradScaler
+    originals = (torch.compile, scaler.__dict__["step"], scaler.__dict__["scale"])
     probe = Probe(MemoryLink())  # type: ignore[arg-type]
     probe.install_auto_hooks()
-    assert torch.compile is not original
+    wrapped = (torch.compile, scaler.__dict__["step"], scaler.__dict__["scale"])
+    assert all(w is not o for w, o in zip(wrapped, originals, strict=True))
     probe.remove_hooks()
-    assert torch.compile is original
-    scaler = torch.amp.GradScaler
-    assert scaler.step.__qualname__ == "GradScaler.step"
-    assert scaler.scale.__qualname__ == "GradScaler.scale"
+    restored = (torch.compile, scaler.__dict__["step"], scaler.__dict__["scale"])
+    assert all(r is o for r, o in zip(restored, originals, strict=True))

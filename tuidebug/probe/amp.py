@@ -6,8 +6,9 @@ The probe wraps two methods of the ``GradScaler`` class for as long as it lives 
   reports ``loss`` itself (the probe's ``on_backward`` swaps the one for the other);
 - ``step(optimizer)``: it calls ``optimizer.step()`` only when the scaled gradients are finite.
   A step it skips ends with no optimizer step, so the probe ends it here (a skipped step is
-  still a step of the loop), flagged ``amp_skipped = 1``: the layer sampler, the tripwire and
-  the checks read that flag and do not take the scaler's inf gradients for a NaN bug.
+  still a step of the loop), flagged ``amp_skipped = 1``: the layer sampler and its tripwire
+  read that flag and do not take the scaler's inf gradients for a NaN bug (the checks see the
+  same from the window's missing optimizer step: checks/groups/gradients.py).
 
 Both note the scaler itself: ``Probe.scalers`` are the ones checkpoints save and restore.
 
@@ -18,13 +19,7 @@ The scale is the ``amp_scale`` scalar of each step: the one its gradients were s
 from __future__ import annotations
 
 import functools
-import logging
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from tuidebug.probe.auto import StepEvents
-
-log = logging.getLogger("tuidebug.probe")
+from typing import Any, Protocol
 
 SKIPPED = "amp_skipped"
 """The scalar that flags a step the grad scaler skipped (1.0) or applied (0.0)."""
@@ -40,10 +35,18 @@ def scaler_class() -> type | None:
     return cls if isinstance(cls, type) else None
 
 
+class ScalerEvents(Protocol):
+    """What the wrappers report to (the probe; auto.py's ``StepEvents`` includes it)."""
+
+    def on_scaled(self, scaler: Any, loss: Any, scaled: Any) -> None: ...
+
+    def on_scaler_step(self, scaler: Any, optimizer: Any, begin: bool) -> None: ...
+
+
 class ScalerHooks:
     """The GradScaler wrappers of one probe (see the module docstring)."""
 
-    def __init__(self, probe: StepEvents) -> None:
+    def __init__(self, probe: ScalerEvents) -> None:
         self._cls = scaler_class()
         self._originals: dict[str, Any] = {}
         self._patched: dict[str, Any] = {}
@@ -68,7 +71,7 @@ class ScalerHooks:
         self._patched = {}
 
 
-def _make_scale(original: Any, probe: StepEvents) -> Any:
+def _make_scale(original: Any, probe: ScalerEvents) -> Any:
     @functools.wraps(original)
     def scale(self: Any, outputs: Any, *args: Any, **kwargs: Any) -> Any:
         scaled = original(self, outputs, *args, **kwargs)
@@ -78,7 +81,7 @@ def _make_scale(original: Any, probe: StepEvents) -> Any:
     return scale
 
 
-def _make_step(original: Any, probe: StepEvents) -> Any:
+def _make_step(original: Any, probe: ScalerEvents) -> Any:
     @functools.wraps(original)
     def step(self: Any, optimizer: Any, *args: Any, **kwargs: Any) -> Any:
         probe.on_scaler_step(self, optimizer, True)

@@ -69,9 +69,6 @@ class CompiledModules:
             return None
         return noted[1]()
 
-    def __bool__(self) -> bool:
-        return bool(self.modules())
-
 
 class EagerStance:
     """``torch.compiler.set_stance("force_eager")`` for as long as it is entered, then the
