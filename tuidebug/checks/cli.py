@@ -13,6 +13,9 @@ A run that overstays ``--timeout`` is stopped with the supervisor's "stop-run".
 Check's own options come before the script; everything after it is the script's. When no
 ``--steps`` is given before the script but the script's arguments have ``--steps N``, the check
 stops at N too (most training scripts call their step limit that).
+
+``--expect`` (or ``expect`` in ``[tool.tuidebug]``) adds expectations on the stored curves
+(``checks/expect.py``): one that fails makes the check exit 1 with a one-line reason.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tuidebug.checks.rules import RULES, SEVERITIES, severity_rank
+from tuidebug.checks.expect import TAIL, ExpectationError, Verdict, judge, parse_expectation
+from tuidebug.checks.rules import RULES, SEVERITIES, SEVERITY_MEANING, severity_rank
 
 DEFAULT_STEPS = 100
 EXIT_CLEAN, EXIT_ALERTS, EXIT_SCRIPT_FAILED = 0, 1, 2
@@ -103,13 +107,17 @@ def read_findings(paths: Any) -> dict[str, Any]:
         "done": None,
         "notices": [],
         "steps": 0,
+        "points": [],  # rank 0's step points (the expectations read them)
         "phases": {},  # rank -> its StepPhases batches
     }
     if not paths.history.exists():
         return found
     store = HistoryStore(paths.history, readonly=True)
     try:
-        found["steps"] = max((s.step for s in store.iter_steps()), default=0)
+        for batch in store.iter_steps():
+            found["steps"] = max(found["steps"], batch.step)
+            if batch.rank == 0:
+                found["points"].extend(batch.points)
         for body in store.iter_event_bodies():
             message = codec.decode_body(body)
             if isinstance(message, Alert):
@@ -158,6 +166,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         return _fail(problem)
     config = load_config(Path(args.script).resolve().parent)
     fail_on = args.fail_on or config.fail_on
+    try:
+        expectations = [parse_expectation(text) for text in (args.expect or config.expect)]
+    except ExpectationError as error:
+        return _fail(str(error))
     steps = args.steps or _steps_from_script_args(args.script_args) or DEFAULT_STEPS
     options: dict[str, Any] = {
         "max_steps": steps,
@@ -180,13 +192,21 @@ def cmd_check(args: argparse.Namespace) -> int:
     alerts = [a for a in found["alerts"] if a.rule not in ignored]
     failing = [a for a in alerts if severity_rank(a.severity) >= severity_rank(fail_on)]
     script_failed = timed_out or code not in (0, None) or found["error"] is not None
-    status = EXIT_SCRIPT_FAILED if script_failed else EXIT_ALERTS if failing else EXIT_CLEAN
+    verdicts = [judge(e, found["points"]) for e in expectations] if not script_failed else []
+    unmet = [v for v in verdicts if not v.ok]
+    status = (
+        EXIT_SCRIPT_FAILED if script_failed else EXIT_ALERTS if failing or unmet else EXIT_CLEAN
+    )
     if args.json:
-        print(
-            json.dumps(_as_json(paths, found, alerts, status, code, timed_out, fail_on), indent=2)
-        )
+        report = _as_json(paths, found, alerts, status, code, timed_out, fail_on)
+        report["expectations"] = [v.as_dict() for v in verdicts]
+        if status == EXIT_ALERTS and not failing:
+            report["status"] = "expectations-failed"
+        print(json.dumps(report, indent=2))
     else:
-        _print_report(paths, found, alerts, status, code, timed_out, fail_on, args.script)
+        _print_report(paths, found, alerts, status, code, timed_out, fail_on, args.script, verdicts)
+    for verdict in unmet:  # one line each, on stderr, for CI logs
+        print(f"tuidebug: expectation failed: {verdict.reason}", file=sys.stderr)
     return status
 
 
@@ -194,6 +214,7 @@ def _alert_dict(alert: Any) -> dict[str, Any]:
     return {
         "rule": alert.rule,
         "severity": alert.severity,
+        "severity_means": SEVERITY_MEANING.get(alert.severity, ""),
         "step": alert.step,
         "rank": alert.rank,
         "place": alert.place,
@@ -255,6 +276,7 @@ def _print_report(
     timed_out: bool,
     fail_on: str,
     script: str,
+    verdicts: list[Verdict] | None = None,
 ) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -279,6 +301,11 @@ def _print_report(
                 alert.fix,
             )
         console.print(table)
+        shown = [s for s in SEVERITIES if any(a.severity == s for a in alerts)]
+        console.print(
+            "[dim]" + "; ".join(f"{s} = {SEVERITY_MEANING[s]}" for s in reversed(shown)) + "[/dim]",
+            highlight=False,
+        )
     overfit = found["overfit"]
     if overfit is not None:
         verdict = "[green]reached[/green]" if overfit.reached else "[red]not reached[/red]"
@@ -290,11 +317,19 @@ def _print_report(
     if error is not None:
         console.print(f"[red]the script failed[/red] at step {error.step}:", highlight=False)
         console.print(error.traceback.rstrip(), markup=False, highlight=False)
+    verdicts = verdicts or []
+    for expected in verdicts:
+        mark = "[green]ok[/green]" if expected.ok else "[red]FAILED[/red]"
+        console.print(f"expect {mark}  {expected.reason}", highlight=False)
     counts = {s: sum(1 for a in alerts if a.severity == s) for s in SEVERITIES}
     summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n) or "no alerts"
+    unmet = sum(1 for v in verdicts if not v.ok)
+    failing = any(severity_rank(a.severity) >= severity_rank(fail_on) for a in alerts)
+    why = [f"alerts at or above {fail_on}"] if failing else []
+    why += [f"{unmet} expectation{'s' if unmet > 1 else ''} not met"] if unmet else []
     outcome = {
         EXIT_CLEAN: "[green]clean[/green]",
-        EXIT_ALERTS: f"[red]failed[/red] (alerts at or above {fail_on})",
+        EXIT_ALERTS: f"[red]failed[/red] ({', '.join(why)})",
         EXIT_SCRIPT_FAILED: "[red]the script failed[/red]"
         + (" (timed out)" if timed_out else f" (exit code {code})"),
     }[status]
@@ -419,6 +454,18 @@ def add_parsers(commands: Any) -> None:
         help="lowest severity that fails the check (default: warning, or [tool.tuidebug] fail-on)",
     )
     check.add_argument("--json", action="store_true", help="print the report as JSON")
+    check.add_argument(
+        "--expect",
+        action="append",
+        default=[],
+        metavar="EXPR",
+        help="fail (exit 1, one-line reason) unless EXPR holds on the run: 'loss < 0.5', "
+        "'val_loss < 1.0' (any logged scalar), 'loss@100 < 1.2' (the value at step 100), "
+        f"'loss decreases'. At the end, 'loss' is the mean of the last {TAIL} steps' losses "
+        "(one batch is noise) and another scalar its last logged value; 'decreases' compares "
+        f"that with the mean of the first {TAIL} (a scalar: its first value). Repeatable; "
+        "replaces [tool.tuidebug] expect",
+    )
     check.add_argument(
         "--ignore", action="append", default=[], metavar="RULE", help="silence a rule (repeatable)"
     )

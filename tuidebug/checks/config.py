@@ -6,6 +6,7 @@ Keys (all optional)::
     ignore = ["bias-before-batchnorm"]   # rule ids to silence
     fail-on = "warning"                   # tuidebug check's default threshold
     sample-every = 20                     # steps between sampled steps
+    expect = ["loss < 0.5", "loss decreases"]   # tuidebug check's expectations (checks/expect.py)
 
     [tool.tuidebug.rules.update-ratio]    # per rule: severity and thresholds
     severity = "info"
@@ -32,6 +33,7 @@ class ChecksConfig:
     fail_on: str = "warning"
     sample_every: int | None = None
     rules: dict[str, dict[str, Any]] = field(default_factory=dict)
+    expect: list[str] = field(default_factory=list)
     source: str = ""
 
     def option(self, rule: str, key: str, default: float) -> float:
@@ -88,6 +90,11 @@ def load_config(start: Path) -> ChecksConfig:
     every = table.get("sample-every", table.get("sample_every"))
     if isinstance(every, int) and every > 0:
         config.sample_every = every
+    expect = table.get("expect", [])
+    if isinstance(expect, str):
+        expect = [expect]
+    if isinstance(expect, list):
+        config.expect = [str(item) for item in expect]
     rules = table.get("rules", {})
     if isinstance(rules, dict):
         config.rules = {str(k): v for k, v in rules.items() if isinstance(v, dict)}

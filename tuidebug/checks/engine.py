@@ -13,11 +13,19 @@ in ``groups/`` and one line in ``groups.GROUPS``. The engine does not change.
 
 How it stays cheap (docs/design.md: no sync, no hook on a step it does not sample):
 - ``schedule(step)`` is an integer test. Only a *window* (from the boundary before a sampled step
-  to the boundary that ends it) carries hooks: forward hooks on the root models (and ReLU /
-  Linear / Conv / BatchNorm modules on some windows), gradient hooks on parameters, the loss
-  functions of ``torch.nn.functional`` wrapped, the DataLoader iterator's ``__next__`` timed.
-  Everything is installed when the window opens and removed when it closes.
-- Between windows the only work is a float test on the loss the probe already has.
+  to the boundary that ends it) carries the costly hooks: ReLU / Linear / Conv / BatchNorm
+  modules on some windows, gradient hooks on parameters, the loss functions of
+  ``torch.nn.functional`` wrapped, the DataLoader iterator's ``__next__`` timed. Everything is
+  installed when the window opens and removed when it closes.
+- Every forward of a *root* model (the probe's found models, one call per model call, never per
+  layer) is classified, on every step: a pre-hook reads the mode, grad mode and inference mode
+  into a ``Forward`` record, a post-hook registers a gradient hook on an output that requires
+  grad (so a backward that reaches it marks it trained). Records wait one boundary (their
+  backward may come after the boundary that follows them) and are then handed to the groups'
+  ``on_settled``: evaluations at epoch ends, in helpers or under ``inference_mode`` are seen,
+  sampled step or not (measured: benchmarks/bench_forward_classify.py). For a DataParallel /
+  DistributedDataParallel root the mode is its ``.module``'s.
+- Between windows the only other work is a float test on the loss the probe already has.
 - Every entry point is guarded: a failing rule disables the checks (once, with a warning) and
   never raises into the script. The exception is ``max_steps`` (``tuidebug check --steps N``):
   it ends the script with ``SystemExit(0)`` at a boundary, on purpose.
@@ -38,6 +46,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.parallel import DataParallel, DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from tuidebug.checks.config import ChecksConfig
@@ -51,6 +60,23 @@ from tuidebug.wire.messages import Message, StepPoint
 log = logging.getLogger("tuidebug.probe")
 
 MAX_ALERTS = 200
+# Root-model forwards waiting for their backward: beyond this (a long evaluation loop with no
+# boundary), the older ones are settled early, so the records never grow without bound.
+MAX_PENDING_FORWARDS = 4096
+
+_grad_enabled = torch.is_grad_enabled
+_inference_enabled = torch.is_inference_mode_enabled
+_is_compiling = torch.compiler.is_compiling
+
+
+def _mode_holder(module: nn.Module) -> nn.Module:
+    """The module whose ``training`` says the model's mode: a DataParallel / DDP wrapper's
+    ``.module`` (``wrapper.module.eval()`` leaves the wrapper's own flag as it was)."""
+    if isinstance(module, (DataParallel, DistributedDataParallel)) and isinstance(
+        getattr(module, "module", None), nn.Module
+    ):
+        return module.module
+    return module
 
 
 def _first_tensor(value: Any, depth: int = 0) -> torch.Tensor | None:
@@ -107,6 +133,12 @@ class ChecksEngine(Observer):
         self.failed = False
         self.fired: set[tuple[str, str]] = set()
         self._models: dict[str, weakref.ref[nn.Module]] = {}
+        # Every root-model forward (see the module's docstring): the hooks, for as long as the
+        # engine lives; the records of this step, of the step before, and the forwards running.
+        self._root_handles: dict[int, list[Any]] = {}
+        self._current: list[Forward] = []
+        self._older: list[Forward] = []
+        self._running: dict[str, Forward] = {}
         self._optimizers: list[weakref.ref[Any]] = []
         # Window state.
         self._armed = False
@@ -121,6 +153,7 @@ class ChecksEngine(Observer):
         self._groups = [group(self) for group in GROUPS]
         # Per forward and per step, only the groups that look: no empty calls on the hot path.
         self._forward_groups = [g for g in self._groups if _overrides(g, "on_forward")]
+        self._settled_groups = [g for g in self._groups if _overrides(g, "on_settled")]
         self._loss_groups = [g for g in self._groups if _overrides(g, "on_loss")]
         # The first window opens now: step 1's loss calls and data waits are seen (models are
         # only known once step 1 ends, so model hooks start with step 2's window).
@@ -133,6 +166,13 @@ class ChecksEngine(Observer):
             return
         try:
             self._models[name] = weakref.ref(module)
+            if id(module) not in self._root_handles:
+                self._root_handles[id(module)] = [
+                    module.register_forward_pre_hook(
+                        self._pre_hook(name, _mode_holder(module)), with_kwargs=True
+                    ),
+                    module.register_forward_hook(self._post_hook(name)),
+                ]
             for group in self._groups:
                 group.on_model(name, module)
         except Exception as error:
@@ -154,6 +194,8 @@ class ChecksEngine(Observer):
                     self._loss(step, point.loss)
                 if self._armed:
                     self._close_window(step)
+                self._settle(self._older)
+                self._older, self._current = self._current, []
                 if self.schedule(step + 1):
                     self._open_window(step + 1)
             except Exception as error:
@@ -190,6 +232,11 @@ class ChecksEngine(Observer):
         self._remove_all()
 
     def _remove_all(self) -> None:
+        for handles in self._root_handles.values():
+            for handle in handles:
+                handle.remove()
+        self._root_handles = {}
+        self._current, self._older, self._running = [], [], {}
         self._disarm()
         for group in self._groups:
             group.on_remove()
@@ -200,6 +247,11 @@ class ChecksEngine(Observer):
 
     def _stop(self, reason: str) -> None:
         """``--steps N`` reached: evaluate the end-of-run rules and end the script cleanly."""
+        # When boundaries are backward() calls, this one is the start of the next step's
+        # backward, which never runs: that step's forward (since the previous boundary) is cut
+        # short, no evaluation.
+        if self.source() == "backward":
+            self._older = [r for r in self._older if not (r.requires_grad and not r.got_grad)]
         self.close()
         self._send(ChecksDone(rank=self.rank, step=self.step, reason=reason))
         raise SystemExit(0)
@@ -264,11 +316,6 @@ class ChecksEngine(Observer):
         self._forwards = []
         self._window_started = time.perf_counter()
         models = self.models_live()
-        for name, model in models.items():
-            self._handles.append(
-                model.register_forward_pre_hook(self._pre_hook(name), with_kwargs=True)
-            )
-            self._handles.append(model.register_forward_hook(self._post_hook(name)))
         for group in self._groups:
             group.on_window_open(step, models)
 
@@ -288,15 +335,28 @@ class ChecksEngine(Observer):
         for group in self._groups:
             group.on_window_close(step, elapsed)
 
-    # --- hooks of a window ---------------------------------------------------------------------
+    # --- the root models' hooks (every forward) ------------------------------------------------
 
-    def _pre_hook(self, name: str) -> Callable[..., None]:
-        def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    def _pre_hook(self, name: str, holder: nn.Module) -> Callable[..., None]:
+        def hook(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            # Inside a compiled region dynamo would trace this (model.compile() compiles the
+            # hooks too): the compiled call goes unclassified.
+            if self.failed or _is_compiling():
+                return
             try:
-                record = Forward(name, module.training, torch.is_grad_enabled())
-                self._forwards.append(record)
-                for group in self._forward_groups:
-                    group.on_forward(record, args, kwargs)
+                record = Forward(
+                    name, holder.training, _grad_enabled(), _inference_enabled(), self.step + 1
+                )
+                self._running[name] = record
+                current = self._current
+                current.append(record)
+                if len(current) > MAX_PENDING_FORWARDS:
+                    self._settle(self._older + current[: MAX_PENDING_FORWARDS // 2])
+                    self._older, self._current = [], current[MAX_PENDING_FORWARDS // 2 :]
+                if self._armed:
+                    self._forwards.append(record)
+                    for group in self._forward_groups:
+                        group.on_forward(record, args, kwargs)
             except Exception as error:
                 self.fail(error)
 
@@ -304,22 +364,25 @@ class ChecksEngine(Observer):
 
     def _post_hook(self, name: str) -> Callable[..., None]:
         def hook(_module: nn.Module, _args: Any, output: Any) -> None:
+            if self.failed or _is_compiling():
+                return
             try:
-                if not self._forwards or self._forwards[-1].model != name:
+                record = self._running.pop(name, None)
+                if record is None or not record.grad_enabled:
                     return
-                record = self._forwards[-1]
                 tensor = _first_tensor(output)
                 if tensor is not None and tensor.requires_grad:
                     record.requires_grad = True
-
-                    def got_grad(_grad: torch.Tensor) -> None:
-                        record.got_grad = True
-
-                    tensor.register_hook(got_grad)
+                    tensor.register_hook(record.reached)
             except Exception as error:
                 self.fail(error)
 
         return hook
+
+    def _settle(self, records: list[Forward]) -> None:
+        if records:
+            for group in self._settled_groups:
+                group.on_settled(records)
 
     # --- --overfit-batch -------------------------------------------------------------------------
 
@@ -353,6 +416,8 @@ class ChecksEngine(Observer):
             forwards = self._forwards
             self._disarm()
             self._check_forwards(forwards, final=True)
+        self._settle(self._older + self._current)
+        self._older, self._current = [], []
         for group in self._groups:
             group.on_finish()
 

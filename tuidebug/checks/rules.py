@@ -11,6 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 SEVERITIES = ("info", "warning", "error")
+# What a severity says about the run (printed with `tuidebug check`'s alerts).
+SEVERITY_MEANING = {
+    "info": "wasteful (the run is right, but spends parameters, memory or time)",
+    "warning": "likely wrong results (the run goes on, but what it learns or reports is off)",
+    "error": "broken run (it cannot train as meant)",
+}
 
 
 def severity_rank(severity: str) -> int:

@@ -7,7 +7,8 @@ importing engine.py.
 
 Cost: ``on_loss`` runs on every step and ``on_forward`` on every forward of a root model inside
 a window; the engine calls them only on the groups that override them. Keep them to float tests
-and the few tensor reductions a rule needs.
+and the few tensor reductions a rule needs. ``on_settled`` sees every root-model forward of the
+run (not only a window's), in batches, once its backward had time to come.
 """
 
 from __future__ import annotations
@@ -49,17 +50,52 @@ class Engine(Protocol):
 
 
 class Forward:
-    """One forward call of a root model during a window."""
+    """One forward call of a root model: its flags, read by the engine's root hooks.
 
-    __slots__ = ("fingerprint", "got_grad", "grad_enabled", "model", "requires_grad", "training")
+    ``training`` is the model's own mode (for a DataParallel / DistributedDataParallel wrapper,
+    the wrapped module's); ``got_grad``: a backward reached its output; ``step``: the step it
+    belongs to (the engine's step count when it ran).
+    """
 
-    def __init__(self, model: str, training: bool, grad_enabled: bool) -> None:
+    __slots__ = (
+        "fingerprint",
+        "got_grad",
+        "grad_enabled",
+        "inference",
+        "model",
+        "requires_grad",
+        "step",
+        "training",
+    )
+
+    def __init__(
+        self,
+        model: str,
+        training: bool,
+        grad_enabled: bool,
+        inference: bool = False,
+        step: int = 0,
+    ) -> None:
         self.model = model
         self.training = training
         self.grad_enabled = grad_enabled
+        self.inference = inference
+        self.step = step
         self.requires_grad = False
         self.got_grad = False
         self.fingerprint: tuple[Any, ...] | None = None
+
+    def reached(self, _grad: Any) -> None:
+        """The gradient hook on the forward's output: a backward reached it."""
+        self.got_grad = True
+
+    def kind(self) -> str:
+        """What the forward was: "train", "eval", "eval-graph" (an evaluation that builds a
+        graph) or "eval-mode-train" (trained in eval mode); judged once its backward could
+        have come."""
+        if self.got_grad:
+            return "train" if self.training else "eval-mode-train"
+        return "eval-graph" if self.grad_enabled and self.requires_grad else "eval"
 
 
 def _fmt(value: float) -> str:
@@ -98,6 +134,10 @@ class RuleGroup:
 
     def on_forwards(self, forwards: list[Forward], final: bool) -> None:
         """The forwards of the window that closed (``final``: the run ended inside it)."""
+
+    def on_settled(self, forwards: list[Forward]) -> None:
+        """Root-model forwards of any step (not only sampled ones) whose backward, if any, has
+        run: those from before the previous boundary, and at the end of the run all of them."""
 
     def on_window_close(self, step: int, elapsed: float) -> None:
         """The window closed at boundary ``step`` after ``elapsed`` seconds: judge what it saw."""

@@ -1,7 +1,9 @@
 """Rules on the loss: its values over the run, and what goes into the loss functions.
 
 The loss, as a float, is read at every step (``on_loss``: floats only). During windows the
-loss functions of ``torch.nn.functional`` are wrapped to look at their inputs and targets;
+loss functions of ``torch.nn.functional`` are wrapped to look at their inputs and targets, and
+so are the names the script's own modules bound to them (``from torch.nn.functional import
+cross_entropy`` binds the function before any wrap: that name is rebound for the window too);
 ``warnings.showwarning`` is patched for the engine's life to see torch's broadcasting warning
 (it chains to the original).
 """
@@ -9,6 +11,9 @@ loss functions of ``torch.nn.functional`` are wrapped to look at their inputs an
 from __future__ import annotations
 
 import math
+import os
+import sys
+import sysconfig
 import warnings
 from collections import deque
 from collections.abc import Callable
@@ -22,6 +27,40 @@ from tuidebug.checks.groups.base import Engine, RuleGroup, _fmt
 from tuidebug.wire.check_messages import OverfitResult
 
 BROADCAST_WARNING = "will likely lead to incorrect results due to broadcasting"
+
+
+def _library_folders() -> tuple[str, ...]:
+    """Where the interpreter's and installed packages' modules live (not the script's)."""
+    paths = sysconfig.get_paths()
+    folders = {paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths}
+    folders.add(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tuidebug's
+    return tuple(os.path.join(os.path.abspath(f), "") for f in folders)
+
+
+class _UserModules:
+    """The script's own modules (``__main__`` and those imported from outside the libraries),
+    whose globals may hold a loss function bound by name. Each module is classified once."""
+
+    def __init__(self) -> None:
+        self._libraries = _library_folders()
+        self._verdict: dict[str, bool] = {}
+
+    def namespaces(self) -> list[dict[str, Any]]:
+        found = []
+        for name, module in list(sys.modules.items()):
+            user = self._verdict.get(name)
+            if user is None:
+                path = getattr(module, "__file__", None)
+                user = name == "__main__" or (
+                    isinstance(path, str)
+                    and not os.path.abspath(path).startswith(self._libraries)
+                    and not name.startswith(("torch", "tuidebug"))
+                )
+                if name != "__main__":  # runpy swaps __main__: look at it each time
+                    self._verdict[name] = user
+            if user and isinstance(getattr(module, "__dict__", None), dict):
+                found.append(module.__dict__)
+        return found
 
 
 class LossRules(RuleGroup):
@@ -50,6 +89,8 @@ class LossRules(RuleGroup):
         self._min_loss = math.inf
         self._last_loss: float | None = None
         self._patched_f: dict[str, Any] = {}
+        self._rebound: list[tuple[dict[str, Any], str, Any, Any]] = []  # (globals, name, was, ours)
+        self._user_modules = _UserModules()
         self._initial: tuple[int, float] | None = None  # (classes, loss) of the first CE call
         self._initial_checked = False
         self._original_showwarning = warnings.showwarning
@@ -64,6 +105,10 @@ class LossRules(RuleGroup):
         for name, original in self._patched_f.items():
             setattr(F, name, original)
         self._patched_f = {}
+        for namespace, key, original, ours in self._rebound:
+            if namespace.get(key) is ours:
+                namespace[key] = original
+        self._rebound = []
 
     def on_window_close(self, step: int, elapsed: float) -> None:
         self._check_initial_loss()
@@ -137,6 +182,18 @@ class LossRules(RuleGroup):
                 continue
             self._patched_f[fname] = original
             setattr(F, fname, self._wrap_loss(fname, original, check))
+        self._rebind_bare_names()
+
+    def _rebind_bare_names(self) -> None:
+        """Point the script's own names for the loss functions (``from torch.nn.functional
+        import cross_entropy``, ``as ce`` too) at the wrappers, for the window."""
+        wrapped = {id(original): getattr(F, name) for name, original in self._patched_f.items()}
+        for namespace in self._user_modules.namespaces():
+            for key, value in list(namespace.items()):
+                ours = wrapped.get(id(value))
+                if ours is not None and callable(value):
+                    namespace[key] = ours
+                    self._rebound.append((namespace, key, value, ours))
 
     def _wrap_loss(self, fname: str, original: Any, check: Callable[..., Any]) -> Any:
         group = self
