@@ -170,6 +170,17 @@ def cmd_check(args: argparse.Namespace) -> int:
         expectations = [parse_expectation(text) for text in (args.expect or config.expect)]
     except ExpectationError as error:
         return _fail(str(error))
+    # --- the ratchet (--baseline): read the stored run first, so a bad id fails before the run
+    baseline: tuple[str, list[Any]] | None = None
+    if args.baseline:
+        from tuidebug.checks.ratchet import BaselineError, baseline_history, read_points
+
+        try:
+            baseline_id, baseline_file = baseline_history(args.baseline)
+        except BaselineError as error:
+            return _fail(str(error))
+        baseline = (baseline_id, read_points(baseline_file))
+    # --- end of the ratchet's block
     steps = args.steps or _steps_from_script_args(args.script_args) or DEFAULT_STEPS
     options: dict[str, Any] = {
         "max_steps": steps,
@@ -194,19 +205,40 @@ def cmd_check(args: argparse.Namespace) -> int:
     script_failed = timed_out or code not in (0, None) or found["error"] is not None
     verdicts = [judge(e, found["points"]) for e in expectations] if not script_failed else []
     unmet = [v for v in verdicts if not v.ok]
+    ratchet = None  # the ratchet's verdict; a failed one counts as an unmet expectation
+    if baseline is not None and not script_failed:
+        from tuidebug.checks.ratchet import compare
+
+        ratchet = compare(found["points"], baseline[1], baseline[0], args.tolerance)
+        if not ratchet.ok:
+            unmet.append(ratchet)  # type: ignore[arg-type]  # same ok/reason/as_dict shape
     status = (
         EXIT_SCRIPT_FAILED if script_failed else EXIT_ALERTS if failing or unmet else EXIT_CLEAN
     )
     if args.json:
         report = _as_json(paths, found, alerts, status, code, timed_out, fail_on)
         report["expectations"] = [v.as_dict() for v in verdicts]
+        report["ratchet"] = None if ratchet is None else ratchet.as_dict()
         if status == EXIT_ALERTS and not failing:
             report["status"] = "expectations-failed"
         print(json.dumps(report, indent=2))
     else:
-        _print_report(paths, found, alerts, status, code, timed_out, fail_on, args.script, verdicts)
+        _print_report(
+            paths,
+            found,
+            alerts,
+            status,
+            code,
+            timed_out,
+            fail_on,
+            args.script,
+            [*verdicts, *([ratchet] if ratchet is not None else [])],  # type: ignore[list-item]
+        )
     for verdict in unmet:  # one line each, on stderr, for CI logs
-        print(f"tuidebug: expectation failed: {verdict.reason}", file=sys.stderr)
+        if verdict is ratchet:
+            print(f"tuidebug: {verdict.reason}", file=sys.stderr)
+        else:
+            print(f"tuidebug: expectation failed: {verdict.reason}", file=sys.stderr)
     return status
 
 
@@ -466,6 +498,24 @@ def add_parsers(commands: Any) -> None:
         f"that with the mean of the first {TAIL} (a scalar: its first value). Repeatable; "
         "replaces [tool.tuidebug] expect",
     )
+    # --- the ratchet's options
+    check.add_argument(
+        "--baseline",
+        default=None,
+        metavar="RUN",
+        help="compare the loss curve with a stored run's (a run id, id prefix or run folder), "
+        "step by step: fail (exit 1, one-line reason) when the loss at the last common step, "
+        "as a mean of the last 10 steps on both curves, is worse by more than --tolerance; "
+        "the report names the first step where the curves diverge",
+    )
+    check.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.10,
+        metavar="FRAC",
+        help="relative tolerance of --baseline (default 0.10: 10%% higher loss fails)",
+    )
+    # --- end of the ratchet's options
     check.add_argument(
         "--ignore", action="append", default=[], metavar="RULE", help="silence a rule (repeatable)"
     )
