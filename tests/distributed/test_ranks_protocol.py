@@ -22,6 +22,7 @@ from tuidebug.wire.messages import (
     PauseRequest,
     RankEnded,
     ScriptError,
+    StepPoint,
 )
 
 
@@ -148,7 +149,7 @@ class Rank:
         while not self.stop.is_set():
             self.step += 1
             if self.gate.attention:
-                self.gate.at_boundary(None)
+                self.gate.at_boundary(StepPoint(self.step, 0.0, 1.0, {}))
             time.sleep(0.001)
 
     def of(self, kind: type[Message]) -> list[Message]:
@@ -184,6 +185,8 @@ def test_a_gate_pauses_exactly_at_the_target_or_says_it_is_past_it() -> None:
         rank.gate.post(Command(name="resume"))
         while not rank.of(PauseRequest) and time.monotonic() < deadline:
             time.sleep(0.005)
+        assert rank.of(PauseRequest), "no pause request from the condition"
+        time.sleep(0.1)
         assert not rank.gate.paused  # the rank asked; it did not stop by itself
     finally:
         rank.stop.set()

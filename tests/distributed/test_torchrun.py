@@ -26,6 +26,7 @@ from tuidebug.wire.messages import (
     DebuggerOpened,
     Input,
     Message,
+    Notice,
     Output,
     Paused,
     RankEnded,
@@ -273,3 +274,73 @@ def test_a_rank_that_crashes_is_recorded_and_the_others_are_torn_down(
     assert ends[0].how == "torn-down"
     assert ends[0].text == "stopped by torchrun after rank 1 failed"
     assert "[rank 1] RuntimeError: rank 1 gave up at step 8" in paths.pty_log.read_text()
+
+
+def test_save_now_and_restore_across_ranks_resume_bit_for_bit(run_env: dict[str, str]) -> None:
+    from tuidebug.wire.checkpoint_messages import CheckpointRestored, CheckpointSaved
+
+    paths = start_job(2, "3000", "0.004", "--noise")  # each rank draws noise of its own
+    wait_for(lambda: paths.read_meta().get("state") == "running", 120, what="running")
+    span = 12
+
+    def losses(console: Console, since: int, start: int) -> dict[int, list[float | None]]:
+        found: dict[int, dict[int, float | None]] = {0: {}, 1: {}}
+        for message in console.of(Steps, since):
+            for point in message.points:
+                if start < point.step <= start + span:
+                    found[message.rank].setdefault(point.step, point.loss)
+        return {rank: [by_step[s] for s in sorted(by_step)] for rank, by_step in found.items()}
+
+    def rng_notices(console: Console, since: int, verb: str) -> set[int]:
+        return {n.rank for n in console.of(Notice, since) if f"RNG states {verb}" in n.text}
+
+    async def drive() -> None:
+        console = await Console.open(paths)
+        try:
+            await console.until(
+                "steps", lambda: len(console.latest) == 2 and min(console.latest.values()) > 10
+            )
+            mark = len(console.messages)
+            console.send("ckpt-save")  # while running: a pause at one step, the save, go on
+            saved = (await console.until("the save", lambda: console.of(CheckpointSaved, mark)))[0]
+            assert saved.ok and saved.rank == 0, saved
+            await console.until("RNG saved", lambda: rng_notices(console, mark, "saved") == {0, 1})
+            at = saved.step
+            await console.until(
+                "steps after the save", lambda: min(console.latest.values()) > at + span
+            )
+            first = losses(console, mark, at)
+            assert len(first[0]) == len(first[1]) == span
+            assert first[0] != first[1]  # the ranks' own noise: different losses
+
+            mark = len(console.messages)
+            console.send("pause")
+            await console.all_paused(2, mark)
+            mark = len(console.messages)
+            console.send("ckpt-restore", path=saved.path)
+            await console.until(
+                "both restored", lambda: len(console.of(CheckpointRestored, mark)) == 2
+            )
+            restored = console.of(CheckpointRestored, mark)
+            assert all(r.ok and r.step == at for r in restored), restored
+            await console.until(
+                "RNG restored", lambda: rng_notices(console, mark, "restored") == {0, 1}
+            )
+            console.send("resume")
+            await console.until(
+                "the replay",
+                lambda: (
+                    len(losses(console, mark, at)[1]) == span
+                    and len(losses(console, mark, at)[0]) == span
+                ),
+            )
+            assert losses(console, mark, at) == first  # every rank, bit for bit
+            console.send("stop-run")
+            await asyncio.sleep(0.3)
+        finally:
+            console.close()
+
+    asyncio.run(asyncio.wait_for(drive(), 180))
+    assert ended(paths)["state"] == "stopped"
+    saved_files = list(paths.folder.glob("checkpoints/*.ranks/rank-*.pt"))
+    assert sorted(p.name for p in saved_files) == ["rank-0.pt", "rank-1.pt"]

@@ -1,11 +1,13 @@
 """A torchrun script for tests, unchanged from how people write one: `ddp_steady.py STEPS SLEEP
-[CRASH_RANK CRASH_STEP] [--spike-rank R --spike-step K]`.
+[CRASH_RANK CRASH_STEP] [--spike-rank R --spike-step K] [--noise]`.
 
 Reads LOCAL_RANK, joins a gloo process group, wraps a tiny MLP in DistributedDataParallel and
 trains on the same batch on every rank (so the loss is the same on every rank, step for step).
 Prints ``rank R step K loss L`` every 10 steps. Rank CRASH_RANK raises at CRASH_STEP. The spike
 adds 100 to the loss rank R reports at step K (not to what it trains on), for break conditions
-that hold on one rank only.
+that hold on one rank only. ``--noise``: each rank adds noise of its own to the batch, drawn
+from torch's generator seeded by rank (so the losses differ by rank, and an exact resume needs
+each rank's own generator state back).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ parser.add_argument("crash_rank", type=int, nargs="?", default=-1)
 parser.add_argument("crash_step", type=int, nargs="?", default=-1)
 parser.add_argument("--spike-rank", type=int, default=-1)
 parser.add_argument("--spike-step", type=int, default=-1)
+parser.add_argument("--noise", action="store_true")
 options = parser.parse_args()
 
 local_rank = int(os.environ["LOCAL_RANK"])
@@ -37,8 +40,10 @@ model = DistributedDataParallel(
 optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
 x = torch.randn(32, 8)
 y = x.sum(1, keepdim=True)
+torch.manual_seed(1000 + rank)
 for step in range(1, options.steps + 1):
-    loss = torch.nn.functional.mse_loss(model(x), y)
+    batch = x + 0.1 * torch.randn_like(x) if options.noise else x
+    loss = torch.nn.functional.mse_loss(model(batch), y)
     optimizer.zero_grad()
     if rank == options.spike_rank and step == options.spike_step:
         (loss + 100.0).backward()  # the loss seen is 100 higher; the gradients are the same

@@ -14,9 +14,13 @@ target step S for every rank:
    S'); else every rank pauses at the boundary of S, and nobody is left inside a collective.
 
 ``n`` is ``pause-at S+1`` for ranks all paused at S; resume releases them all; a debugger
-closed with "continue" on one rank resumes all. Commands that every rank applies the same way
-(break-on, clear-breaks, pause-every: a multiple of K is the same step on every rank) go to
-every rank unchanged.
+closed with "continue" on one rank resumes all. Saving and restoring are collective too: every
+rank is paused at one step first (and resumed after, if it was running); a save goes to every
+rank (the checkpoints extension writes the model once, on rank 0) and, once rank 0 says where
+it wrote, every rank writes its own RNG states beside it (``rank-rng-save``); a restore loads
+the checkpoint on every rank and then each rank's own RNG states (``rank-rng-restore``).
+Commands that every rank applies the same way (break-on, clear-breaks, pause-every: a multiple
+of K is the same step on every rank) go to every rank unchanged.
 
 ``RankOutput`` keeps each rank's output in the run's log with its lines marked ``[rank R] ``
 (the launcher's own as ``[torchrun] ``); ``marked_output`` reads such a tail back as one
@@ -29,6 +33,7 @@ import re
 from collections.abc import Callable
 from typing import BinaryIO
 
+from tuidebug.probe.extensions.rank_rng import RNG_RESTORE, RNG_SAVE
 from tuidebug.wire.messages import (
     PAUSE_AT,
     Command,
@@ -45,6 +50,8 @@ MARGIN = 2
 
 LAUNCHER_RANK = -1  # Output and Notice of the job itself, not of one rank
 PARTIAL_LINE_LIMIT = 4096  # a line this long without a newline is logged as it is
+
+SAVE, RESTORE = "ckpt-save", "ckpt-restore"  # the console's (probe/extensions/checkpoints.py)
 
 Send = Callable[[int, Command], None]  # rank (-1: every rank), command
 Say = Callable[[str, str], None]  # level, text
@@ -66,6 +73,9 @@ class RankCoordinator:
         self.failed: int | None = None  # the first rank that raised
         self._exits: dict[int, RankEnded] = {}  # what each rank's probe said as it ended
         self._errors: set[int] = set()
+        self._action: Command | None = None  # a save or restore waiting for the common pause
+        self._resume_after = False  # the ranks ran before that save or restore: go on after
+        self._saving = False  # a save sent: waiting for rank 0's CheckpointSaved
 
     # --- from the probes ----------------------------------------------------------------------
 
@@ -85,6 +95,9 @@ class RankCoordinator:
             steps = sorted(set(self.paused.values()))
             where = f"step {steps[0]}" if len(steps) == 1 else f"steps {steps}"
             self._say("info", f"all {len(self.paused)} ranks paused at {where}")
+            if self._action is not None and len(steps) == 1:
+                action, self._action = self._action, None
+                self._act(action)
 
     def on_resumed(self, rank: int) -> None:
         self.paused.pop(rank, None)
@@ -115,6 +128,22 @@ class RankCoordinator:
             self.failed = message.rank
             return True
         return False
+
+    def on_saved(self, rank: int, ok: bool, path: str) -> None:
+        """Rank 0's checkpoint of a collective save is written (or failed)."""
+        if not self._saving or rank != 0:
+            return
+        self._saving = False
+        if ok and path:
+            self._send(-1, Command(name=RNG_SAVE, rank=-1, args={"path": path}))
+        self._go_on()
+
+    def on_restored(self, rank: int, ok: bool, step: int) -> None:
+        """A rank went back (or on) to ``step``: its step is that one now, not the highest."""
+        if ok:
+            self.steps[rank] = step
+            if rank in self.paused:
+                self.paused[rank] = step
 
     def on_exit(self, message: RankEnded) -> None:
         self._exits[message.rank] = message
@@ -162,6 +191,8 @@ class RankCoordinator:
                 self.pause("paused from the console")
         elif name == "run-to":
             return self._run_to(command)
+        elif name in (SAVE, RESTORE):
+            self._collective(command)
         elif name == "debug":
             rank = command.rank if command.rank >= 0 else 0
             if rank not in self.connected:
@@ -186,6 +217,32 @@ class RankCoordinator:
         self.seq += 1  # answers still in flight are for a target that is gone
         self._acks.clear()
         self._send(-1, Command(name="resume", rank=-1))
+
+    def _collective(self, command: Command) -> None:
+        """A save or restore at one step on every rank: now if they are all paused at one step,
+        else once a pause has brought them there (and they go on after)."""
+        common = set(self.paused.values())
+        if self.all_paused() and len(common) == 1:
+            self._resume_after = False
+            self._act(command)
+        else:
+            self._resume_after = True
+            self._action = command
+            self.pause(f"{'saving' if command.name == SAVE else 'restoring'} on every rank")
+
+    def _act(self, command: Command) -> None:
+        self._send(-1, Command(name=command.name, rank=-1, args=command.args))
+        if command.name == SAVE:
+            self._saving = True  # the RNG states follow rank 0's answer (on_saved)
+            return
+        path = command.args.get("path", "")
+        self._send(-1, Command(name=RNG_RESTORE, rank=-1, args={"path": path}))
+        self._go_on()
+
+    def _go_on(self) -> None:
+        if self._resume_after:
+            self._resume_after = False
+            self.resume()
 
     def _run_to(self, command: Command) -> bool:
         try:

@@ -28,6 +28,7 @@ from tuidebug.supervisor import ranks as job
 from tuidebug.supervisor.child import open_rank_ptys, set_winsize, spawn_on_pty, torchrun_command
 from tuidebug.supervisor.store import HistoryStore, event_body
 from tuidebug.wire import auth, codec
+from tuidebug.wire.checkpoint_messages import CheckpointRestored, CheckpointSaved
 from tuidebug.wire.messages import (
     LINK_PACE,
     PAUSE_AT,
@@ -521,6 +522,10 @@ class Supervisor:
         elif isinstance(message, PauseAck):
             self.ranks.on_ack(rank, message)
             return True
+        elif isinstance(message, CheckpointSaved):
+            self.ranks.on_saved(rank, message.ok, message.path)
+        elif isinstance(message, CheckpointRestored):
+            self.ranks.on_restored(rank, message.ok, message.step)
         elif isinstance(message, PauseRequest):
             self.ranks.on_request(rank, message.reason)
             return True
