@@ -2,7 +2,8 @@
 
 Every script of ``demos/bugs/variants/`` is a small real training script (100 steps of a tiny
 model) with one or two bugs; its docstring's ``Rules:`` line names the rules it must trip, and
-an ``Options:`` line any ``tuidebug check`` options it needs. Two bugs share a script where
+an ``Options:`` line any ``tuidebug check`` options it needs, and a ``Not caught:`` line a
+rule that misses it (kept, with why: the report is honest). Two bugs share a script where
 they cannot mask each other, so that CI pays for one ``import torch`` per pair. Each goes through
 the real ``tuidebug check`` (a supervisor, the probe, the history on disk). Other rules may fire
 too (a NaN loss is also a non-finite gradient).
@@ -38,6 +39,10 @@ def _declared(script: Path) -> tuple[list[str], list[str]]:
 SCRIPTS = sorted(p.name for p in VARIANTS.glob("[a-z]*.py"))
 
 
+# Rules with fewer than two caught variants so far, and why (the issue-19 report lists them).
+SHORT = {"loss-diverging": "a fast blow-up is inf before its 20-loss trend: loss-nonfinite"}
+
+
 def test_every_variant_names_known_rules_and_every_rule_has_two() -> None:
     counts = dict.fromkeys(RULES, 0)
     for name in SCRIPTS:
@@ -46,8 +51,7 @@ def test_every_variant_names_known_rules_and_every_rule_has_two() -> None:
         for rule in rules:
             assert rule in RULES, f"{name}: unknown rule {rule}"
             counts[rule] += 1
-    # Rules with fewer than two variants are listed in the issue-19 report as not done yet.
-    assert sum(counts.values()) >= 29, counts
+    assert {rule for rule, n in counts.items() if n < 2} == set(SHORT), counts
 
 
 @pytest.mark.parametrize("script", SCRIPTS)

@@ -1,8 +1,9 @@
 """Variants: DistributedDataParallel (gloo, world size 1) whose wrapped module is put in eval
 mode through ``ddp.module.eval()`` for a baseline and never back (the wrapper's own flag stays
-True); the optimizer is given the body's parameters only, so the head never trains.
+True); the optimizer is given the body's parameters only, so the head never trains, and
+optimizer.zero_grad() never clears the head's gradients (they pile up step after step).
 
-Rules: eval-mode-training, param-not-in-optimizer
+Rules: eval-mode-training, param-not-in-optimizer, grad-not-zeroed
 """
 
 import os
