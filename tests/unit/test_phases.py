@@ -4,6 +4,7 @@ real ``tuidebug run --detach`` (the phases read back from the run's stored histo
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -170,3 +171,38 @@ def test_the_slow_phase_of_a_real_run_is_the_largest(
     assert summary["largest"] == largest, summary
     assert summary["ms_per_step"][largest] >= 28, summary
     assert summary["share"][largest] > 0.5, summary
+
+
+def test_the_benchmark_runs_and_reports_its_ratios(tmp_path: Path) -> None:
+    """A tiny run of every variant (no timing asserted: figures come from real runs)."""
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "bench.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "bench_phases.py"),
+            *("--rounds", "2", "--steps", "2", "--warmup", "2", "--copies", "1"),
+            *("--out", str(out)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    results = json.loads(out.read_text())
+    rows = {row["variant"]: row for row in results["rows"]}
+    assert set(rows) == {
+        "bare",
+        "boundary",
+        "boundary + breakdown",
+        "default + breakdown",
+        "profiling",
+    }
+    assert rows["bare"]["ratio_median"] == 1.0
+    assert all(row["ms_median"] > 0 for row in rows.values())
+    assert rows["profiling"]["trace_bytes"] > 0
+    assert results["messages"] > 0  # the breakdown sent its batches
+    assert "target: default + breakdown" in done.stdout
