@@ -18,6 +18,7 @@ import os
 import secrets
 import stat
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -169,7 +170,18 @@ def scan_runs() -> tuple[list[RunPaths], list[tuple[Path, str]]]:
             skipped.append((entry, reason))
         elif (entry / "meta.json").exists():
             ours.append(entry.name)
-    return [run_paths(run_id) for run_id in ours], skipped
+    runs = [run_paths(run_id) for run_id in ours]
+    # An id sorts by its start second; two runs started in the same second (a script launching
+    # jobs, a test) are told apart by the start time their meta.json records, read for those only.
+    seconds = Counter(run.run_id[:15] for run in runs)
+    runs.sort(
+        key=lambda run: (
+            run.run_id[:15],
+            float(run.read_meta().get("created") or 0.0) if seconds[run.run_id[:15]] > 1 else 0.0,
+        ),
+        reverse=True,
+    )
+    return runs, skipped
 
 
 def list_runs() -> list[RunPaths]:
