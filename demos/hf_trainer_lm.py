@@ -48,11 +48,18 @@ LENGTH = 24
 
 
 class CountingSequences(Dataset[dict[str, torch.Tensor]]):
-    """``n`` sequences ``start, start + stride, ...`` modulo ``VOCAB`` (fixed by ``seed``)."""
+    """``n`` sequences ``start, start + stride, ...`` modulo ``VOCAB`` (fixed by ``seed``).
 
-    def __init__(self, n: int, seed: int) -> None:
+    There are only ``VOCAB * 3`` such sequences, so a random evaluation set would be made of
+    training rows (``tuidebug check``'s train-eval-overlap says so): the evaluation's start
+    tokens (``held_out``) are the multiples of 8, the training's the others.
+    """
+
+    def __init__(self, n: int, seed: int, held_out: bool = False) -> None:
         g = torch.Generator().manual_seed(seed)
-        start = torch.randint(0, VOCAB, (n, 1), generator=g)
+        tokens = torch.arange(VOCAB)
+        starts = tokens[(tokens % 8 == 0) == held_out]
+        start = starts[torch.randint(0, len(starts), (n, 1), generator=g)]
         stride = torch.randint(1, 4, (n, 1), generator=g)
         self.tokens = (start + stride * torch.arange(LENGTH)) % VOCAB
 
@@ -79,6 +86,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sleep", type=float, default=0.0, help="seconds to sleep each step")
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--train-size", type=int, default=4096, help="training sequences")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--accumulate", type=int, default=1, help="batches per optimizer step")
     parser.add_argument("--eval-every", type=int, default=50, help="steps between evaluations")
@@ -117,8 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     trainer = Trainer(
         model=model,
         args=training,
-        train_dataset=CountingSequences(4096, args.seed),
-        eval_dataset=CountingSequences(256, args.seed + 1),
+        train_dataset=CountingSequences(args.train_size, args.seed),
+        eval_dataset=CountingSequences(256, args.seed + 1, held_out=True),
         callbacks=callbacks,
     )
     print(f"hf_trainer_lm: {args.steps} steps, output in {out}", flush=True)

@@ -83,6 +83,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sleep", type=float, default=0.0, help="seconds to sleep each batch")
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--train-size", type=int, default=7000, help="training examples (<= 7000)")
+    parser.add_argument(
+        "--no-shuffle", action="store_true", help="the same batch order every epoch"
+    )
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--accumulate", type=int, default=1, help="batches per optimizer step")
     parser.add_argument("--val-every", type=int, default=50, help="batches between validations")
@@ -102,9 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     x, y = make_data(8000, args.seed)
     g = torch.Generator().manual_seed(args.seed)
     train = DataLoader(
-        TensorDataset(x[:7000], y[:7000]),
+        TensorDataset(x[: min(args.train_size, 7000)], y[: min(args.train_size, 7000)]),
         batch_size=args.batch_size,
-        shuffle=True,
+        shuffle=not args.no_shuffle,
         generator=g,
         drop_last=True,
     )

@@ -53,6 +53,16 @@ def make_corpus(n_chars: int, seed: int) -> str:
     return " ".join(parts)
 
 
+def make_windows(text: str, stoi: dict[str, int], n: int, seq_len: int, seed: int) -> TensorDataset:
+    """``n`` fixed random windows of ``seq_len + 1`` characters of ``text`` (fixed by
+    ``seed``): the input is ``[:-1]``, the target ``[1:]``."""
+    data = torch.tensor([stoi[c] for c in text], dtype=torch.long)
+    g = torch.Generator().manual_seed(seed)
+    starts = torch.randint(0, len(data) - seq_len - 1, (n,), generator=g)
+    chunks = data[starts[:, None] + torch.arange(seq_len + 1)]
+    return TensorDataset(chunks[:, :-1], chunks[:, 1:])
+
+
 class CausalSelfAttention(nn.Module):
     """Multi-head attention where each position sees only itself and the positions before it."""
 
@@ -160,13 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     text = make_corpus(200_000, args.seed)
     itos = sorted(set(text))
     stoi = {c: i for i, c in enumerate(itos)}
-    data = torch.tensor([stoi[c] for c in text], dtype=torch.long)
-
-    # Fixed random windows of seq_len + 1 characters: input is [:-1], target is [1:].
-    windows = torch.Generator().manual_seed(args.seed + 1)
-    starts = torch.randint(0, len(data) - args.seq_len - 1, (8192,), generator=windows)
-    chunks = data[starts[:, None] + torch.arange(args.seq_len + 1)]
-    dataset = TensorDataset(chunks[:, :-1], chunks[:, 1:])
+    dataset = make_windows(text, stoi, 8192, args.seq_len, args.seed + 1)
     g = torch.Generator().manual_seed(args.seed)
     loader = DataLoader(
         dataset, batch_size=args.batch_size, shuffle=True, generator=g, drop_last=True

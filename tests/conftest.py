@@ -15,6 +15,20 @@ from pathlib import Path
 
 import pytest
 
+_TESTS = Path(__file__).parent
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Refuse two test files with one basename: pytest's default import mode collects only one
+    of them ("import file mismatch") and the run dies in collection."""
+    seen: dict[str, Path] = {}
+    for path in sorted(_TESTS.rglob("test_*.py")):
+        if path.name in seen:
+            raise pytest.UsageError(
+                f"two test files named {path.name}: {seen[path.name]} and {path}; rename one"
+            )
+        seen[path.name] = path
+
 
 @pytest.fixture
 def run_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
@@ -45,3 +59,24 @@ def _stop_leftover_runs(home: Path) -> None:
             if isinstance(pid, int) and pid > 0:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(pid, signal.SIGKILL)
+    # torchrun starts each rank in a session of its own: killing its group leaves the ranks
+    # running (orphans training on, in CI, through every later test). Every process of the
+    # test's runs has its TUIDEBUG_HOME in its environment.
+    for pid in _processes_with_env(f"TUIDEBUG_HOME={home}"):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _processes_with_env(entry: str) -> list[int]:
+    """The pids (not this one) whose environment holds ``entry`` (``NAME=value``)."""
+    wanted = entry.encode() + b"\0"
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            environ = (proc / "environ").read_bytes()
+        except OSError:  # gone, or not ours
+            continue
+        pid = int(proc.name)
+        if pid != os.getpid() and (environ.startswith(wanted) or b"\0" + wanted in environ):
+            found.append(pid)
+    return found

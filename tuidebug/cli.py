@@ -40,6 +40,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             return _fail(f"--break-on: {error}")
     if not args.detach and not (sys.stdin.isatty() and sys.stdout.isatty()):
         return _fail("the console needs a terminal; use `tuidebug run --detach` for batch jobs")
+    if args.detach and args.compare:
+        return _fail(
+            "--compare draws on the console's chart: not with --detach (later: "
+            "`tuidebug attach RUN --compare OTHER`)"
+        )
     launch = _job_launch(args)
     if isinstance(launch, str):
         return _fail(launch)
@@ -60,7 +65,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"  attach a console:  tuidebug attach {paths.run_id}")
         print(f"  script output:     {paths.pty_log}")
         return 0
-    return _open_console(paths, launched=True)
+    return _open_console(paths, launched=True, compare=args.compare)
 
 
 TORCHRUN_FLAGS = (
@@ -88,11 +93,19 @@ def _job_launch(args: argparse.Namespace) -> dict[str, Any] | str | None:
         return None
     if args.nproc_per_node < 1:
         return "--nproc-per-node: at least 1"
-    return job_launch(
+    launch = job_launch(
         args.nproc_per_node,
         standalone=args.standalone,
         **{name: getattr(args, name) for name in TORCHRUN_FLAGS},
     )
+    from tuidebug.supervisor.nodes import plan_nodes  # more than one node: node 0 gathers them
+
+    nodes = plan_nodes(launch, args.tuidebug_port, args.token_file)
+    if isinstance(nodes, str):
+        return nodes
+    if nodes is not None:
+        launch["nodes"] = nodes
+    return launch
 
 
 def probe_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -121,10 +134,10 @@ def probe_options(args: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
-def _open_console(paths: Any, launched: bool) -> int:
+def _open_console(paths: Any, launched: bool, compare: str | None = None) -> int:
     from tuidebug.console.app import ConsoleExit, run_console
 
-    result = run_console(paths, exit_on_early_end=launched)
+    result = run_console(paths, exit_on_early_end=launched, compare=compare)
     if result.kind == ConsoleExit.LEFT_RUNNING:
         print(
             f"tuidebug: run {paths.run_id} goes on; "
@@ -183,35 +196,39 @@ def cmd_attach(args: argparse.Namespace) -> int:
         return _fail(f"{which}; see `tuidebug ls`")
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         return _fail("the console needs a terminal")
-    return _open_console(paths, launched=False)
+    return _open_console(paths, launched=False, compare=args.compare)
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    """List runs, newest first, with the disk each takes."""
+    """List runs, newest first: enough to choose one (state, last step, final loss, how long
+    ago it started, the command), and the disk each takes."""
     from rich.console import Console
     from rich.table import Table
 
-    from tuidebug.console.formatting import fmt_bytes
     from tuidebug.paths import scan_runs
-    from tuidebug.runs import disk_usage, shown_state
+    from tuidebug.runs import disk_usage, summarize
+    from tuidebug.units import fmt_bytes
 
     runs, skipped = scan_runs()
-    table = Table("run", "state", "script", "started", "exit", "size", box=None)
-    table.columns[-1].justify = "right"
-    for paths in runs[: args.limit]:
-        meta = paths.read_meta()
-        started = meta.get("started") or meta.get("created")
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)) if started else "?"
-        code = meta.get("exit_code")
-        table.add_row(
-            paths.run_id,
-            shown_state(paths, meta),
-            " ".join([meta.get("script", "?"), *meta.get("args", [])]),
-            when,
-            "" if code is None else str(code),
-            fmt_bytes(disk_usage(paths.folder)),
-        )
-    Console().print(table)
+    names = ("run", "state", "steps", "loss", "age", "size")
+    summaries = [summarize(paths) for paths in runs[: args.limit]]
+    rows = [
+        (s.run_id, s.state_text, s.steps_text, s.loss_text, s.age(), fmt_bytes(disk_usage(p)))
+        for s, p in zip(summaries, (paths.folder for paths in runs), strict=False)
+    ]
+    # The command last, fit to what is left of the terminal's width: at 80 columns every
+    # other cell fits whole and a long command loses its script's folder, then the end of its
+    # arguments (Rich would rather squeeze whole columns away). Two spaces between columns.
+    console = Console()
+    widths = [max(len(name), *(len(row[i]) for row in rows)) for i, name in enumerate(names)]
+    room = max(8, console.width - sum(widths) - 2 * len(widths))
+    table = Table(box=None, padding=(0, 2, 0, 0), pad_edge=False)
+    for name in (*names, "command"):
+        right = name in ("steps", "age", "size")
+        table.add_column(name, no_wrap=True, justify="right" if right else "left")
+    for row, summary in zip(rows, summaries, strict=True):
+        table.add_row(*row, summary.command_fit(room))
+    console.print(table)
     if skipped:
         # One line, not one per folder: a shared TUIDEBUG_HOME may hold many.
         print(
@@ -313,16 +330,17 @@ async def _ask_stacks(paths: Any, timeout: float) -> str:
 
 def _describe(paths: Any) -> str:
     """``RUN_ID  state  script args``: read before the folder goes."""
+    from tuidebug.runs import command_line
+
     meta = paths.read_meta()
-    script = " ".join([str(meta.get("script", "?")), *map(str, meta.get("args", []))])
-    return f"{paths.run_id}  {meta.get('state', '?')}  {script}"
+    return f"{paths.run_id}  {meta.get('state', '?')}  {command_line(meta)}"
 
 
 def _remove(runs: list[Any], verb: str, dry_run: bool = False) -> tuple[int, int, int]:
     """Remove (or, for a dry run, measure) each run, printing a line for each; returns how many
     went, how many could not, and the bytes freed."""
-    from tuidebug.console.formatting import fmt_bytes
     from tuidebug.runs import NotRemovable, disk_usage, remove_run
+    from tuidebug.units import fmt_bytes
 
     removed = failed = freed = 0
     for paths in runs:
@@ -341,8 +359,8 @@ def _remove(runs: list[Any], verb: str, dry_run: bool = False) -> tuple[int, int
 
 def cmd_rm(args: argparse.Namespace) -> int:
     """Remove ended runs by id or unique prefix; a live run is refused (stop it first)."""
-    from tuidebug.console.formatting import fmt_bytes
     from tuidebug.runs import resolve
+    from tuidebug.units import fmt_bytes
 
     resolved = resolve(args.run_ids)
     for problem in resolved.problems:
@@ -377,8 +395,8 @@ def _count(text: str) -> int:
 
 def cmd_gc(args: argparse.Namespace) -> int:
     """Remove the ended runs that are beyond the newest K and older than the given age."""
-    from tuidebug.console.formatting import fmt_bytes
     from tuidebug.runs import parse_duration, plan_gc
+    from tuidebug.units import fmt_bytes
 
     plan = plan_gc(parse_duration(args.older_than), args.keep)
     for folder, why in plan.skipped:
@@ -488,6 +506,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: the larger of 300 and 20 times the median step time; 0: off)",
     )
     run.add_argument(
+        "--compare",
+        metavar="RUN",
+        help="overlay another run's loss curve (a run id, a unique prefix, or a run folder) "
+        "on the chart, aligned by step; v in the console picks or clears one",
+    )
+    run.add_argument(
         "--no-hold",
         action="store_true",
         help="when the script raises, let it exit at once instead of holding it for a "
@@ -511,6 +535,19 @@ def build_parser() -> argparse.ArgumentParser:
     job.add_argument("--master-port", type=int, metavar="PORT", help="rank 0's port (static)")
     job.add_argument("--standalone", action="store_true", help="a single-node job")
     job.add_argument("--max-restarts", type=int, metavar="K", help="restarts of a failed job")
+    job.add_argument(
+        "--token-file",
+        metavar="FILE",
+        help="more than one node: the job's secret, the same on every node (mode 0600; node 0 "
+        "creates it when missing); node 0's supervisor admits the others' with it only",
+    )
+    job.add_argument(
+        "--tuidebug-port",
+        type=int,
+        metavar="PORT",
+        help="more than one node: the TCP port node 0's supervisor gathers the others on, at "
+        "the rendezvous host (default: the rendezvous port + 1)",
+    )
     run.add_argument("script", help="the training script")
     run.add_argument("script_args", nargs=argparse.REMAINDER, help="arguments for the script")
     run.set_defaults(func=cmd_run)
@@ -522,6 +559,11 @@ def build_parser() -> argparse.ArgumentParser:
         "show what it recorded.",
     )
     attach.add_argument("run_id", nargs="?", help="a run id or a unique prefix of one")
+    attach.add_argument(
+        "--compare",
+        metavar="RUN",
+        help="overlay another run's loss curve on the chart (as `tuidebug run --compare`)",
+    )
     attach.set_defaults(func=cmd_attach)
 
     stacks = commands.add_parser(
@@ -584,10 +626,12 @@ def build_parser() -> argparse.ArgumentParser:
     gc.set_defaults(func=cmd_gc)
 
     from tuidebug.ckpt.cli import add_parser as add_ckpt_parser
+    from tuidebug.memory_cli import add_parser as add_memory_parser
     from tuidebug.profile_cli import add_parser as add_profile_parser
 
     add_ckpt_parser(commands)
     add_profile_parser(commands)  # `tuidebug profile RUN --steps K`
+    add_memory_parser(commands)  # `tuidebug memory RUN --steps K`
     try:  # the training-bug checks: `tuidebug check`, `tuidebug lr-find`
         from tuidebug.checks.cli import add_parsers as add_check_parsers
     except ModuleNotFoundError as error:

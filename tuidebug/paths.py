@@ -206,3 +206,15 @@ def find_run(run_id: str | None) -> RunPaths | None:
         return runs[0] if runs else None
     matches = match_runs(run_id)
     return matches[0] if len(matches) == 1 else None
+
+
+def pid_alive(pid: int) -> bool:
+    """True when a process with this pid exists (someone else's counts: it might be ours under
+    another uid after a setuid, and erring towards "alive" only keeps a run)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

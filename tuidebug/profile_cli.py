@@ -3,7 +3,9 @@
 The command goes to every rank's probe (``probe/extensions/profile.py``), which starts the
 capture at its next step boundary and answers with a ``ProfileResult``: the trace's path in the
 run folder, the top operators by self time and each captured step's phases. This module also
-holds the text the console's profile screen shows (no Textual, no torch here).
+holds the text the console's profile screen shows (no Textual, no torch here), and the client
+side every "ask the ranks, wait for their answers" command shares (``ask_ranks``,
+``run_request``, ``add_request_arguments``: ``tuidebug memory`` is built on them too).
 """
 
 from __future__ import annotations
@@ -12,9 +14,13 @@ import argparse
 import asyncio
 import json
 import sys
-from typing import Any
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, TypeVar
 
+from tuidebug.wire.messages import Command, Message
 from tuidebug.wire.phase_messages import PHASES, ProfileResult, ProfileStarted
+
+R = TypeVar("R", bound=Message)
 
 DEFAULT_TIMEOUT = 120.0
 
@@ -100,44 +106,71 @@ def result_dict(result: ProfileResult) -> dict[str, Any]:
     }
 
 
-async def capture(paths: Any, steps: int, timeout: float) -> list[ProfileResult]:
-    """Ask every rank for a capture of ``steps`` steps; their results (raises RuntimeError with
-    a one-line reason when none comes)."""
+async def ask_ranks(
+    paths: Any,
+    command: Command,
+    started_type: type[Message],
+    result_type: type[R],
+    timeout: float,
+    unstarted: Callable[[R], bool],
+    what: str = "capture",
+) -> list[R]:
+    """Send ``command`` to every rank and wait for each one that answered ``started_type`` to
+    answer ``result_type`` (a rank answering ``unstarted(result)``, a refusal, needs no start);
+    their results by rank (raises RuntimeError with a one-line reason when none comes)."""
     from tuidebug.wire.client import RunConnection
-    from tuidebug.wire.messages import Command, RunInfo
+    from tuidebug.wire.messages import RunInfo
 
     connection = await RunConnection.open(paths, history=False)
     started: set[int] = set()
-    results: dict[int, ProfileResult] = {}
+    results: dict[int, R] = {}
 
     async def read() -> None:
-        connection.send(Command(name="profile", rank=-1, args={"steps": str(steps)}))
+        connection.send(command)
         async for batch in connection.batches():
             for message in batch:
                 if isinstance(message, RunInfo) and message.ended is not None:
                     raise RuntimeError(f"the run ended ({message.state})")
-                if isinstance(message, ProfileStarted):
+                if isinstance(message, started_type):
                     started.add(message.rank)
-                elif isinstance(message, ProfileResult) and (
-                    message.rank in started or message.error
+                elif isinstance(message, result_type) and (
+                    message.rank in started or unstarted(message)
                 ):
                     results[message.rank] = message
                     if started <= set(results):
                         return
-        raise RuntimeError("the supervisor closed the connection before the capture ended")
+        raise RuntimeError(f"the supervisor closed the connection before the {what} ended")
 
     try:
         await asyncio.wait_for(read(), timeout)
     except asyncio.TimeoutError:
         if not results:
-            what = "started" if started else "began (is the run paused, or between steps?)"
-            raise RuntimeError(f"no capture {what} within {timeout:g} s") from None
+            how = "started" if started else "began (is the run paused, or between steps?)"
+            raise RuntimeError(f"no {what} {how} within {timeout:g} s") from None
     finally:
         connection.close()
     return [results[rank] for rank in sorted(results)]
 
 
-def cmd_profile(args: argparse.Namespace) -> int:
+async def capture(paths: Any, steps: int, timeout: float) -> list[ProfileResult]:
+    """Ask every rank for a capture of ``steps`` steps; their results."""
+    command = Command(name="profile", rank=-1, args={"steps": str(steps)})
+    return await ask_ranks(
+        paths, command, ProfileStarted, ProfileResult, timeout, lambda r: bool(r.error)
+    )
+
+
+def run_request(
+    args: argparse.Namespace,
+    verb: str,
+    ask: Callable[[Any], Coroutine[Any, Any, Sequence[R]]],
+    text: Callable[[R], str],
+    as_dict: Callable[[R], dict[str, Any]],
+    status: Callable[[Sequence[R]], int],
+) -> int:
+    """A command that asks a live run's ranks for something: find the run (exit 2 when there
+    is none), ``ask`` it (exit 1 with one line when it fails), print the results as text or
+    ``--json``; the exit status is ``status(results)``."""
     from tuidebug.paths import find_run
     from tuidebug.wire.client import ConnectError
 
@@ -146,15 +179,38 @@ def cmd_profile(args: argparse.Namespace) -> int:
         print(f"tuidebug: no run {args.run or ''}".rstrip(), file=sys.stderr)
         return 2
     try:
-        results = asyncio.run(capture(paths, args.steps, args.timeout))
+        results = asyncio.run(ask(paths))
     except (ConnectError, RuntimeError, OSError) as error:
-        print(f"tuidebug: profile {paths.run_id}: {error}", file=sys.stderr)
+        print(f"tuidebug: {verb} {paths.run_id}: {error}", file=sys.stderr)
         return 1
     if args.json:
-        print(json.dumps([result_dict(r) for r in results], indent=2))
+        print(json.dumps([as_dict(r) for r in results], indent=2))
     else:
-        print("\n\n".join(result_text(r) for r in results))
-    return 1 if any(r.error for r in results) else 0
+        print("\n\n".join(text(r) for r in results))
+    return status(results)
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    return run_request(
+        args,
+        "profile",
+        lambda paths: capture(paths, args.steps, args.timeout),
+        result_text,
+        result_dict,
+        lambda results: 1 if any(r.error for r in results) else 0,
+    )
+
+
+def add_request_arguments(parser: argparse.ArgumentParser, steps: int) -> None:
+    """RUN, --steps K, --timeout, --json: the arguments of a command built on run_request."""
+    parser.add_argument("run", nargs="?", help="run id or prefix (default: the newest run)")
+    parser.add_argument(
+        "--steps", type=int, default=steps, metavar="K", help=f"steps (default {steps})"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds to wait for the result"
+    )
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
 def add_parser(commands: Any) -> None:
@@ -165,10 +221,5 @@ def add_parser(commands: Any) -> None:
         "activities, shapes, memory), starting at a step boundary. Writes a Chrome trace into "
         "the run folder and prints the top operators by self time and each step's phases.",
     )
-    profile.add_argument("run", nargs="?", help="run id or prefix (default: the newest run)")
-    profile.add_argument("--steps", type=int, default=5, metavar="K", help="steps (default 5)")
-    profile.add_argument(
-        "--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds to wait for the result"
-    )
-    profile.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_request_arguments(profile, steps=5)
     profile.set_defaults(func=cmd_profile)

@@ -15,14 +15,17 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import sqlite3
 import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tuidebug.console.formatting import fmt_bytes
-from tuidebug.paths import RunPaths, match_runs, not_ours, scan_runs
+from tuidebug.console.formatting import format_value
+from tuidebug.paths import RunPaths, match_runs, not_ours, pid_alive, scan_runs
+from tuidebug.supervisor.store import HistoryStore
+from tuidebug.units import fmt_bytes
 
 # A run whose meta.json has no pids yet is being started: launch.py writes meta.json, then the
 # supervisor binds its socket, starts the script and records both pids. Within this long of its
@@ -39,18 +42,6 @@ def parse_duration(text: str) -> float:
     if not match:
         raise ValueError(f"{text!r} is not a duration like 30d, 12h, 90m or 45s")
     return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-
-
-def pid_alive(pid: int) -> bool:
-    """True when a process with this pid exists (someone else's counts: it might be ours under
-    another uid after a setuid, and erring towards "alive" only keeps a run)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def is_live(paths: RunPaths, meta: dict[str, Any] | None = None) -> bool:
@@ -94,6 +85,93 @@ def last_active(paths: RunPaths, meta: dict[str, Any]) -> float:
         return paths.meta.stat().st_mtime
     except OSError:
         return 0.0
+
+
+def command_line(meta: dict[str, Any]) -> str:
+    """``train.py --lr 1e-3``: the script and its arguments, from meta.json."""
+    return " ".join([str(meta.get("script", "?")), *map(str, meta.get("args", []))])
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What ``tuidebug ls`` and the console's compare picker show of a run, to choose one."""
+
+    run_id: str
+    state: str  # as shown_state says
+    script: str
+    args: tuple[str, ...]
+    started: float | None
+    exit_code: int | None
+    last_step: int | None  # rank 0's last recorded step (None: no steps, or no history)
+    final_loss: float | None  # rank 0's last recorded loss
+
+    @property
+    def command(self) -> str:
+        """``train.py --lr 1e-3``."""
+        return " ".join([self.script, *self.args])
+
+    def command_fit(self, width: int) -> str:
+        """The command in at most ``width`` characters: the whole of it if it fits, else the
+        script's file name for its path, then the arguments cut with an ellipsis."""
+        for text in (self.command, " ".join([os.path.basename(self.script), *self.args])):
+            if len(text) <= width:
+                return text
+        return text[: max(0, width - 1)].rstrip() + "…"
+
+    @property
+    def state_text(self) -> str:
+        """The state, with the exit code of a crash ("crashed 1"): one column for both."""
+        if self.state == "crashed" and self.exit_code not in (None, 0):
+            return f"crashed {self.exit_code}"
+        return self.state
+
+    def age(self, now: float | None = None) -> str:
+        """How long ago it started, in one unit: ``45s``, ``12m``, ``3h``, ``2d``, ``5w``."""
+        if not self.started:
+            return "?"
+        seconds = max(0.0, (time.time() if now is None else now) - self.started)
+        for unit, size in (("w", 7 * 86400), ("d", 86400), ("h", 3600), ("m", 60)):
+            if seconds >= size:
+                return f"{int(seconds // size)}{unit}"
+        return f"{int(seconds)}s"
+
+    @property
+    def steps_text(self) -> str:
+        """The last step, or a dash (no cell is empty: the table reads as columns)."""
+        return "—" if self.last_step is None else str(self.last_step)
+
+    @property
+    def loss_text(self) -> str:
+        return format_value(self.final_loss)
+
+
+def summarize(paths: RunPaths, meta: dict[str, Any] | None = None) -> RunSummary:
+    """A run's summary: meta.json, and the tail of its history (a few rows, so listing many
+    runs stays quick; an unreadable history leaves the steps and loss empty)."""
+    meta = paths.read_meta() if meta is None else meta
+    started = meta.get("started") or meta.get("created")
+    code = meta.get("exit_code")
+    last_step: int | None = None
+    final_loss: float | None = None
+    if paths.history.exists():
+        try:
+            store = HistoryStore(paths.history, readonly=True)
+            try:
+                last_step, final_loss = store.tail(0)
+            finally:
+                store.close()
+        except sqlite3.Error:
+            pass  # a corrupt or half-written file: shown without steps, as a run without any
+    return RunSummary(
+        run_id=paths.run_id,
+        state=shown_state(paths, meta),
+        script=str(meta.get("script", "?")),
+        args=tuple(map(str, meta.get("args", []))),
+        started=float(started) if isinstance(started, (int, float)) else None,
+        exit_code=code if isinstance(code, int) else None,
+        last_step=last_step,
+        final_loss=final_loss,
+    )
 
 
 def disk_usage(folder: Path) -> int:

@@ -46,12 +46,22 @@ GALLERY: dict[str, tuple[str, list[str]]] = {
     "bce_targets_out_of_range.py": ("labels-out-of-range", []),
     "mse_broadcast.py": ("loss-broadcast", []),
     "slow_loader.py": ("data-bottleneck", []),
+    "eval_on_train_rows.py": ("train-eval-overlap", []),
+    "duplicate_rows.py": ("duplicate-rows", []),
+    "constant_feature.py": ("constant-input", []),
+    "input_outlier.py": ("input-outlier", []),
+    "constant_labels.py": ("constant-labels", []),
+    "missing_class.py": ("missing-class", []),
 }
 CLEAN = [
     ("classifier.py", ["--steps", "40"]),
     ("transformer_lm.py", ["--steps", "40"]),
     ("handwritten_sgd.py", ["--steps", "60"]),
     ("with_hook.py", ["--steps", "40"]),
+    # The data rules' clean twins (demos/bugs/clean/): a held-out split evaluated at each epoch's
+    # end (at least one within 80 steps), one-hot and rare columns, a black frame.
+    ("bugs/clean/tabular.py", ["--steps", "80"]),
+    ("bugs/clean/images.py", ["--steps", "80"]),
 ]
 # The clean demos must raise no alert at all, info included.
 CLEAN_INFO: set[str] = set()

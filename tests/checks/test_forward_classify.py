@@ -116,3 +116,100 @@ def test_hooks_and_rebound_names_are_removed() -> None:
     finally:
         sys.modules.pop("user_train_module", None)
     assert not model._forward_pre_hooks and not model._forward_hooks
+
+
+def _gan(engine: ChecksEngine, sample: object, no_grad_fakes: bool, steps: int = 12) -> None:
+    """A small GAN trained the way pytorch/examples' dcgan is (two optimizers, the generator's
+    output detached into the discriminator, then backpropagated through it), or with the
+    discriminator's fakes made under no_grad and a fresh generator forward for its own step
+    (``no_grad_fakes``, as WGAN scripts do); ``sample`` runs after each generator step."""
+    torch.manual_seed(0)
+    gen = nn.Sequential(nn.Linear(4, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 8))
+    disc = nn.Sequential(nn.Linear(8, 16), nn.LeakyReLU(0.2), nn.Linear(16, 1))
+    opt_g = torch.optim.Adam(gen.parameters(), lr=1e-3)
+    opt_d = torch.optim.Adam(disc.parameters(), lr=1e-3)
+    real, ones, zeros = torch.randn(16, 8), torch.ones(16, 1), torch.zeros(16, 1)
+    step = 0
+
+    def boundary() -> None:
+        nonlocal step
+        step += 1
+        engine.on_boundary(step, StepPoint(step, 0.0, 0.0), 0.0)
+        if step == 1:
+            engine.on_model("gen", gen)
+            engine.on_model("disc", disc)
+
+    for i in range(steps):
+        disc.zero_grad()
+        if no_grad_fakes:
+            with torch.no_grad():  # in train mode, not backpropagated: still training data
+                fake = gen(torch.randn(16, 4))
+        else:
+            fake = gen(torch.randn(16, 4))
+        d_loss = F.binary_cross_entropy_with_logits(disc(real), ones)
+        d_loss = d_loss + F.binary_cross_entropy_with_logits(disc(fake.detach()), zeros)
+        d_loss.backward()
+        opt_d.step()
+        boundary()
+        gen.zero_grad()
+        if no_grad_fakes:
+            fake = gen(torch.randn(16, 4))
+        F.binary_cross_entropy_with_logits(disc(fake), ones).backward()
+        opt_g.step()
+        boundary()
+        sample(i, gen, disc)  # type: ignore[operator]
+
+
+def _gan_alerts(sample: object, no_grad_fakes: bool = False) -> list[tuple[str, str]]:
+    sent: list[Message] = []
+    engine = ChecksEngine(sent.append, 0, ChecksConfig(), every=1000)
+    try:
+        _gan(engine, sample, no_grad_fakes)
+    finally:
+        engine.close()
+    return [(m.rule, m.place) for m in sent if isinstance(m, Alert) and m.rule in MODE_RULES]
+
+
+def test_a_generators_sampling_pass_in_train_mode_is_no_evaluation() -> None:
+    noise = torch.randn(16, 4)
+
+    def sample(i: int, gen: nn.Module, _disc: nn.Module) -> None:
+        if i % 5 == 0:  # at i == 0 too: before any of gen's forwards was recorded as trained
+            with torch.no_grad():
+                gen(noise)  # samples to look at: BatchNorm on batch statistics, as in training
+
+    assert _gan_alerts(sample) == []
+    assert _gan_alerts(sample, no_grad_fakes=True) == []
+
+    def score(i: int, gen: nn.Module, disc: nn.Module) -> None:
+        if i % 5 == 0:
+            with torch.no_grad():
+                disc(gen(noise))  # the generator's output scored by a model: an evaluation
+
+    assert _gan_alerts(score) == [("train-mode-eval", "gen")]
+
+
+def test_an_upstream_model_evaluated_into_its_head_is_judged() -> None:
+    sent: list[Message] = []
+    engine = ChecksEngine(sent.append, 0, ChecksConfig(), every=1000)
+    torch.manual_seed(0)
+    encoder = nn.Sequential(nn.Linear(8, 16), nn.Dropout(0.2), nn.ReLU())
+    head = nn.Linear(16, 3)
+    optimizer = torch.optim.SGD([*encoder.parameters(), *head.parameters()], lr=0.01)
+    x, y = torch.randn(64, 8), torch.randint(0, 3, (64,))
+    try:
+        for step in range(1, 31):
+            optimizer.zero_grad()
+            F.cross_entropy(head(encoder(x)), y).backward()
+            optimizer.step()
+            engine.on_boundary(step, StepPoint(step, 0.0, 0.0), 0.0)
+            if step == 1:
+                engine.on_model("encoder", encoder)
+                engine.on_model("head", head)
+            if step % 13 == 0:
+                with torch.no_grad():  # no encoder.eval(): its Dropout stays on
+                    F.cross_entropy(head(encoder(x)), y).item()
+    finally:
+        engine.close()
+    alerts = [(m.rule, m.place) for m in sent if isinstance(m, Alert) and m.rule in MODE_RULES]
+    assert alerts == [("train-mode-eval", "encoder")]

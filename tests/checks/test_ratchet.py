@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import subprocess
+from pathlib import Path
 
 from tests.support import DEMOS, ROOT, TUIDEBUG
 from tuidebug.checks.ratchet import DEFAULT_TOLERANCE, compare, smoothed
@@ -82,3 +83,16 @@ def test_ratchet_on_real_runs() -> None:
 
     missing = check("--baseline", "no-such-run-id", script, "--steps", "5")
     assert missing.returncode == 2 and "names no run" in missing.stderr
+
+
+def test_a_corrupt_baseline_is_refused_in_one_line(tmp_path: Path) -> None:
+    """A broken history.sqlite (a truncated copy, another file) fails before the run starts,
+    with one line naming the run and no traceback."""
+    folder = tmp_path / "20261130-000000-dead"
+    folder.mkdir()
+    (folder / "history.sqlite").write_bytes(b"not a database, a broken copy " * 200)
+    proc = check("--baseline", str(folder), str(DEMOS / "classifier.py"), "--steps", "5")
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "20261130-000000-dead: its history cannot be read" in lines[0]

@@ -82,7 +82,10 @@ def test_step_resume_run_to_and_debug_are_collective() -> None:
         job.coordinator.on_paused(rank, 30)
     job.coordinator.on_console(Command(name="step", rank=-1))
     assert (job.sent[-1][0], job.last().name, job.last().args["step"]) == (-1, PAUSE_AT, "31")
-    job.coordinator.on_console(Command(name="pause", rank=-1))  # p while all paused: resume
+    sent = len(job.sent)
+    job.coordinator.on_console(Command(name="pause", rank=-1))  # already paused: nothing to do
+    assert len(job.sent) == sent  # (a pause that crossed the job's own must not resume it)
+    job.coordinator.on_console(Command(name="resume", rank=-1))  # the console's p when paused
     assert job.sent[-1] == (-1, Command(name="resume", rank=-1))
     for rank in (0, 1):
         job.coordinator.on_resumed(rank)

@@ -12,6 +12,7 @@ import asyncio
 import os
 import subprocess
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -38,11 +39,11 @@ from tuidebug.wire.registry import message_union
 DDP = ROOT / "tests" / "scripts" / "ddp_steady.py"
 
 
-def start_job(nproc: int, *args: str, flags: tuple[str, ...] = ()) -> RunPaths:
-    """``tuidebug run --detach --nproc-per-node N [flags] ddp_steady.py args``."""
+def start_job(nproc: int, *args: str, flags: tuple[str, ...] = (), script: Path = DDP) -> RunPaths:
+    """``tuidebug run --detach --nproc-per-node N [flags] SCRIPT args`` (ddp_steady.py)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [*TUIDEBUG, "run", "--detach", "--nproc-per-node", str(nproc), *flags, str(DDP), *args],
+        [*TUIDEBUG, "run", "--detach", "--nproc-per-node", str(nproc), *flags, str(script), *args],
         capture_output=True,
         text=True,
         timeout=30,
@@ -276,23 +277,29 @@ def test_a_rank_that_crashes_is_recorded_and_the_others_are_torn_down(
     assert "[rank 1] RuntimeError: rank 1 gave up at step 8" in paths.pty_log.read_text()
 
 
+def span_losses(
+    console: Console, since: int, start: int, span: int
+) -> dict[int, list[float | None]]:
+    """Each rank's losses of steps start+1..start+span reported after message ``since``."""
+    found: dict[int, dict[int, float | None]] = {0: {}, 1: {}}
+    for message in console.of(Steps, since):
+        for point in message.points:
+            if start < point.step <= start + span:
+                found[message.rank].setdefault(point.step, point.loss)
+    return {rank: [by_step[s] for s in sorted(by_step)] for rank, by_step in found.items()}
+
+
+def rng_notices(console: Console, since: int, verb: str) -> set[int]:
+    """The ranks that said their RNG states were ``verb`` (saved, restored) after ``since``."""
+    return {n.rank for n in console.of(Notice, since) if f"RNG states {verb}" in n.text}
+
+
 def test_save_now_and_restore_across_ranks_resume_bit_for_bit(run_env: dict[str, str]) -> None:
     from tuidebug.wire.checkpoint_messages import CheckpointRestored, CheckpointSaved
 
     paths = start_job(2, "3000", "0.004", "--noise")  # each rank draws noise of its own
     wait_for(lambda: paths.read_meta().get("state") == "running", 120, what="running")
     span = 12
-
-    def losses(console: Console, since: int, start: int) -> dict[int, list[float | None]]:
-        found: dict[int, dict[int, float | None]] = {0: {}, 1: {}}
-        for message in console.of(Steps, since):
-            for point in message.points:
-                if start < point.step <= start + span:
-                    found[message.rank].setdefault(point.step, point.loss)
-        return {rank: [by_step[s] for s in sorted(by_step)] for rank, by_step in found.items()}
-
-    def rng_notices(console: Console, since: int, verb: str) -> set[int]:
-        return {n.rank for n in console.of(Notice, since) if f"RNG states {verb}" in n.text}
 
     async def drive() -> None:
         console = await Console.open(paths)
@@ -309,7 +316,7 @@ def test_save_now_and_restore_across_ranks_resume_bit_for_bit(run_env: dict[str,
             await console.until(
                 "steps after the save", lambda: min(console.latest.values()) > at + span
             )
-            first = losses(console, mark, at)
+            first = span_losses(console, mark, at, span)
             assert len(first[0]) == len(first[1]) == span
             assert first[0] != first[1]  # the ranks' own noise: different losses
 
@@ -330,11 +337,11 @@ def test_save_now_and_restore_across_ranks_resume_bit_for_bit(run_env: dict[str,
             await console.until(
                 "the replay",
                 lambda: (
-                    len(losses(console, mark, at)[1]) == span
-                    and len(losses(console, mark, at)[0]) == span
+                    len(span_losses(console, mark, at, span)[1]) == span
+                    and len(span_losses(console, mark, at, span)[0]) == span
                 ),
             )
-            assert losses(console, mark, at) == first  # every rank, bit for bit
+            assert span_losses(console, mark, at, span) == first  # every rank, bit for bit
             console.send("stop-run")
             await asyncio.sleep(0.3)
         finally:

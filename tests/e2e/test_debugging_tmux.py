@@ -64,7 +64,7 @@ def test_pause_step_debug_assign_continue(term: Tmux) -> None:
     ipdb(term, "marker = 'changed in ipdb'")
     term.type("c")
     screen = term.wait_for("finished: 1,500 steps", timeout=60)
-    assert "marker: changed in ipdb" in screen
+    assert "marker: changed in ipdb" in screen, screen
     term.keys("q")
     term.wait_for("EXIT=0", timeout=20)
 

@@ -268,8 +268,8 @@ def check_memory_extension(report: Report, torch: Any, device: Any) -> Any:
     from types import SimpleNamespace
 
     from tuidebug.probe.extensions.memory import MemoryObserver
-    from tuidebug.wire.gpu_messages import AllocatorStats
-    from tuidebug.wire.messages import Command, Notice, StepPoint
+    from tuidebug.wire.gpu_messages import AllocatorStats, MemorySnapshotResult
+    from tuidebug.wire.messages import Command, StepPoint
 
     sent: list[Any] = []
     probe = SimpleNamespace(send=sent.append, rank=0, step=1, pid=os.getpid())
@@ -285,11 +285,14 @@ def check_memory_extension(report: Report, torch: Any, device: Any) -> Any:
         f"probe {(mine.allocated if mine else -1) / MIB:.1f} MiB, torch {expected / MIB:.1f} MiB",
     )
     with tempfile.TemporaryDirectory() as folder:
+        # A one-step snapshot: recording starts at step 1's boundary, the file comes at step 2's
+        # (tests/gpu/check_memory_snapshot.py checks the snapshot itself under a real run).
         path = os.path.join(folder, "snap.pickle")
-        observer.snapshot(Command(name="memory-snapshot", args={"path": path}))
+        observer.snapshot(Command(name="memory-snapshot", args={"path": path, "steps": "1"}))
+        observer.on_boundary(2, StepPoint(2, time.time()), time.perf_counter())
         size = os.path.getsize(path) if os.path.exists(path) else 0
-        notes = [m.text for m in sent if isinstance(m, Notice)]
-        report.check("memory-snapshot wrote a file", size > 0, f"{size} bytes; {notes[-1:]}")
+        answers = [m.error or m.path for m in sent if isinstance(m, MemorySnapshotResult)]
+        report.check("memory-snapshot wrote a file", size > 0, f"{size} bytes; {answers[-1:]}")
     with contextlib.suppress(Exception):
         torch.cuda.memory._record_memory_history(enabled=None)  # stop recording again
     observer.sent = sent

@@ -82,6 +82,7 @@ class Console:
         self._batches = connection.batches()
         self.seen: list[Message] = []
         self.step = 0  # the newest step point received
+        self.points: list[StepPoint] = []  # every step point received, in order (branches too)
 
     @classmethod
     async def open(cls, run_id: str) -> Console:
@@ -106,6 +107,7 @@ class Console:
                 for message in batch:
                     if isinstance(message, Steps) and message.points:
                         self.step = max(self.step, message.points[-1].step)
+                        self.points += message.points
                 self.seen += batch
 
     async def wait_step(self, step: int, timeout: float = 60) -> None:

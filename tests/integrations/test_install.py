@@ -79,3 +79,19 @@ def test_a_trainer_built_under_the_probe_gets_one_callback_and_none_after_it() -
     assert lines["lightning"] == "['TuidebugCallback']"
     assert lines["pytorch_lightning"] == "['TuidebugCallback']"
     assert lines["after"] == "[] False False []"
+
+
+def test_accelerate_backward_is_wrapped_only_while_the_probe_lives() -> None:
+    out = run(
+        """
+        from accelerate import Accelerator
+
+        print("wrapped", getattr(Accelerator.backward, "__tuidebug_wrapped__", False))
+        probe.remove_hooks()
+        print("after", hasattr(Accelerator.backward, "__tuidebug_wrapped__"),
+              Accelerator.backward.__qualname__)
+        """
+    )
+    lines = dict(line.split(" ", 1) for line in out.strip().splitlines() if " " in line)
+    assert lines["wrapped"] == "True"
+    assert lines["after"] == "False Accelerator.backward"

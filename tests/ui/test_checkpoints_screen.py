@@ -280,3 +280,63 @@ def test_browser_snapshot(snap_compare: Any, monkeypatch: pytest.MonkeyPatch) ->
     finally:
         monkeypatch.undo()
         time.tzset()
+
+
+def test_a_framework_folder_is_followed_and_restored_through_the_trainer(tmp_path: Path) -> None:
+    """A Trainer run says, once its trainer starts, that its checkpoints are in output_dir:
+    the browser lists that folder, and the confirmation says what goes back and what not."""
+    run_folder = make_folder(tmp_path / "ck", with_torch=False)
+    output_dir = tmp_path / "out"
+    checkpoint = output_dir / "checkpoint-7"
+    checkpoint.mkdir(parents=True)
+    safetensors_file(checkpoint / "model.safetensors", 7)
+    (checkpoint / "trainer_state.json").write_text(json.dumps({"global_step": 7, "epoch": 1.0}))
+    source = ScriptedSource([config(run_folder)])
+
+    async def scenario() -> None:
+        app = TuidebugApp(source=source)
+        async with app.run_test(size=(110, 36)) as pilot:
+            screen = await open_browser(app, pilot)
+            assert screen.folder == str(run_folder)
+            app.model.fold([CheckpointConfig(folder=str(output_dir), framework="transformers")])
+            await pilot.pause(0.6)
+            assert screen.folder == str(output_dir)
+            assert [(i.name, i.format, i.step) for i in screen.infos] == [("checkpoint-7", "hf", 7)]
+            title = str(screen.query_one("#ckpt-title").render())
+            assert "the Trainer's checkpoints" in title
+            await pilot.press("r")
+            await pilot.pause(0.1)
+            assert isinstance(app.screen, ConfirmScreen)
+            body = str(app.screen.body)
+            assert "through the Trainer" in body and "trainer_state.json" in body
+            assert "Not restored: the data loader's position" in body
+            await pilot.press("y")
+            await pilot.pause(0.1)
+            sent = commands(source)[-1]
+            assert sent.name == "ckpt-restore" and sent.args == {"path": str(checkpoint)}
+            app.model.fold(
+                [
+                    CheckpointRestored(
+                        ok=True,
+                        path=str(checkpoint),
+                        step=7,
+                        from_step=12,
+                        restored=["model weights", "optimizer"],
+                        notes=["not restored: the data loader's position"],
+                    )
+                ]
+            )
+            await pilot.pause(0.3)
+            text = detail(screen)
+            assert "now at step 7" in text and "restored: model weights, optimizer" in text
+            assert "not restored: the data loader's position" in text
+            # A folder the user opened is kept when the run's folder moves again.
+            await pilot.press("o")
+            await pilot.pause(0.1)
+            await pilot.press(*str(run_folder), "enter")
+            await pilot.pause(0.3)
+            app.model.fold([CheckpointConfig(folder=str(tmp_path / "elsewhere"))])
+            await pilot.pause(0.3)
+            assert screen.folder == str(run_folder)
+
+    asyncio.run(scenario())

@@ -20,6 +20,7 @@ from tuidebug.console.widgets.loss_chart import LossChart
 from tuidebug.console.widgets.run_header import RunHeader
 from tuidebug.console.widgets.sparkline_table import ScalarsTable
 from tuidebug.console.widgets.status_banner import StatusBanner
+from tuidebug.wire.hparam_messages import HparamGroup, Hparams, OptimizerHparams
 from tuidebug.wire.messages import (
     Command,
     HistoryDone,
@@ -46,10 +47,13 @@ class ScriptedSource:
         self.closed = False
 
     async def batches(self) -> AsyncIterator[list[Message]]:
-        for batch in self.batches_:
-            yield batch
-        while self.live and not self.closed:
-            await asyncio.sleep(0.05)
+        given = 0
+        while given < len(self.batches_) or (self.live and not self.closed):
+            if given < len(self.batches_):  # a test may append a batch to a live run
+                given += 1
+                yield self.batches_[given - 1]
+            else:
+                await asyncio.sleep(0.05)
 
     def send(self, message: Message) -> None:
         self.sent.append(message)
@@ -130,6 +134,34 @@ def test_live_dashboard_shows_state_step_loss_and_output() -> None:
             assert "[####----]" not in str(output)
             models = app.screen.query_one("#models", Static).render()
             assert "Classifier" in str(models) and "AdamW" in str(models)
+
+    asyncio.run(scenario())
+
+
+def test_the_model_panel_shows_the_lr_as_of_now() -> None:
+    """The optimizer's lr as first seen (0.003) until the run's hyperparameter table says
+    otherwise (a scheduler, a change from the console): then the table's, per group."""
+    table = Hparams(
+        optimizers=[
+            OptimizerHparams(
+                name="optimizer",
+                class_name="AdamW",
+                groups=[HparamGroup(index=0, lr=0.0005), HparamGroup(index=1, lr=5e-05)],
+            )
+        ]
+    )
+
+    async def scenario() -> None:
+        source = ScriptedSource([[run_info(), *history()]])
+        app = TuidebugApp(source=source)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await pilot.pause(0.3)
+            models = str(app.screen.query_one("#models", Static).render())
+            assert "AdamW lr=0.003" in models
+            source.batches_.append([table])  # the live run's next batch
+            await pilot.pause(0.3)
+            models = str(app.screen.query_one("#models", Static).render())
+            assert "AdamW lr=0.0005/5e-05" in models and "0.003" not in models
 
     asyncio.run(scenario())
 

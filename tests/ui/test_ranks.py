@@ -29,6 +29,7 @@ from tuidebug.wire.gpu_messages import AllocatorStats, DeviceMemory
 from tuidebug.wire.layer_messages import LayerStats, LayerTable
 from tuidebug.wire.messages import (
     Command,
+    DebuggerOpened,
     HistoryDone,
     Message,
     ModelSeen,
@@ -176,6 +177,16 @@ def test_ranks_screen_marks_the_straggler_and_the_dead_rank() -> None:
             await pilot.pause(0.2)
             assert app.screen is screen and screen.table.row_count == WORLD
             assert cell_texts(screen.table, SLOW)[7] == "slow x1.8"
+            # The app's frame timer can sync a pushed-again screen between its compose (a new,
+            # empty table) and its on_mount: the rows come back, no cell of a row it lacks.
+            await screen.recompose()
+            app.model.fold([Steps(rank=0, step=102, points=[StepPoint(102, point.time, 0.4)])])
+            screen.sync()
+            assert screen.table.row_count == WORLD and cell_texts(screen.table, 0)[2] == "102"
+            # A longer state widens its column, with no other message for the table (paused).
+            app.model.fold([DebuggerOpened(rank=0, step=102, kind="at-step")])
+            await pilot.pause(0.3)
+            assert "in debugger" in screen.table.render_line(1).text
 
     asyncio.run(scenario())
 

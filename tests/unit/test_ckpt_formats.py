@@ -96,19 +96,17 @@ def test_hf_folder(tmp_path: Path, weights: str) -> None:
     assert set(model_state(p)) == set(small_model().state_dict())
 
 
-def test_dcp_folder_is_trusted_only(tmp_path: Path) -> None:
+def test_dcp_folder_reads_without_trust(tmp_path: Path) -> None:
+    # its .metadata holds only DCP's metadata classes (tests/unit/test_dcp_metadata.py)
     p = make_dcp_folder(tmp_path / "dcp")
     info = read_info(p)
-    assert (info.status, info.format) == ("unsafe", "dcp")
-    assert "pickle" in info.reason and "trust" in info.reason
-    with pytest.raises(UnsafeCheckpoint):
-        detail(p)
-    trusted = detail(p, trust_dcp=True)
-    assert trusted.info.status == "ok"
-    assert trusted.param_count == N_PARAMS
-    assert {t.key for t in trusted.tensors} == {f"model.{k}" for k in small_model().state_dict()}
-    [listed] = list_checkpoints(tmp_path, trust_dcp=True)
+    assert (info.status, info.format) == ("ok", "dcp")
+    shown = detail(p)
+    assert shown.param_count == N_PARAMS
+    assert {t.key for t in shown.tensors} == {f"model.{k}" for k in small_model().state_dict()}
+    [listed] = list_checkpoints(tmp_path)
     assert listed.status == "ok"
+    assert detail(p, trust_dcp=True).param_count == N_PARAMS
 
 
 def test_own_training_state(tmp_path: Path) -> None:

@@ -110,6 +110,11 @@ def test_break_condition_stops_at_the_first_step_where_it_holds() -> None:
     trainer.thread.start()
     paused = trainer.wait_paused()
     assert paused.step == 13 and "loss > 5" in paused.reason
+    # A console's "pause" that crossed this pause on the wire keeps the run where it is.
+    trainer.post("pause")
+    time.sleep(0.3)
+    assert trainer.probe.gate.paused and trainer.probe.step == 13
+    assert not trainer.link.of(Resumed)
     trainer.post("clear-breaks")
     trainer.post("resume")
     assert trainer.done.wait(10)

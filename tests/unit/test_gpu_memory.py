@@ -16,7 +16,7 @@ from tuidebug.console.memory_model import GpuState, is_oom, shape_elements
 from tuidebug.probe.extensions import memory
 from tuidebug.probe.layers import LayerSampler
 from tuidebug.wire import codec
-from tuidebug.wire.gpu_messages import AllocatorStats, ParamMemory
+from tuidebug.wire.gpu_messages import AllocatorStats, MemorySnapshotResult, ParamMemory
 from tuidebug.wire.messages import Command, Message, Notice, ScriptError, StepPoint
 
 
@@ -163,12 +163,13 @@ def test_allocator_figures_once_a_second_peak_kept_across_reset(
     assert any(isinstance(m, Notice) and "peak" in m.text for m in out)
 
 
-def test_snapshot_without_cuda_is_a_calm_notice() -> None:
+def test_snapshot_without_cuda_is_a_calm_answer() -> None:
     out: list[Message] = []
     observer = memory.MemoryObserver(_fake_probe(out))
     observer.snapshot(Command(name="memory-snapshot"))
-    (notice,) = out
-    assert isinstance(notice, Notice) and "not initialised" in notice.text
+    (answer,) = out
+    assert isinstance(answer, MemorySnapshotResult) and not answer.error
+    assert "not initialised" in answer.unavailable
 
 
 def test_oom_detection() -> None:

@@ -106,6 +106,29 @@ def test_hand_written_sgd_steps_on_backward() -> None:
     assert link.of(Boundary)[0].source == "backward"
 
 
+def accumulate(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    steps: int,
+    micro_batches: int = 4,
+) -> list[float]:
+    """``steps`` optimizer steps of ``micro_batches`` backwards each; each step's mean loss."""
+    means = []
+    for _ in range(steps):
+        micro = []
+        for chunk in range(micro_batches):
+            part = slice(chunk, None, micro_batches)
+            loss = torch.nn.functional.mse_loss(model(x[part]), y[part])
+            loss.backward()
+            micro.append(loss.item())
+        optimizer.step()
+        optimizer.zero_grad()
+        means.append(sum(micro) / micro_batches)
+    return means
+
+
 def test_gradient_accumulation_reports_the_mean_micro_batch_loss() -> None:
     model, x, y = model_and_data()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
@@ -115,21 +138,55 @@ def test_gradient_accumulation_reports_the_mean_micro_batch_loss() -> None:
         loss = torch.nn.functional.mse_loss(model(x), y)
         loss.backward()
         optimizer.step()
-        expected = []
-        for _ in range(3):
-            micro = []
-            for chunk in range(4):
-                loss = torch.nn.functional.mse_loss(model(x[chunk::4]), y[chunk::4])
-                loss.backward()
-                micro.append(loss.item())
-            optimizer.step()
-            optimizer.zero_grad()
-            expected.append(sum(micro) / 4)
+        expected = accumulate(model, x, y, optimizer, 3)
     finally:
         probe.remove_hooks()
     assert [p.step for p in link.points] == [1, 2, 3, 4]
     for point, want in zip(link.points[1:], expected, strict=False):
         assert abs((point.loss or 0) - want) < 1e-6
+
+
+def test_accumulation_from_the_first_step_is_one_step_per_optimizer_step() -> None:
+    """No optimizer step seen yet, and micro-batches backpropagate one after another: an
+    optimizer exists, so its step() ends the step (not each backward, as in a loop with no
+    optimizer). The steps are numbered as the script's own optimizer steps from the first."""
+    model, x, y = model_and_data()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    probe, link = make_probe()
+    try:
+        expected = accumulate(model, x, y, optimizer, 3)
+        probe.finish()
+    finally:
+        probe.remove_hooks()
+    assert [p.step for p in link.points] == [1, 2, 3]
+    assert [b.source for b in link.of(Boundary)] == ["optimizer"]
+    for point, want in zip(link.points, expected, strict=True):
+        assert abs((point.loss or 0) - want) < 1e-6
+
+
+def test_lbfgs_closure_backwards_are_inside_one_step() -> None:
+    """LBFGS calls the closure (forward + backward) several times inside one step()."""
+    model, x, y = model_and_data()
+    optimizer = torch.optim.LBFGS(model.parameters(), lr=0.5, max_iter=5)
+    probe, link = make_probe()
+    calls = []
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = torch.nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        calls.append(loss.item())
+        return loss
+
+    try:
+        for _ in range(3):
+            optimizer.step(closure)
+        probe.finish()
+    finally:
+        probe.remove_hooks()
+    assert len(calls) > 3  # several closure calls a step
+    assert [p.step for p in link.points] == [1, 2, 3]
+    assert [b.source for b in link.of(Boundary)] == ["optimizer"]
 
 
 def test_hook_object_is_the_boundary_and_logs_named_scalars() -> None:

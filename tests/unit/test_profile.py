@@ -9,66 +9,31 @@ import json
 import subprocess
 from pathlib import Path
 
-import torch
-from support import DEMOS, ROOT, TUIDEBUG, start_detached, wait_for
+import pytest
+from support import DEMOS, ROOT, TUIDEBUG, Sink, small_losses, start_detached, stop_run, wait_for
 
 from tuidebug.paths import find_run
 from tuidebug.probe.extensions import profile
 from tuidebug.probe.phases import PhaseClock
 from tuidebug.probe.probe import Probe
-from tuidebug.wire.client import RunConnection
-from tuidebug.wire.messages import Command, Message, Notice, StepPoint
+from tuidebug.wire.messages import Notice
 from tuidebug.wire.phase_messages import ProfileResult, ProfileStarted
 
 
-class Sink:
-    def __init__(self) -> None:
-        self.messages: list[Message] = []
-
-    def push_point(self, point: StepPoint) -> None:
-        pass
-
-    def send(self, message: Message) -> None:
-        self.messages.append(message)
-
-    def of(self, kind: type) -> list:  # type: ignore[type-arg]
-        return [m for m in self.messages if isinstance(m, kind)]
-
-
-def _losses(steps: int, probe: Probe | None, ask_at: int = 0) -> list[float]:
-    """A small deterministic loop (dropout draws random numbers: a capture must not move them);
-    with a probe, a capture of 3 steps is asked for during step ``ask_at``."""
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(
-        torch.nn.Linear(16, 32), torch.nn.Dropout(0.1), torch.nn.ReLU(), torch.nn.Linear(32, 1)
-    )
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    x = torch.randn(64, 16)
-    y = x.sum(1, keepdim=True)
-    losses = []
-    for step in range(1, steps + 1):
-        if probe is not None and step == ask_at:
-            probe.handle_command(Command(name="profile", args={"steps": "3"}))
-            probe.handle_command(Command(name="profile", args={"steps": "3"}))  # refused
-        loss = torch.nn.functional.mse_loss(model(x), y)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    return losses
-
-
-def test_a_capture_covers_k_steps_ends_by_itself_and_changes_nothing(tmp_path: Path) -> None:
-    bare = _losses(8, None)
+@pytest.mark.parametrize(("rank", "world_size"), [(0, 1), (1, 2)])
+def test_a_capture_covers_k_steps_ends_by_itself_and_changes_nothing(
+    tmp_path: Path, rank: int, world_size: int
+) -> None:
+    bare = small_losses(8)
     sink = Sink()
-    probe = Probe(sink)  # type: ignore[arg-type]
+    probe = Probe(sink, rank=rank, world_size=world_size)  # type: ignore[arg-type]
     probe.install_auto_hooks()
     clock = PhaseClock(probe.send, 0, interval=0.0)
     probe.phases = clock
     probe.add_observer(clock)
     profile.install(probe, {"run_folder": str(tmp_path)})
     try:
-        probed = _losses(8, probe, ask_at=3)
+        probed = small_losses(8, probe, ask_at=3, command="profile")
     finally:
         probe.remove_hooks()
     assert probed == bare  # bit for bit
@@ -84,19 +49,12 @@ def test_a_capture_covers_k_steps_ends_by_itself_and_changes_nothing(tmp_path: P
     assert clock.marks is None and clock.capture is None and not clock.marking
     trace = json.loads(Path(result.trace).read_text())
     assert Path(result.trace).parent == tmp_path / "profiles"
+    # In a job every rank writes its own trace of the same steps (none overwrites another's).
+    assert Path(result.trace).name == ("profile-4-6-rank1.json" if rank else "profile-4-6.json")
     names = {e.get("name") for e in trace["traceEvents"]}
     assert {"tuidebug: step 4", "tuidebug: step 6", "tuidebug: forward"} <= names
     assert "tuidebug: step 7" not in names
     assert result.ops and result.ops[0].name in names
-
-
-async def _stop(run_id: str) -> None:
-    paths = find_run(run_id)
-    assert paths is not None
-    connection = await RunConnection.open(paths)
-    connection.send(Command(name="stop-run", rank=-1))
-    await asyncio.sleep(0.2)
-    connection.close()
 
 
 def test_tuidebug_profile_on_the_transformer_demo(run_env: dict[str, str]) -> None:
@@ -120,7 +78,7 @@ def test_tuidebug_profile_on_the_transformer_demo(run_env: dict[str, str]) -> No
             cwd=ROOT,
         )
     finally:
-        asyncio.run(_stop(run_id))
+        asyncio.run(stop_run(run_id))
     assert proc.returncode == 0, proc.stderr
     (result,) = json.loads(proc.stdout)
     assert result["last"] - result["first"] == 1 and len(result["timeline"]) == 2

@@ -22,6 +22,8 @@ from tuidebug.wire.checkpoint_messages import CheckpointRestored
 from tuidebug.wire.gpu_messages import AllocatorStats, DeviceMemory
 from tuidebug.wire.layer_messages import LayerTable
 from tuidebug.wire.messages import (
+    DebuggerClosed,
+    DebuggerOpened,
     Message,
     Output,
     Paused,
@@ -181,6 +183,24 @@ def test_paused_waiting_and_the_job_pause_lasts_while_any_rank_is_paused() -> No
     assert ranks.state_of(2, T0 + 1.0 + 12.0) == "waiting 12s"
     model.fold([info(state="finished")])
     assert ranks.state_of(2, T0 + 100) == "finished"
+
+
+def test_the_rank_with_a_debugger_open_is_in_debugger_until_it_closes() -> None:
+    model = job(world=2)
+    ranks = model.ranks
+    model.fold([Paused(rank=0, step=100, reason="p"), Paused(rank=1, step=100, reason="p")])
+    model.fold([DebuggerOpened(rank=1, step=100, kind="at-step")])
+    # Also while the console's terminal is back from it (Ctrl-]): d goes back to rank 1.
+    assert ranks.state_of(1) == "in debugger" and ranks.state_of(0) == "paused"
+    assert model.state == "paused" and model.debugger_place() == "rank 1"
+    model.fold([DebuggerClosed(rank=1, step=100, continued=False)])  # q: back to the pause
+    assert ranks.state_of(1) == "paused" and model.debugger is None
+    model.fold([DebuggerOpened(rank=1, step=100, kind="at-step")])
+    model.fold([RankEnded(rank=1, step=100, exit_code=None, how="died", text="killed")])
+    assert ranks.state_of(1) == "dead (signal)"
+    one = job(world=1)
+    one.fold([Paused(rank=0, step=100, reason="p"), DebuggerOpened(rank=0, step=100, kind="x")])
+    assert one.ranks.state_of(0) == "in debugger" and one.debugger_place() == "the run"
 
 
 def test_the_gpu_of_a_rank_comes_from_its_allocator() -> None:

@@ -18,7 +18,6 @@ import pytest
 from support import start_detached, wait_for
 
 from tuidebug import cli
-from tuidebug.console.formatting import fmt_bytes
 from tuidebug.paths import RunPaths, find_run, list_runs, run_paths
 from tuidebug.runs import (
     NotRemovable,
@@ -29,6 +28,7 @@ from tuidebug.runs import (
     remove_run,
     shown_state,
 )
+from tuidebug.units import fmt_bytes
 
 DAY = 86400.0
 
@@ -138,19 +138,21 @@ def test_live_run_survives_rm_and_gc_while_ended_ones_go(
     stale.close()
     assert is_live(live) and not is_live(ended) and not is_live(old) and not is_live(lost)
 
-    # ls: what it showed before, plus each run's size on disk, in human units.
+    # ls: each run's state, steps and loss (none here: tests/unit/test_ls.py has runs with
+    # steps), age, size on disk in human units, and command.
     code, out, _ = tuidebug(capsys, "ls")
     rows = ls_rows(out)
     assert code == 0
-    assert out.splitlines()[0].split() == ["run", "state", "script", "started", "exit", "size"]
+    header = out.splitlines()[0].split()
+    assert header == ["run", "state", "steps", "loss", "age", "size", "command"]
     assert list(rows) == [ended_id, live_id, lost.run_id, old.run_id]  # newest first
-    assert rows[live_id][1:3] == ["running", "waits.py go"]
+    assert rows[live_id][1] == "running" and rows[live_id][-1] == "waits.py go"
     assert rows[ended_id][1] == "finished"
     assert rows[lost.run_id][1] == "lost"
-    assert rows[ended_id][2] == "tiny.py" and rows[ended_id][4] == "0"
-    assert rows[old.run_id][2] == "train.py --lr 1e-3"
-    assert rows[old.run_id][-1] == fmt_bytes(du(old.folder))
-    assert rows[ended_id][-1] == fmt_bytes(du(ended.folder))
+    assert rows[ended_id][-1] == "tiny.py" and rows[ended_id][2:4] == ["—", "—"]
+    assert rows[old.run_id][-1] == "train.py --lr 1e-3"
+    assert rows[old.run_id][-2] == fmt_bytes(du(old.folder))
+    assert rows[ended_id][-2] == fmt_bytes(du(ended.folder))
 
     # rm of a live run is refused, and the others named with it still go.
     ended_size = du(ended.folder)

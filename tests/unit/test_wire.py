@@ -10,6 +10,8 @@ import msgspec
 import pytest
 
 from tuidebug.wire import codec
+from tuidebug.wire.gpu_messages import MemorySite, MemorySnapshotResult, MemorySnapshotStarted
+from tuidebug.wire.loop_messages import LoopEvent
 from tuidebug.wire.messages import (
     PROTOCOL,
     Command,
@@ -23,6 +25,8 @@ from tuidebug.wire.messages import (
 
 SAMPLES = [
     Hello(role="probe", token="t" * 64, pid=12, rank=3, world_size=4),
+    MemorySnapshotStarted(rank=1, step=9, steps=3),
+    MemorySnapshotResult(rank=1, step=12, first=10, sites=[MemorySite("t.py:3 in f", 1, 2, 3, 4)]),
     Steps(
         rank=1, step=7, points=[StepPoint(6, 1.5, 0.25, {}), StepPoint(7, 1.6, None, {"lr": 0.1})]
     ),
@@ -32,6 +36,7 @@ SAMPLES = [
     ),
     ScriptError(rank=0, step=5, exc_type="ValueError", text="boom", traceback="Traceback..."),
     Command(name="stop-run", rank=-1),
+    LoopEvent(step=50, kind="validation", epoch=1, metrics={"val_loss": 0.5}, framework="x"),
 ]
 
 

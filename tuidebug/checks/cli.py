@@ -177,9 +177,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 
         try:
             baseline_id, baseline_file = baseline_history(args.baseline)
+            baseline = (baseline_id, read_points(baseline_file))
         except BaselineError as error:
             return _fail(str(error))
-        baseline = (baseline_id, read_points(baseline_file))
     # --- end of the ratchet's block
     steps = args.steps or _steps_from_script_args(args.script_args) or DEFAULT_STEPS
     options: dict[str, Any] = {

@@ -24,7 +24,12 @@ How it stays cheap (docs/design.md: no sync, no hook on a step it does not sampl
   backward may come after the boundary that follows them) and are then handed to the groups'
   ``on_settled``: evaluations at epoch ends, in helpers or under ``inference_mode`` are seen,
   sampled step or not (measured: benchmarks/bench_forward_classify.py). For a DataParallel /
-  DistributedDataParallel root the mode is its ``.module``'s.
+  DistributedDataParallel root the mode is its ``.module``'s. With two root models or more,
+  the post-hook keeps a weak reference to each model's last output and the pre-hook notes the
+  forward that takes it (or a tensor on its storage) as input (``Forward.consumer``): a GAN's
+  generator feeding its discriminator. Outside windows, a forward that
+  starts with grad off or in eval mode also goes to the groups' ``on_eval_forward`` (the
+  dataset rules hash a few of its rows, a bounded number of forwards per step).
 - Between windows the only other work is a float test on the loss the probe already has.
 - Every entry point is guarded: a failing rule disables the checks (once, with a warning) and
   never raises into the script. The exception is ``max_steps`` (``tuidebug check --steps N``):
@@ -139,6 +144,11 @@ class ChecksEngine(Observer):
         self._current: list[Forward] = []
         self._older: list[Forward] = []
         self._running: dict[str, Forward] = {}
+        # Per model, the first input tensor of its last training forward (Forward.rerun).
+        self._trained_input: dict[str, weakref.ref[torch.Tensor]] = {}
+        # Per model, its last finished forward, whose output another root model may take as
+        # input (Forward.consumer); kept only once there are two root models.
+        self._produced: dict[str, Forward] = {}
         self._optimizers: list[weakref.ref[Any]] = []
         # Window state.
         self._armed = False
@@ -154,6 +164,7 @@ class ChecksEngine(Observer):
         # Per forward and per step, only the groups that look: no empty calls on the hot path.
         self._forward_groups = [g for g in self._groups if _overrides(g, "on_forward")]
         self._settled_groups = [g for g in self._groups if _overrides(g, "on_settled")]
+        self._eval_groups = [g for g in self._groups if _overrides(g, "on_eval_forward")]
         self._loss_groups = [g for g in self._groups if _overrides(g, "on_loss")]
         # The first window opens now: step 1's loss calls and data waits are seen (models are
         # only known once step 1 ends, so model hooks start with step 2's window).
@@ -237,6 +248,8 @@ class ChecksEngine(Observer):
                 handle.remove()
         self._root_handles = {}
         self._current, self._older, self._running = [], [], {}
+        self._trained_input = {}
+        self._produced = {}
         self._disarm()
         for group in self._groups:
             group.on_remove()
@@ -249,9 +262,15 @@ class ChecksEngine(Observer):
         """``--steps N`` reached: evaluate the end-of-run rules and end the script cleanly."""
         # When boundaries are backward() calls, this one is the start of the next step's
         # backward, which never runs: that step's forward (since the previous boundary) is cut
-        # short, no evaluation.
-        if self.source() == "backward":
-            self._older = [r for r in self._older if not (r.requires_grad and not r.got_grad)]
+        # short, no evaluation. So is a forward that fed another root model: its backward comes
+        # through that model, after this boundary too (a GAN's generator, backpropagated after
+        # the discriminator's own step: pytorch/examples' dcgan, tests/checks/corpus).
+        cut = self.source() == "backward"
+        self._older = [
+            r
+            for r in self._older
+            if not (r.requires_grad and not r.got_grad and (cut or r.consumer))
+        ]
         self.close()
         self._send(ChecksDone(rank=self.rank, step=self.step, reason=reason))
         raise SystemExit(0)
@@ -348,6 +367,18 @@ class ChecksEngine(Observer):
                     name, holder.training, _grad_enabled(), _inference_enabled(), self.step + 1
                 )
                 self._running[name] = record
+                first = args[0] if args else next(iter(kwargs.values()), None)
+                if isinstance(first, torch.Tensor):
+                    if record.training and record.grad_enabled:
+                        self._trained_input[name] = weakref.ref(first)
+                    else:
+                        trained = self._trained_input.get(name)
+                        record.rerun = trained is not None and trained() is first
+                    for other, produced in self._produced.items():
+                        out = produced.output() if produced.output is not None else None
+                        # Live tensors with one data pointer share storage (fake.detach()).
+                        if other != name and out is not None and out.data_ptr() == first.data_ptr():
+                            produced.consumer = record
                 current = self._current
                 current.append(record)
                 if len(current) > MAX_PENDING_FORWARDS:
@@ -357,6 +388,10 @@ class ChecksEngine(Observer):
                     self._forwards.append(record)
                     for group in self._forward_groups:
                         group.on_forward(record, args, kwargs)
+                elif self._eval_groups and not (record.training and record.grad_enabled):
+                    # Outside windows, only what looks like an evaluation at its start.
+                    for group in self._eval_groups:
+                        group.on_eval_forward(record, args, kwargs)
             except Exception as error:
                 self.fail(error)
 
@@ -368,10 +403,16 @@ class ChecksEngine(Observer):
                 return
             try:
                 record = self._running.pop(name, None)
-                if record is None or not record.grad_enabled:
+                pipeline = len(self._models) > 1
+                if record is None or not (record.grad_enabled or pipeline):
                     return
                 tensor = _first_tensor(output)
-                if tensor is not None and tensor.requires_grad:
+                if tensor is None:
+                    return
+                if pipeline and tensor.data_ptr():
+                    record.output = weakref.ref(tensor)
+                    self._produced[name] = record
+                if record.grad_enabled and tensor.requires_grad:
                     record.requires_grad = True
                     tensor.register_hook(record.reached)
             except Exception as error:

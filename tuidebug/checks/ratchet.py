@@ -61,37 +61,49 @@ class RatchetVerdict:
         }
 
 
-def baseline_history(ref: str) -> tuple[str, Path]:
-    """The run ``ref`` names (a run id, a unique id prefix, or a run folder): (id, history)."""
+def baseline_history(ref: str, what: str = "baseline") -> tuple[str, Path]:
+    """The run ``ref`` names (a run id, a unique id prefix, or a run folder): (id, history).
+    ``what`` starts the error messages (the console's ``--compare`` reads runs here too)."""
     from tuidebug.paths import find_run, match_runs
 
     folder = Path(ref).expanduser()
     if folder.is_dir():
         history = folder / "history.sqlite"
         if not history.exists():
-            raise BaselineError(f"baseline {ref}: no history.sqlite in that folder")
+            raise BaselineError(f"{what} {ref}: no history.sqlite in that folder")
         return folder.name, history
     paths = find_run(ref)
     if paths is None:
         many = len(match_runs(ref)) > 1
         raise BaselineError(
-            f"baseline {ref!r} {'matches several runs' if many else 'names no run'}; "
+            f"{what} {ref!r} {'matches several runs' if many else 'names no run'}; "
             "see `tuidebug ls`"
         )
     if not paths.history.exists():
-        raise BaselineError(f"baseline {paths.run_id} has no history")
+        raise BaselineError(f"{what} {paths.run_id} has no history")
     return paths.run_id, paths.history
 
 
-def read_points(history: Path, rank: int = 0) -> list[Any]:
-    """The step points of ``rank`` in a stored history."""
+def read_points(history: Path, rank: int = 0, what: str = "baseline") -> list[Any]:
+    """The step points of ``rank`` in a stored history; BaselineError (starting with
+    ``what`` and the run's folder name) when the file cannot be read: a corrupt or truncated
+    SQLite file, a frame that does not decode, a permission error."""
+    import sqlite3
+
+    import msgspec
+
     from tuidebug.supervisor.store import HistoryStore
 
-    store = HistoryStore(history, readonly=True)
     try:
-        return [p for batch in store.iter_steps() if batch.rank == rank for p in batch.points]
-    finally:
-        store.close()
+        store = HistoryStore(history, readonly=True)
+        try:
+            return [p for batch in store.iter_steps() if batch.rank == rank for p in batch.points]
+        finally:
+            store.close()
+    except (sqlite3.Error, msgspec.DecodeError, OSError) as error:
+        raise BaselineError(
+            f"{what} {history.parent.name}: its history cannot be read ({error}); see `tuidebug ls`"
+        ) from None
 
 
 def smoothed(values: list[tuple[int, float]], window: int = WINDOW) -> dict[int, float]:

@@ -241,6 +241,67 @@ _RULES = [
         "per-sample work out of __getitem__, or cache the data",
     ),
     Rule(
+        "train-eval-overlap",
+        "warning",
+        "evaluation batches contain rows the model was trained on",
+        "a score on rows the model has already seen measures memory, not generalisation: the "
+        "validation numbers look better than the model is (evaluating on the training set, or a "
+        "validation split that overlaps the training split)",
+        "evaluate on a held-out split made once, before training (one random_split or one "
+        "permutation, the same for both sides), and check that no row is in both; rows that "
+        "are legitimately identical across splits are duplicates to remove first",
+    ),
+    Rule(
+        "duplicate-rows",
+        "warning",
+        "many training rows are exact copies of other rows",
+        "copies weigh those rows more than the rest, the model overfits them, and copies that "
+        "also land in the validation split inflate its score; many copies of one row usually "
+        "come from a loader bug (a placeholder for failed reads, a wrong index range)",
+        "deduplicate the data, or fix what fills rows in (failed reads, index arithmetic); "
+        "oversampling on purpose (a WeightedRandomSampler) repeats rows too: ignore the rule then",
+    ),
+    Rule(
+        "constant-input",
+        "warning",
+        "an input feature or channel never changes",
+        "a feature that is the same in every row carries no information: usually the pipeline "
+        "lost it (a missing-value fill, a clamp or a unit conversion that zeroed it, a "
+        "channel never copied), and the model learns without it",
+        "look at how that feature or channel is built before it reaches the model; if it is "
+        "constant on purpose (a ones column, padding), drop it",
+    ),
+    Rule(
+        "input-outlier",
+        "warning",
+        "an input value lies very far from the rest of its feature",
+        "one huge input (a sentinel such as -999 for a missing value, a unit error, an image "
+        "left unnormalised) makes huge activations and gradients, and the model fits it "
+        "instead of the data",
+        "find where that value comes from: encode missing values as a flag, convert units, "
+        "normalise every sample the same way; clip or log-transform a heavy-tailed feature",
+    ),
+    Rule(
+        "constant-labels",
+        "error",
+        "the training labels never change",
+        "with one label for every sample the model can only learn to predict that label: "
+        "the loss falls to zero and nothing is learnt (usually the labels were lost: a lookup "
+        "that always fell back to a default, a cast that truncated them, a wrong column)",
+        "print a few labels where the batches are made and fix how they are built; contrastive "
+        "losses that put the positive at index 0 (MoCo-style) do this on purpose: ignore the "
+        "rule there",
+    ),
+    Rule(
+        "missing-class",
+        "warning",
+        "a class the model predicts never appears in the training labels",
+        "the model learns to never predict that class; usually a split of sorted data, a "
+        "filter or a binning dropped it, or the model has more outputs than the data classes",
+        "shuffle before splitting (or split per class), check filters and bin edges, and give "
+        "the model as many outputs as there are classes",
+    ),
+    Rule(
         "overfit-failed",
         "error",
         "the model could not overfit a single batch",

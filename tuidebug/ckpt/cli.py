@@ -15,25 +15,20 @@ import math
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from tuidebug.ckpt.errors import CheckpointError
+from tuidebug.ckpt.errors import CheckpointError, one_line
+from tuidebug.units import fmt_bytes
+
+if TYPE_CHECKING:
+    from tuidebug.ckpt.formats.base import CheckpointInfo
 
 _STATUS_STYLE = {"ok": "green", "unsafe": "bold red", "unreadable": "yellow"}
-
-
-def human_bytes(n: float) -> str:
-    """1536 -> "1.5 KiB"."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
 
 
 def human_count(n: int) -> str:
@@ -107,6 +102,9 @@ def cmd_ls(args: argparse.Namespace) -> int:
     show_epoch = any(i.epoch is not None for i in infos)
     for col in ("step", "epoch", "loss") if show_epoch else ("step", "loss"):
         table.add_column(col, justify="right", min_width=4)
+    show_ranks = any(i.ranks for i in infos)  # a torchrun job's per-rank generators
+    if show_ranks:
+        table.add_column("ranks", justify="right")
     reasons: list[Text] = []
     for i in infos:
         status = Text(i.status + ("*" if i.reason else ""), style=_STATUS_STYLE.get(i.status, ""))
@@ -116,7 +114,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
             i.name + ("/" if i.is_dir else ""),
             status,
             i.format,
-            human_bytes(i.size),
+            fmt_bytes(i.size),
             *(
                 [time.strftime("%m-%d %H:%M", time.localtime(i.mtime)) if i.mtime else "-"]
                 if show_time
@@ -124,6 +122,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
             ),
             *([_fmt(i.step), _fmt(i.epoch)] if show_epoch else [_fmt(i.step)]),
             _fmt(i.loss),
+            *([str(i.ranks) if i.ranks else "-"] if show_ranks else []),
         )
     if not infos:
         console.print(f"no checkpoints in {args.dir}")
@@ -164,13 +163,15 @@ def cmd_show(args: argparse.Namespace) -> int:
     head.add_column()
     head.add_row("file", info.path)
     head.add_row("format", info.format + (f" ({info.reason})" if info.reason else ""))
-    head.add_row("size", human_bytes(info.size))
+    head.add_row("size", fmt_bytes(info.size))
     head.add_row("step / epoch / loss", f"{_fmt(info.step)} / {_fmt(info.epoch)} / "
                  f"{_fmt(info.loss)}")  # fmt: skip
     head.add_row("parameters", f"{human_count(det.param_count)} ({det.param_count:,})")
-    head.add_row("tensors", f"{len(det.tensors)}, {human_bytes(det.tensor_bytes)}")
+    head.add_row("tensors", f"{len(det.tensors)}, {fmt_bytes(det.tensor_bytes)}")
     for note in det.notes:
         head.add_row("note", note)
+    if info.ranks:
+        head.add_row("rank RNG states", _rank_states_line(info))
     console.print(head)
     table = Table(show_lines=False)
     table.add_column("key")
@@ -183,7 +184,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         indent = "  " * (depth - 1)
         if node.kind == "tensor" and node.tensor is not None:
             t = node.tensor
-            table.add_row(indent + node.name, str(list(t.shape)), t.dtype, human_bytes(t.nbytes))
+            table.add_row(indent + node.name, str(list(t.shape)), t.dtype, fmt_bytes(t.nbytes))
         elif node.kind == "value":
             table.add_row(indent + node.name, Text(node.value or "", style="dim"), "", "")
         else:
@@ -194,10 +195,30 @@ def cmd_show(args: argparse.Namespace) -> int:
                     style="dim",
                 ),
                 "",
-                human_bytes(node.nbytes) if node.nbytes else "",
+                fmt_bytes(node.nbytes) if node.nbytes else "",
             )
     console.print(table)
     return 0
+
+
+def _rank_states_line(info: CheckpointInfo) -> Text:
+    """What ``CKPT.ranks/`` holds: each rank's file with the step and world size it recorded."""
+    from tuidebug.ckpt.rng import rank_state_files, read_rank_state
+
+    files = rank_state_files(info.path)
+    plural = "s" if len(files) != 1 else ""
+    line = Text(f"{len(files)} file{plural} in {info.name}.ranks/")
+    for rank, path in files.items():
+        try:
+            state = read_rank_state(path)
+        except Exception as exc:  # one bad file is a line of its own, never the end of `show`
+            line.append(f"\n  rank {rank}: unreadable ({one_line(exc)})", style="red")
+            continue
+        line.append(f"\n  rank {rank}: step {_fmt(state.get('step'))}, world size "
+                    f"{_fmt(state.get('world_size'))}")  # fmt: skip
+        if info.step is not None and state.get("step") != info.step:
+            line.append(" (not the checkpoint's step)", style="yellow")
+    return line
 
 
 # --------------------------------------------------------------------------- diff

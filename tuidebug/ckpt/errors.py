@@ -13,6 +13,15 @@ if TYPE_CHECKING:
     from tuidebug.ckpt.diff import StateDiff
 
 
+def one_line(exc: BaseException) -> str:
+    """``Type: first line`` of an error (an OSError's reason and file), for notices and results."""
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else ""
+    if isinstance(exc, OSError) and exc.strerror:
+        first = f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    return f"{type(exc).__name__}: {first}"[:300]
+
+
 class CheckpointError(Exception):
     """Base of every error this package raises on purpose; ``str(err)`` is one line."""
 

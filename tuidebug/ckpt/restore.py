@@ -208,24 +208,40 @@ def apply_training_state(
         if optimizers and saved_opts:
             for _name, so, opt in _pair(saved_opts, optimizers, "optimizer", StateDiff()):
                 opt.load_state_dict(so)
-        saved_sched = state.get("schedulers") or {}
-        if schedulers and saved_sched:
-            for _name, ss, sched in _pair(saved_sched, schedulers, "scheduler", StateDiff()):
-                sched.load_state_dict(ss)
-        if scaler is not None and state.get("scaler") is not None:
-            scaler.load_state_dict(state["scaler"])
-        saved_loaders = state.get("loaders") or {}
-        if loaders and saved_loaders:
-            for _name, sl, ld in _pair(saved_loaders, loaders, "loader", StateDiff()):
-                ld.load_state_dict(sl)
-        if restore_rng and state.get("rng"):
-            restore_rng_states(state["rng"])
+        apply_rest(
+            state, schedulers=schedulers, scaler=scaler, loaders=loaders, restore_rng=restore_rng
+        )
     except Exception as exc:
         raise RestoreError(
             f"restore failed part way ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
             "the live state may be mixed"
         ) from exc
     return int(state.get("step") or 0)
+
+
+def apply_rest(
+    state: Mapping[str, Any],
+    *,
+    schedulers: Mapping[str, Any] | None = None,
+    scaler: Any = None,
+    loaders: Mapping[str, Any] | None = None,
+    restore_rng: bool = True,
+) -> None:
+    """Load what follows the models and optimizers: schedulers, scaler, loader positions and
+    the generators (last, so that the next step draws what the saved run drew). Raises what
+    they raise; a sharded restore shares it (ckpt/sharded.py)."""
+    saved_sched = state.get("schedulers") or {}
+    if schedulers and saved_sched:
+        for _name, ss, sched in _pair(saved_sched, schedulers, "scheduler", StateDiff()):
+            sched.load_state_dict(ss)
+    if scaler is not None and state.get("scaler") is not None:
+        scaler.load_state_dict(state["scaler"])
+    saved_loaders = state.get("loaders") or {}
+    if loaders and saved_loaders:
+        for _name, sl, ld in _pair(saved_loaders, loaders, "loader", StateDiff()):
+            ld.load_state_dict(sl)
+    if restore_rng and state.get("rng"):
+        restore_rng_states(state["rng"])
 
 
 def resume(

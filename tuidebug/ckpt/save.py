@@ -21,6 +21,7 @@ import math
 import os
 import re
 import secrets
+import shutil
 import socket
 import sys
 import time
@@ -29,8 +30,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from tuidebug.ckpt.errors import SaveError
-from tuidebug.ckpt.rng import capture_rng_states
+from tuidebug.ckpt.errors import SaveError, one_line
+from tuidebug.ckpt.rng import (
+    capture_rank_state,
+    capture_rng_states,
+    rank_state_file,
+    rank_states_folder,
+)
+from tuidebug.paths import pid_alive
 
 if TYPE_CHECKING:
     from torch import nn
@@ -115,6 +122,26 @@ def capture_training_state(
     The model state dicts share storage with the live parameters (no copy): save the result
     right away, before the next step changes them.
     """
+    return {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "step": int(step),
+        "epoch": None if epoch is None else int(epoch),
+        "models": {name: m.state_dict() for name, m in models.items()},
+        "optimizers": {name: o.state_dict() for name, o in optimizers.items()},
+        **capture_rest(schedulers=schedulers, scaler=scaler, loaders=loaders, metadata=metadata),
+    }
+
+
+def capture_rest(
+    *,
+    schedulers: Mapping[str, Any] | None,
+    scaler: Any,
+    loaders: Mapping[str, Any] | None,
+    metadata: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """The training state's entries besides models and optimizers: schedulers, scaler,
+    loaders, this process's generators and the run's metadata (plain values)."""
     meta: dict[str, Any] = {
         "time": time.time(),
         "script": sys.argv[0] if sys.argv else "",
@@ -133,12 +160,6 @@ def capture_training_state(
         except (TypeError, ValueError):
             meta["loss"] = None
     return {
-        "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
-        "step": int(step),
-        "epoch": None if epoch is None else int(epoch),
-        "models": {name: m.state_dict() for name, m in models.items()},
-        "optimizers": {name: o.state_dict() for name, o in optimizers.items()},
         "schedulers": {name: s.state_dict() for name, s in (schedulers or {}).items()},
         "scaler": None if scaler is None else scaler.state_dict(),
         "loaders": {name: to_plain(ld.state_dict()) for name, ld in (loaders or {}).items()},
@@ -248,22 +269,11 @@ def _finite_or_none(x: Any) -> float | None:
     return v if math.isfinite(v) else None
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def clean_temp_files(folder: str | os.PathLike[str], *, keep: Path | None = None) -> list[str]:
     """Remove temporary files left by saves that died (their pid is gone or is this process).
 
-    Temporary files of another live process are left alone: it may be saving right now.
+    Temporary files of another live process are left alone: it may be saving right now. The
+    temporary folders of sharded saves (ckpt/sharded.py, named after rank 0's pid) go too.
     """
     removed: list[str] = []
     try:
@@ -278,11 +288,41 @@ def clean_temp_files(folder: str | os.PathLike[str], *, keep: Path | None = None
         if keep is not None and path == keep:
             continue
         pid = int(m.group(1))
-        if pid == os.getpid() or not _pid_alive(pid):
+        if pid == os.getpid() or not pid_alive(pid):
             with contextlib.suppress(OSError):
-                os.unlink(path)
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    os.unlink(path)
                 removed.append(name)
     return removed
+
+
+def temp_path(final: str | os.PathLike[str]) -> Path:
+    """A hidden name beside ``final`` that :func:`clean_temp_files` removes once this process
+    is gone (a save that died half way leaves nothing under the final name)."""
+    return _tmp_name(Path(final).absolute())
+
+
+def publish_folder(tmp: Path, final: Path) -> None:
+    """Put a complete folder ``tmp`` in place of ``final`` (atomic rename; a folder already
+    there, a save of the same step, is moved aside first and removed after)."""
+    old: Path | None = None
+    if final.exists():
+        old = _tmp_name(final)
+        os.replace(final, old)
+    os.replace(tmp, final)
+    _fsync_dir(final.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def record_in_manifest(folder: Path, entry: dict[str, Any]) -> None:
+    """Add (or replace) the manifest entry of ``entry["file"]``, under the folder's lock."""
+    with _manifest_lock(folder):
+        entries = [e for e in read_manifest(folder) if e["file"] != entry["file"]]
+        entries.append(entry)
+        _write_manifest(folder, entries)
 
 
 def atomic_save(
@@ -329,10 +369,7 @@ def atomic_save(
                 "time": time.time(),
                 "format": state.get("format") if isinstance(state.get("format"), str) else None,
             }
-            with _manifest_lock(folder):
-                entries = [e for e in read_manifest(folder) if e["file"] != final.name]
-                entries.append(entry)
-                _write_manifest(folder, entries)
+            record_in_manifest(folder, entry)
         result.ok = True
     except BaseException as exc:
         with contextlib.suppress(OSError):
@@ -340,17 +377,9 @@ def atomic_save(
         if not isinstance(exc, Exception):
             raise
         cause = writer.error if writer is not None and writer.error is not None else exc
-        result.error = _one_line(cause)
+        result.error = one_line(cause)
     result.seconds = time.perf_counter() - t0
     return result
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    first = text[0] if text else ""
-    if isinstance(exc, OSError) and exc.strerror:
-        first = f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
-    return f"{type(exc).__name__}: {first}"[:300]
 
 
 def default_name(step: int) -> str:
@@ -391,11 +420,28 @@ def save_now(
             loaders=loaders,
         )
     except Exception as exc:
-        return SaveResult(ok=False, path=str(target.absolute()), step=step, error=_one_line(exc))
+        return SaveResult(ok=False, path=str(target.absolute()), step=step, error=one_line(exc))
     result = atomic_save(state, target)
     if result.ok and keep is not None:
         result.removed.extend(prune(folder, keep))
     return result
+
+
+def save_rank_state(
+    checkpoint: str | os.PathLike[str], *, rank: int, world_size: int, step: int
+) -> SaveResult:
+    """Write this rank's generators beside a job's ``checkpoint`` (``CHECKPOINT.ranks/``).
+
+    Not in the folder's manifest (the checkpoint is; ``prune`` removes these with it). A capture
+    or folder failure is a failed result like an I/O one.
+    """
+    target = rank_state_file(checkpoint, rank)
+    try:
+        target.parent.mkdir(exist_ok=True)
+        state = capture_rank_state(rank, world_size, step)
+    except Exception as exc:
+        return SaveResult(ok=False, path=str(target.absolute()), step=step, error=one_line(exc))
+    return atomic_save(state, target, manifest=False)
 
 
 def prune(folder: str | os.PathLike[str], keep: int) -> list[str]:
@@ -411,7 +457,7 @@ def prune(folder: str | os.PathLike[str], keep: int) -> list[str]:
     removed = clean_temp_files(root)
     with _manifest_lock(root):
         entries = read_manifest(root)
-        present = [e for e in entries if (root / e["file"]).is_file()]
+        present = [e for e in entries if _present(root / e["file"])]
 
         def order(e: dict[str, Any]) -> tuple[float, float]:
             step = e.get("step")
@@ -420,16 +466,29 @@ def prune(folder: str | os.PathLike[str], keep: int) -> list[str]:
         present.sort(key=order)
         doomed = present[: max(0, len(present) - keep)]
         gone = {e["file"] for e in doomed}
-        kept = [e for e in entries if e["file"] not in gone and (root / e["file"]).is_file()]
+        kept = [e for e in entries if e["file"] not in gone and _present(root / e["file"])]
         # The manifest drops the entries first: a crash in between leaves an unlisted (but
         # complete) file, never a manifest entry whose file is gone.
         if kept != entries:
             _write_manifest(root, kept)
         for e in doomed:
             with contextlib.suppress(OSError):
-                os.unlink(root / e["file"])
+                doomed_path = root / e["file"]
+                if doomed_path.is_dir():  # a sharded checkpoint (ckpt/sharded.py)
+                    shutil.rmtree(doomed_path)
+                else:
+                    os.unlink(doomed_path)
                 removed.append(e["file"])
+            # a torchrun job's per-rank generators go with their checkpoint
+            ranks = rank_states_folder(root / e["file"])
+            if ranks.is_dir() and not ranks.is_symlink():
+                shutil.rmtree(ranks, ignore_errors=True)
     return removed
+
+
+def _present(path: Path) -> bool:
+    """A checkpoint of the manifest still there: a file, or a sharded save's folder."""
+    return path.is_file() or (path.is_dir() and not path.is_symlink())
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
@@ -455,13 +514,20 @@ def verify(folder: str | os.PathLike[str]) -> list[VerifyResult]:
     out: list[VerifyResult] = []
     for e in read_manifest(folder):
         p = Path(folder) / e["file"]
+        # a sharded save's folder: its sha256 is its .metadata's, and the shard files that
+        # names must all be there, long enough (formats/dcp.py; no shard is read)
+        sharded = p.is_dir() and not p.is_symlink()
         try:
-            digest = sha256_file(p)
+            digest = sha256_file(p / ".metadata" if sharded else p)
         except OSError as exc:
-            out.append(VerifyResult(e["file"], False, _one_line(exc)))
+            out.append(VerifyResult(e["file"], False, one_line(exc)))
             continue
+        problem = ""
         if digest != e.get("sha256"):
-            out.append(VerifyResult(e["file"], False, "sha256 differs from the manifest"))
-        else:
-            out.append(VerifyResult(e["file"], True))
+            problem = "sha256 differs from the manifest"
+        elif sharded:
+            from tuidebug.ckpt.formats.dcp import shard_problems
+
+            problem = shard_problems(p)
+        out.append(VerifyResult(e["file"], not problem, problem))
     return out

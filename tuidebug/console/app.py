@@ -19,6 +19,7 @@ from textual.binding import Binding, BindingType
 
 from tuidebug.console.bridge import BridgeError, run_bridge
 from tuidebug.console.extensions import extensions
+from tuidebug.console.ranks_state import BAND
 from tuidebug.console.run_model import RunModel
 from tuidebug.console.screens.dashboard import DashboardScreen
 from tuidebug.console.screens.help import HelpScreen
@@ -81,13 +82,15 @@ class TuidebugApp(App[ConsoleResult]):
         model: RunModel | None = None,
         source: Source | None = None,
         exit_on_early_end: bool = False,
+        compare: str | None = None,
     ) -> None:
         super().__init__()
         self.paths = paths
         self.model = model or RunModel()
         self.source = source
         self.exit_on_early_end = exit_on_early_end
-        self.dashboard = DashboardScreen(self.model)
+        # compare: the run whose loss the chart overlays from the start (`--compare RUN`).
+        self.dashboard = DashboardScreen(self.model, compare=compare)
         self._bridged = 0  # how many of the run's debugger sessions this console took over
         self._extension_screens: dict[str, Any] = {}
         for extension in extensions():
@@ -162,15 +165,17 @@ class TuidebugApp(App[ConsoleResult]):
             self.notify(f"debugger: {error}", severity="error")
             return
         if outcome == "detached":
-            self.notify("the debugger is still open in the run: d goes back to it")
+            where = self.model.debugger_place()
+            # Longer than a toast's 5 s: the person's eyes are coming back from the debugger.
+            self.notify(f"the debugger is still open in {where}: d goes back to it", timeout=10)
         elif outcome == "lost":
             self.notify("lost the run while in the debugger", severity="error")
 
-    def _command(self, name: str, **args: str) -> None:
+    def _command(self, name: str, *, rank: int = -1, **args: str) -> None:
         if self.source is None or not self.source.live or self.model.ended:
             self.notify("the run is not live: nothing to control", severity="warning")
             return
-        self.source.send(Command(name=name, args=args, rank=-1))
+        self.source.send(Command(name=name, args=args, rank=rank))
 
     # --- actions ---------------------------------------------------------------------------
 
@@ -195,12 +200,20 @@ class TuidebugApp(App[ConsoleResult]):
         self._command("step")
 
     def action_debug(self) -> None:
-        if self.model.state == "held":
-            self._command("debug")
-        elif self.model.debugger is not None:
-            self.hand_over_terminal()  # a bridge left with Ctrl-]: go back to it
+        # In a job, ipdb opens in the rank chosen (k, or the ranks screen); the band: rank 0.
+        ranks = self.model.ranks
+        chosen = ranks.shown if ranks.size > 1 and ranks.shown is not BAND else -1
+        debugger = self.model.debugger
+        if debugger is not None:
+            # A bridge left with Ctrl-] (at a step or post-mortem): go back to it. One debugger
+            # at a time: in a job, another rank chosen gets one only after this one closes.
+            if ranks.size > 1 and max(chosen, 0) != debugger.rank:
+                self.notify(f"back to the debugger open in {self.model.debugger_place()}")
+            self.hand_over_terminal()
+        elif self.model.state == "held":
+            self._command("debug")  # the supervisor sends a job's post-mortem to the failed rank
         elif self.model.paused is not None:
-            self._command("debug")
+            self._command("debug", rank=chosen)
         else:
             self.notify("pause the run first (p), then press d for the debugger")
 
@@ -239,6 +252,11 @@ class TuidebugApp(App[ConsoleResult]):
         if screen is None:
             screen = extension.make_screen(self.model.ext[name], self._send)
             self._extension_screens = {**self._extension_screens, name: screen}
+            # Installed, so that a dismiss does not remove it: Textual would unmount it and
+            # stop its update timer, and the same screen pushed again would compose anew but
+            # never repaint (its timer is cached, dead): its first frame stayed on screen, the
+            # toasts and the rows' changes never showed (seen live on the ranks screen).
+            self.install_screen(screen, name=f"extension-{name}")
         if self.screen is screen:
             return
         if screen in self.screen_stack:
@@ -282,9 +300,12 @@ class TuidebugApp(App[ConsoleResult]):
         )
 
 
-def run_console(paths: RunPaths, exit_on_early_end: bool = True) -> ConsoleResult:
-    """Run the console on ``paths`` until the user quits; the terminal is restored after."""
-    app = TuidebugApp(paths, exit_on_early_end=exit_on_early_end)
+def run_console(
+    paths: RunPaths, exit_on_early_end: bool = True, compare: str | None = None
+) -> ConsoleResult:
+    """Run the console on ``paths`` until the user quits; the terminal is restored after.
+    ``compare``: a run whose loss curve the chart overlays (``--compare``)."""
+    app = TuidebugApp(paths, exit_on_early_end=exit_on_early_end, compare=compare)
     result = app.run()
     if result is None and app.return_code:
         # Textual printed the traceback; the run itself is in another process and goes on.

@@ -40,14 +40,3 @@ def format_rate(rate: float | None) -> str:
     if rate >= 1:
         return f"{rate:.1f}/s"
     return f"{rate:.2f}/s"
-
-
-def fmt_bytes(value: int) -> str:
-    """Bytes for a person: ``512 B``, ``3.2 MiB``, ``1.50 GiB``."""
-    if value >= 1 << 30:
-        return f"{value / (1 << 30):.2f} GiB"
-    if value >= 1 << 20:
-        return f"{value / (1 << 20):.1f} MiB"
-    if value >= 1 << 10:
-        return f"{value / (1 << 10):.1f} KiB"
-    return f"{value} B"

@@ -318,21 +318,33 @@ class MinMaxHistory:
         for step, value in zip(steps, values, strict=True):
             append(step, value)
 
-    def mark(self, step: int, label: str) -> Marker:
+    def mark(self, step: int, label: str, *, rewind: bool = True) -> Marker:
         """Keep an event marker at ``step`` (e.g. ``"restore"``) for the chart to draw.
 
         A marker whose step is before the last step announces a rewind: the x axis continues
         right away, so the marker sits where the new branch starts and the next ``append`` of
-        that step does not rewind again.
+        that step does not rewind again. With ``rewind=False`` (an event that may arrive a few
+        points late, such as an epoch's end) it is placed at its step on the current branch
+        instead, and the axis does not move.
         """
-        if self._last_step is not None and step < self._last_step:
+        if self._last_step is not None and step < self._last_step and rewind:
             self._rewind(step)
             self._last_step = step
         x = step + self._offset if self._last_step is not None else step
+        if not rewind and self._segments:
+            x = max(x, self._segments[-1][0])  # never into the branch before a rewind
         marker = Marker(x, step, label)
         self._markers.append(marker)
         if len(self._markers) > self._max_markers:
             del self._markers[0]
+        return marker
+
+    def relabel(self, marker: Marker, label: str) -> Marker:
+        """Give a kept marker another label (two events at one step share one marker)."""
+        for i in range(len(self._markers) - 1, -1, -1):
+            if self._markers[i] is marker:
+                self._markers[i] = marker = marker._replace(label=label)
+                break
         return marker
 
     # -- reading -----------------------------------------------------------------------------

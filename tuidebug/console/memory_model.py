@@ -1,8 +1,9 @@
 """The GPU & memory screen's state: plain Python (no Textual, no torch), folded from messages.
 
 It folds :mod:`tuidebug.wire.gpu_messages` (NVML polls, allocator figures, parameter and
-optimizer-state bytes, the allocator's OOM moment), the layers sampler's ``LayerTable`` and
-``LayerStats`` (for activation memory), and ``ScriptError`` (for the OOM report).
+optimizer-state bytes, the allocator's OOM moment, CUDA memory snapshots), the layers sampler's
+``LayerTable`` and ``LayerStats`` (for activation memory), and ``ScriptError`` (for the OOM
+report).
 
 Activation memory per layer is computed here from the shapes and dtypes the layers sampler
 already sends (no extra cost in the training process):
@@ -31,6 +32,8 @@ from tuidebug.gpu.history import MemoryHistory
 from tuidebug.wire.gpu_messages import (
     AllocatorStats,
     GpuStats,
+    MemorySnapshotResult,
+    MemorySnapshotStarted,
     OomMoment,
     ParamMemory,
     ProcessStats,
@@ -143,6 +146,8 @@ class GpuState:
         self.processes: dict[int, ProcessStats] = {}  # by pid
         self.moments: dict[int, OomMoment] = {}  # by rank
         self.oom: OomReport | None = None
+        self.snapshot_started: dict[int, MemorySnapshotStarted] = {}  # by rank
+        self.snapshots: dict[int, MemorySnapshotResult] = {}  # by rank: the latest of each
         self.jump = False  # open the screen now (a first OOM)
         self.run_id = ""
         self.cwd = ""
@@ -183,6 +188,10 @@ class GpuState:
                 self.layers_version += 1
             elif isinstance(message, OomMoment):
                 self.moments[message.rank] = message
+            elif isinstance(message, MemorySnapshotStarted):
+                self.snapshot_started[message.rank] = message
+            elif isinstance(message, MemorySnapshotResult):
+                self.snapshots[message.rank] = message
             elif isinstance(message, ScriptError):
                 if is_oom(message) and self.oom is None:
                     self.oom = self._oom_report(message)
@@ -195,6 +204,18 @@ class GpuState:
             changed = True
         if changed:
             self.version += 1
+
+    def recording(self) -> list[int]:
+        """Ranks recording a snapshot now: started, and no result since."""
+        return [
+            rank
+            for rank, started in self.snapshot_started.items()
+            if rank not in self.snapshots or self.snapshots[rank].step <= started.step
+        ]
+
+    def latest_snapshot(self) -> MemorySnapshotResult | None:
+        """The latest snapshot of the lowest rank that answered (or None)."""
+        return self.snapshots[min(self.snapshots)] if self.snapshots else None
 
     def _rank(self, rank: int) -> _Rank:
         found = self._ranks.get(rank)

@@ -37,6 +37,8 @@ from tuidebug.console.history import MinMaxHistory
 from tuidebug.wire.checkpoint_messages import CheckpointRestored
 from tuidebug.wire.gpu_messages import AllocatorStats, OomMoment
 from tuidebug.wire.messages import (
+    DebuggerClosed,
+    DebuggerOpened,
     Message,
     Paused,
     RankEnded,
@@ -95,6 +97,7 @@ class RankState:
         "_announced_rewind",
         "_rate",
         "branch",
+        "debugger",
         "end_how",
         "end_text",
         "error",
@@ -120,6 +123,9 @@ class RankState:
         self.last_time: float | None = None
         self.step_times: deque[float] = deque(maxlen=STEP_TIMES_KEPT)
         self.paused: Paused | None = None
+        self.debugger: DebuggerOpened | None = None
+        """The debugger open in this rank (ipdb from ``d``, its own breakpoint(), a
+        post-mortem), also while the console's terminal is back from it (Ctrl-])."""
         self.error: ScriptError | None = None
         self.end_how = ""
         """How the rank ended, as the supervisor says ("finished", "crashed", "stopped",
@@ -208,10 +214,11 @@ class RankState:
         return not self.end_how and self.error is None
 
     def state(self, now: float | None, run_state: str) -> str:
-        """What the rank is doing, in a few words: "running", "paused", "waiting 12s" (no step
-        for ``WAIT_FACTOR`` median step times: most likely inside a collective, waiting for
-        another rank), "held" (raised; waiting for a post-mortem or a release), "dead, exit 1",
-        "finished", "stopped", "torn down", "ended"."""
+        """What the rank is doing, in a few words: "running", "paused", "in debugger" (ipdb
+        open in it: ``d`` goes back to it), "waiting 12s" (no step for ``WAIT_FACTOR`` median
+        step times: most likely inside a collective, waiting for another rank), "held" (raised;
+        waiting for a post-mortem or a release), "dead, exit 1", "finished", "stopped",
+        "torn down", "ended"."""
         if self.end_how:
             if self.end_how == "finished":
                 return "finished"
@@ -222,6 +229,8 @@ class RankState:
             if self.exit_code is not None:
                 return f"dead, exit {self.exit_code}"
             return "dead (signal)"
+        if self.debugger is not None and run_state not in ENDED_RUN_STATES:
+            return "in debugger"
         if self.error is not None:
             # Python exits with status 1 after an uncaught exception.
             return (
@@ -288,6 +297,10 @@ class RanksState:
                 self.rank(message.rank).paused = message
             elif isinstance(message, Resumed):
                 self.rank(message.rank).paused = None
+            elif isinstance(message, DebuggerOpened):
+                self.rank(message.rank).debugger = message
+            elif isinstance(message, DebuggerClosed):
+                self.rank(message.rank).debugger = None
             elif isinstance(message, ScriptError):
                 self.rank(message.rank).error = message
             elif isinstance(message, RankEnded):
@@ -295,7 +308,7 @@ class RanksState:
                 state.end_how = message.how or "crashed"
                 state.end_text = message.text
                 state.exit_code = message.exit_code
-                state.paused = None
+                state.paused = state.debugger = None
             elif isinstance(message, CheckpointRestored):
                 state = self.rank(message.rank)
                 if state.mark_restore(message) and state.branch > self._branch and self.size > 1:

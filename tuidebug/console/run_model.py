@@ -13,11 +13,12 @@ from collections import deque
 from typing import Any
 
 from tuidebug.console.extensions import extensions
-from tuidebug.console.history import MinMaxHistory
+from tuidebug.console.history import Marker, MinMaxHistory
 from tuidebug.console.hparams_state import chart_label
 from tuidebug.console.ranks_state import RanksState
 from tuidebug.console.terminal_text import RankedText
 from tuidebug.wire.hparam_messages import HparamChanged  # change markers
+from tuidebug.wire.loop_messages import EPOCH, VALIDATION, LoopEvent  # epoch/validation markers
 from tuidebug.wire.messages import (
     Boundary,
     DebuggerClosed,
@@ -88,6 +89,9 @@ class RunModel:
         self.version = 0
         """Bumped by every fold; views compare it to redraw only on change."""
         self._rate: deque[tuple[float, int]] = deque()
+        # The newest loop marker, the loss's rewind count when it was made, and its parts by
+        # kind: an epoch's end and a validation at one step share it ("ep 2+val").
+        self._loop_marker: tuple[Marker, int, dict[str, str]] | None = None
 
     # --- folding -------------------------------------------------------------------------------
 
@@ -126,6 +130,8 @@ class RunModel:
                 self.history_loaded = True
             elif isinstance(message, HparamChanged):
                 self._mark_hparam(message)
+            elif isinstance(message, LoopEvent):
+                self._mark_loop(message)
         # Extensions fold after: the ranks state puts each rank's loss points (rank 0's are the
         # chart's) and restore markers in their order within the batch.
         for extension in extensions():
@@ -167,6 +173,26 @@ class RunModel:
         if label is not None and message.rank == 0 and (last is None or message.step >= last):
             self.loss.mark(message.step, label)
 
+    def _mark_loop(self, message: LoopEvent) -> None:
+        """A framework's epoch end ("ep 2") or validation ("val") on the loss chart.
+
+        Never a rewind: the event follows its step's point, but a point of a later step may
+        come before it (both queued in one batch of the probe's link), so it is placed at its
+        own step on the current branch (``rewind=False``).
+        """
+        part = loop_label(message)
+        if part is None or message.rank != 0:
+            return
+        loss = self.loss
+        shared = self._loop_marker
+        if shared is not None and shared[0].step == message.step and shared[1] == loss.rewinds:
+            parts = {**shared[2], message.kind: part}
+            marker = loss.relabel(shared[0], _joined(parts))
+        else:
+            parts = {message.kind: part}
+            marker = loss.mark(message.step, part, rewind=False)
+        self._loop_marker = (marker, loss.rewinds, parts)
+
     def take_notices(self) -> list[Notice]:
         """The notices that arrived since the last call."""
         notices, self.notices = self.notices, []
@@ -194,6 +220,12 @@ class RunModel:
             return "paused"
         return self.info.state
 
+    def debugger_place(self) -> str:
+        """Where the open debugger runs, in words: "rank 1" in a job, else "the run"."""
+        if self.debugger is not None and self.ranks.size > 1:
+            return f"rank {self.debugger.rank}"
+        return "the run"
+
     @property
     def ended(self) -> bool:
         """True once the script has exited."""
@@ -212,3 +244,17 @@ class RunModel:
             return 0.0
         end = self.info.ended if self.info.ended is not None else (now or time.time())
         return max(0.0, end - self.info.started)
+
+
+def loop_label(event: LoopEvent) -> str | None:
+    """The loss chart's label of a loop event: "ep 2" (the second epoch ended), "val"."""
+    if event.kind == EPOCH:
+        return f"ep {event.epoch}"
+    if event.kind == VALIDATION:
+        return "val"
+    return None  # a kind of a newer probe
+
+
+def _joined(parts: dict[str, str]) -> str:
+    """One marker's label for the events at its step, the epoch first: "ep 2+val"."""
+    return "+".join(parts[kind] for kind in sorted(parts, key=lambda kind: kind != EPOCH))

@@ -6,15 +6,19 @@ metrics and a checkpoint are what a person wants to see. Each integration adds o
 of the framework's own kind to every trainer the script builds, and that callback drives the
 probe through the public hook object (``probe.attach(model, optimizer)`` then
 ``hook.step(loss=..., **scalars)``), exactly as a script written for tuidebug would.
+Accelerate has no trainer: its loop is the script's, and the probe's own hooks find its
+optimizer steps; ``Accelerator.backward`` is wrapped so that they see the script's loss and
+its accumulated micro-batches as one step (``accelerate.py``).
 
 How it gets there without a global patch that outlives the probe: :class:`Integrations` (an
 observer of the live probe, installed with the probe's extensions, so only under
 ``tuidebug run`` with a console link) puts a finder on ``sys.meta_path`` that does nothing but
 wait for the framework's trainer module to be imported *by the script*. When it is, its
-``Trainer.__init__`` is wrapped so that each new trainer gets the callback. Nothing here
-imports a framework; a script that never imports one never runs any of this. When the probe
-goes (``remove_hooks``, at the script's end or when it disables itself), the finder is taken
-out, ``__init__`` is put back, and callbacks already held by live trainers turn into no-ops.
+``Trainer.__init__`` is wrapped so that each new trainer gets the callback (Accelerate's
+``Accelerator.backward``, the same way). Nothing here imports a framework; a script that
+never imports one never runs any of this. When the probe goes (``remove_hooks``, at the
+script's end or when it disables itself), the finder is taken out, ``__init__``
+(``backward``) is put back, and callbacks already held by live trainers turn into no-ops.
 """
 
 from __future__ import annotations
@@ -25,11 +29,13 @@ import importlib.machinery
 import logging
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from tuidebug.probe.observer import Observer
+from tuidebug.probe.probe import _host_number  # the probe's reader: never a device sync
+from tuidebug.wire.loop_messages import LoopEvent
 
 if TYPE_CHECKING:
     from tuidebug.probe.extensions.checkpoints import CheckpointsObserver
@@ -53,11 +59,19 @@ def _transformers(module: ModuleType, owner: Integrations) -> None:
     hf.patch(module, owner)
 
 
-# The module that defines each framework's Trainer, and what to do once it is imported.
+def _accelerate(module: ModuleType, owner: Integrations) -> None:
+    from tuidebug.integrations import accelerate
+
+    accelerate.patch(module, owner)
+
+
+# The module that defines each framework's Trainer (Accelerate's: its Accelerator), and what
+# to do once it is imported.
 TARGETS: dict[str, Patch] = {
     "lightning.pytorch.trainer.trainer": _lightning,
     "pytorch_lightning.trainer.trainer": _lightning,
     "transformers.trainer": _transformers,
+    "accelerate.accelerator": _accelerate,
 }
 
 
@@ -141,34 +155,42 @@ class Integrations(Observer):
         except Exception as error:  # a framework we do not understand trains without us
             log.warning("tuidebug: no integration for %s (%r)", module.__name__, error)
 
+    def wrap_method(self, cls: type, name: str, make: Callable[[Any], Any]) -> None:
+        """Replace ``cls``'s own method ``name`` by ``make(original)`` until close (then put
+        back, if nobody replaced it again since); a method already ours is left alone."""
+        original = cls.__dict__.get(name)
+        if original is None or getattr(original, "__tuidebug_wrapped__", False):
+            return
+        wrapper = functools.wraps(original)(make(original))
+        wrapper.__tuidebug_wrapped__ = True  # type: ignore[attr-defined]
+        setattr(cls, name, wrapper)
+
+        def undo() -> None:
+            if cls.__dict__.get(name) is wrapper:
+                setattr(cls, name, original)
+
+        self._undo.append(undo)
+
     def wrap_init(self, cls: type, after: Callable[[Any], None]) -> None:
         """Wrap ``cls.__init__`` so that ``after(instance)`` runs once it returned; undone on
         close (if nobody wrapped it again since)."""
-        original = cls.__dict__.get("__init__")
-        if original is None or getattr(original, "__tuidebug_wrapped__", False):
-            return
         owner = self
 
-        @functools.wraps(original)
-        def __init__(instance: Any, *args: Any, **kwargs: Any) -> None:
-            original(instance, *args, **kwargs)
-            if owner.live:
-                try:
-                    owner._end_discovery()
-                    after(instance)
-                except Exception as error:  # the trainer works without our callback
-                    log.warning(
-                        "tuidebug: could not follow %s (%r)", type(instance).__name__, error
-                    )
+        def make(original: Callable[..., None]) -> Callable[..., None]:
+            def __init__(instance: Any, *args: Any, **kwargs: Any) -> None:
+                original(instance, *args, **kwargs)
+                if owner.live:
+                    try:
+                        owner._end_discovery()
+                        after(instance)
+                    except Exception as error:  # the trainer works without our callback
+                        log.warning(
+                            "tuidebug: could not follow %s (%r)", type(instance).__name__, error
+                        )
 
-        __init__.__tuidebug_wrapped__ = True  # type: ignore[attr-defined]
-        cls.__init__ = __init__  # type: ignore[misc]
+            return __init__
 
-        def undo() -> None:
-            if cls.__dict__.get("__init__") is __init__:
-                cls.__init__ = original  # type: ignore[misc]
-
-        self._undo.append(undo)
+        self.wrap_method(cls, "__init__", make)
 
     def attach(self, *objects: Any) -> Hook:
         """``tuidebug.attach(*objects)`` for a trainer's model and optimizers: from now on only
@@ -193,6 +215,36 @@ class Integrations(Observer):
             if isinstance(observer, CheckpointsObserver):
                 return observer
         return None
+
+    def loop_event(
+        self,
+        kind: str,
+        step: int,
+        epoch: int,
+        framework: str,
+        metrics: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Send a ``LoopEvent`` (an epoch's end, a validation) for the consoles' loss chart.
+
+        ``metrics`` go along when they are host numbers (floats, CPU tensors); a value on a
+        device is left out (it would cost a sync; it comes with the next step's scalars)."""
+        if not self.live:
+            return
+        values: dict[str, float] = {}
+        for key, value in (metrics or {}).items():
+            number = _host_number(value)
+            if isinstance(number, float):
+                values[str(key)] = number
+        self.probe.send(
+            LoopEvent(
+                rank=self.probe.rank,
+                step=step,
+                kind=kind,
+                epoch=epoch,
+                metrics=values,
+                framework=framework,
+            )
+        )
 
     def close(self) -> None:
         self.closed = True

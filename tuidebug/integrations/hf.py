@@ -18,9 +18,15 @@ Subclasses (``Seq2SeqTrainer``, TRL's trainers) go through the same ``__init__``
   ``should_evaluate`` are set by then) is reported once they arrived, still before the next
   step begins; metrics logged at other moments (an evaluation at the end of an epoch) go with
   the next step.
+* Each epoch's end (``on_epoch_end``) and each evaluation during training (``on_evaluate``,
+  with its metrics) is a ``LoopEvent`` at ``state.global_step``, after that step was
+  reported: "ep 1", "val" on the console's loss chart.
 * Save now (and ``--save-every``) sets ``control.should_save``: the Trainer writes its own
   ``checkpoint-N`` folder in ``output_dir`` at the end of that step, resumable with
-  ``trainer.train(resume_from_checkpoint=...)``; the console hears of it from ``on_save``.
+  ``trainer.train(resume_from_checkpoint=...)``; the console hears of it from ``on_save``,
+  and lists ``output_dir``. Restore (``r``) puts such a folder back into the live Trainer
+  (weights, optimizer, scheduler, scaler, trainer state, RNG states; not the data loader's
+  position): hf_restore.py.
 * A pause holds the run in ``on_step_end`` or ``on_log``, between two optimizer steps; the
   frame shown (and debugged with ``d``) is the script's own ``trainer.train()`` line.
 """
@@ -29,13 +35,18 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 import time
+import weakref
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from tuidebug.wire.loop_messages import EPOCH, VALIDATION
+
 if TYPE_CHECKING:
     from tuidebug.integrations.owner import Owner
+    from tuidebug.probe.extensions.checkpoints import FrameworkRestore
     from tuidebug.probe.hook_api import Hook
 
 log = logging.getLogger("tuidebug.probe")
@@ -55,6 +66,7 @@ def patch(module: ModuleType, owner: Owner) -> None:
         if any(isinstance(c, TuidebugCallback) for c in handler.callbacks):
             return
         callback = callback_class(owner)
+        callback.trainer = weakref.ref(trainer)  # for a restore (hf_restore.py)
         trainer.add_callback(callback)
         original = trainer.training_step
 
@@ -83,6 +95,7 @@ class TuidebugCallback:
         self._save_reason: str | None = None
         self._save_started = 0.0
         self._output_dir = ""
+        self.trainer: weakref.ref[Any] | None = None
 
     def add_loss(self, loss: Any) -> None:
         """One micro-batch's ``training_step`` result (summed as the Trainer sums it)."""
@@ -106,6 +119,8 @@ class TuidebugCallback:
             checkpoints = self._owner.checkpoints()
             if checkpoints is not None:
                 checkpoints.framework_saver = self._save
+                checkpoints.framework_restorer = self._restore
+                checkpoints.framework_folder(self._output_dir, "transformers")
         except Exception as error:
             self._fail("on_train_begin", error)
 
@@ -130,11 +145,7 @@ class TuidebugCallback:
         if self._hook is None:
             return
         self._control = control
-        for key, value in dict(logs or {}).items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                continue
-            if key not in _NOT_SCALARS and not str(key).endswith(_TIMINGS):
-                self._scalars[str(key)] = float(value)
+        self._scalars.update(_chartable(logs))
         if self._pending is not None:
             self._logs_due -= 1
             if self._logs_due <= 0:
@@ -153,6 +164,13 @@ class TuidebugCallback:
 
     def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._flush()
+        self._loop_event(EPOCH, state)
+
+    def on_evaluate(
+        self, args: Any, state: Any, control: Any, metrics: Any = None, **kwargs: Any
+    ) -> None:
+        self._flush()  # the step evaluated is reported first (its eval logs came already)
+        self._loop_event(VALIDATION, state, _chartable(metrics))
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._flush()
@@ -160,6 +178,8 @@ class TuidebugCallback:
         checkpoints = self._owner.checkpoints()
         if checkpoints is not None and checkpoints.framework_saver == self._save:
             checkpoints.framework_saver = None
+        if checkpoints is not None and checkpoints.framework_restorer == self._restore:
+            checkpoints.framework_restorer = None
 
     # --- internals -----------------------------------------------------------------------------
 
@@ -176,6 +196,19 @@ class TuidebugCallback:
         except Exception as error:
             self._fail("a step boundary", error)
 
+    def _loop_event(self, kind: str, state: Any, metrics: dict[str, float] | None = None) -> None:
+        """An epoch's end or an evaluation while this Trainer trains (not a later evaluate())."""
+        if self._hook is None or not self._owner.live:
+            return
+        try:
+            # state.epoch is fractional (1.0 once the first epoch ended, 1.5 halfway through the
+            # second): the epoch an event falls in, counted from 1, is its ceiling.
+            epoch = max(1, math.ceil(float(state.epoch or 0) - 1e-6))
+            step = int(state.global_step)
+            self._owner.loop_event(kind, step, epoch, "transformers", metrics)
+        except Exception as error:
+            self._fail(f"on_{kind}", error)
+
     def _save(self, folder: str, reason: str) -> None:
         """The checkpoints extension's saver while this Trainer trains: ask the Trainer."""
         if self._control is None:
@@ -184,6 +217,26 @@ class TuidebugCallback:
         self._save_reason = reason
         self._save_started = time.perf_counter()
 
+    def _restore(self, path: str, unsafe: bool) -> FrameworkRestore | None:
+        """The checkpoints extension's restorer while this Trainer trains (training thread, at
+        a boundary): a ``checkpoint-N`` folder goes back through the Trainer, see
+        hf_restore.py; None for anything else (the generic restore)."""
+        from tuidebug.integrations import hf_restore
+
+        trainer = self.trainer() if self.trainer is not None else None
+        return hf_restore.prepare(trainer, path, unsafe) if trainer is not None else None
+
     def _fail(self, where: str, error: Exception) -> None:
         self._hook = None
         log.warning("tuidebug: the Hugging Face integration stopped in %s (%r)", where, error)
+
+
+def _chartable(logs: Any) -> dict[str, float]:
+    """The numbers of a Trainer's logs that are charts of their own (not timings, epoch...)."""
+    found: dict[str, float] = {}
+    for key, value in dict(logs or {}).items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if key not in _NOT_SCALARS and not str(key).endswith(_TIMINGS):
+            found[str(key)] = float(value)
+    return found

@@ -18,6 +18,9 @@ Two wrappers for torch.compile and mixed precision, owned the same way:
   run are the compiled ones, those called before the first compile, and the modules owning
   the optimizers' parameters (a scan of the live objects, once, at the first boundary);
 - ``GradScaler.scale``/``step``/``update`` (amp.py): skipped steps, the scale, the unscaled loss.
+
+And ``nn.Module.__getstate__`` (pickling.py): the probe's root-model hooks stay out of the
+script's ``torch.save(model)`` and ``copy.deepcopy(model)``, which they used to break.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from torch.utils.hooks import RemovableHandle
 
 from tuidebug.probe.amp import ScalerHooks
 from tuidebug.probe.compiled import CompiledModules
+from tuidebug.probe.pickling import HooklessPickling
 
 _is_compiling = torch.compiler.is_compiling  # True while dynamo traces (a constant to it)
 log = logging.getLogger("tuidebug.probe")
@@ -79,6 +83,7 @@ class AutoHooks:
         self._patched_compile = self._make_compile(self._original_compile)
         torch.compile = self._patched_compile
         self._scaler_hooks = ScalerHooks(probe)
+        self._pickling = HooklessPickling()
 
     def _make_backward(self, original: Any) -> Any:
         probe = self._probe
@@ -173,6 +178,7 @@ class AutoHooks:
         if torch.compile is self._patched_compile:
             torch.compile = self._original_compile
         self._scaler_hooks.remove()
+        self._pickling.remove()
         self._called = {}
 
 

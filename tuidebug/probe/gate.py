@@ -206,9 +206,11 @@ class Gate:
         name, args = command.name, command.args
         step = self._probe.step
         if name == "pause":
-            if paused:
-                return "resume"  # the key toggles
-            self._pause_requested = "paused from the console"
+            # Idempotent: a console's key toggles by sending "resume" when it sees the run
+            # paused. A "pause" that crossed the run's own pause (a non-finite loss, a break)
+            # on the wire must leave the run paused, not resume it.
+            if not paused:
+                self._pause_requested = "paused from the console"
         elif name == "resume":
             with self._target_lock:
                 self._target = None

@@ -20,6 +20,7 @@ the step's point is sent once the copy has landed, a step or so later.
 from __future__ import annotations
 
 import functools
+import gc
 import logging
 import os
 import time
@@ -58,7 +59,37 @@ F = TypeVar("F", bound=Callable[..., Any])
 _pid = [os.getpid()]
 os.register_at_fork(after_in_child=lambda: _pid.__setitem__(0, os.getpid()))
 MAX_PENDING_LOSSES = 1024  # backwards between two boundaries (gradient accumulation) kept
+# Before the first boundary, with an optimizer alive: this many backwards and still no step()
+# means the optimizer is not the one training (the script updates by hand): each backward
+# ends a step from then on.
+MAX_FIRST_ACCUMULATION = 256
 _clock = time.perf_counter
+
+
+def _leaves(loss: Any) -> set[int]:
+    """The ids of the tensors a backward of ``loss`` accumulates gradients into (its graph's
+    leaves: the parameters it trains)."""
+    found: set[int] = set()
+    seen: set[int] = set()
+    todo = [getattr(loss, "grad_fn", None)]
+    while todo:
+        node = todo.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        variable = getattr(node, "variable", None)  # AccumulateGrad
+        if variable is not None:
+            found.add(id(variable))
+        todo.extend(next_node for next_node, _ in getattr(node, "next_functions", ()))
+    return found
+
+
+def _trains_any(optimizer: Any, leaves: set[int]) -> bool:
+    """Some parameter of ``optimizer`` is one of ``leaves``."""
+    try:
+        return any(id(p) in leaves for group in optimizer.param_groups for p in group["params"])
+    except Exception:  # a half-built or exotic optimizer: not the one training
+        return False
 
 
 def guarded(method: F) -> F:
@@ -132,6 +163,7 @@ class Probe:
         self.pid = os.getpid()
         self.step = 0
         self.source: str | None = None  # "hook", "optimizer" or "backward" once known
+        self._optimizer_alive: bool | None = None  # _optimizer_will_step's one look, when made
         self.disabled = False
         self.disabled_reason = ""
         # The scalars passed to backward this step: a float for a CPU loss (read at once: it
@@ -164,6 +196,9 @@ class Probe:
         self._amp: dict[str, Any] | None = None
         self._in_scaler = False
         self._scaler_stepped = False
+        # The loss a framework's backward wrapper was given while it runs (set_given_loss):
+        # what its backward reports, not the scaled copy it backpropagates.
+        self._given_loss: Any = None
 
     # --- setup --------------------------------------------------------------------------------
 
@@ -254,7 +289,14 @@ class Probe:
             self._scaled = None
             if tensor is scaled[0]:
                 tensor = scaled[1]
-        if self.source in (None, "backward") and self._pending_losses:
+        given = self._given_loss
+        if isinstance(given, torch.Tensor) and given.numel() == 1:
+            tensor = given  # accelerator.backward(loss) backpropagates loss / accumulation steps
+        if (
+            self.source in (None, "backward")
+            and self._pending_losses
+            and not (self.source is None and self._optimizer_will_step(tensor))
+        ):
             # A second backward with no optimizer step in between: the previous one ended a step.
             self._set_source("backward", "backward() of a scalar (no optimizer step seen)")
             self._boundary(None, {}, start)
@@ -266,6 +308,27 @@ class Probe:
         self._backward_time += now - start
         if self.phases is not None:  # the backward phase starts after the probe's own work
             self.phases.backward_begin(now)
+
+    def _optimizer_will_step(self, loss: Any) -> bool:
+        """Before any boundary, a second backward with no optimizer step in between: gradient
+        accumulation (or LBFGS's closure) when an optimizer exists over parameters that this
+        ``loss`` trains, whose ``step()`` will end the step; a loop without one (hand-written
+        updates) when none does, and each backward ends a step. Looked up once, on the run's
+        first second backward: a walk of the loss's graph and a heap scan (the optimizers are
+        seen at their first step() only)."""
+        if len(self._pending_losses) >= MAX_FIRST_ACCUMULATION:
+            return False
+        if self._optimizer_alive is None:
+            import torch
+
+            leaves = _leaves(loss)
+            self._optimizer_alive = any(
+                _trains_any(ref(), leaves) for ref in self._optimizers.values()
+            ) or any(
+                issubclass(type(obj), torch.optim.Optimizer) and _trains_any(obj, leaves)
+                for obj in gc.get_objects()
+            )
+        return self._optimizer_alive
 
     @guarded
     def on_backward_end(self) -> None:
@@ -320,6 +383,21 @@ class Probe:
         if self.source != "optimizer":
             self._set_source("optimizer", f"{type(optimizer).__name__}.step()")
         self._boundary(None, {}, start)
+
+    def set_given_loss(self, loss: Any) -> None:
+        """A framework's backward wrapper (``integrations/accelerate.py``) was handed ``loss``
+        and backpropagates a scaled copy of it (divided by the gradient accumulation steps):
+        until ``set_given_loss(None)``, a backward reports ``loss``, the value the script
+        computed (a step's loss is then the mean of its micro-batches', as a plain loop's)."""
+        self._given_loss = loss
+
+    def expect_source(self, source: str, detail: str) -> None:
+        """A framework tells the step boundary before the probe could find it (Accelerate with
+        gradient accumulation: micro-batches backpropagate with no optimizer step between them,
+        which would otherwise make the first one a step of its own). Kept only while none was
+        found yet: a script's own ``dbg.step()`` still wins."""
+        if self.source is None:
+            self._set_source(source, detail)
 
     def _note_scaler(self, scaler: Any) -> None:
         if id(scaler) not in self._scalers:

@@ -176,9 +176,8 @@ class RankCoordinator:
         """Handle a console's command for the job; False: send it to the ranks as it is."""
         name = command.name
         if name == "pause":
-            if self.all_paused():
-                self.resume()  # the key toggles, as for one process
-            else:
+            # Idempotent, as for one process (probe/gate.py): the console sends "resume".
+            if not self.all_paused():
                 self.pause("paused from the console")
         elif name == "resume":
             self.resume()

@@ -18,14 +18,14 @@ import re
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-from tuidebug.paths import RunPaths
+from tuidebug.paths import RunPaths, pid_alive
 from tuidebug.probe.rank_io import ENV_RANK_TTYS  # stdlib only: the name the ranks read
-from tuidebug.supervisor import extensions
+from tuidebug.supervisor import extensions, nodes
 from tuidebug.supervisor import ranks as job
 from tuidebug.supervisor.child import open_rank_ptys, set_winsize, spawn_on_pty, torchrun_command
+from tuidebug.supervisor.clients import Client
 from tuidebug.supervisor.store import HistoryStore, event_body
 from tuidebug.wire import auth, codec
 from tuidebug.wire.checkpoint_messages import CheckpointRestored, CheckpointSaved
@@ -59,40 +59,10 @@ HANDSHAKE_TIMEOUT = 5.0
 PROBE_DRAIN_TIMEOUT = 2.0  # seconds the end of a run waits for its probes' last batches
 FLUSH_INTERVAL = 0.5
 OUTPUT_REPLAY_BYTES = 256 * 1024  # the tail of the script's output a new console is sent
-CONSOLE_BACKLOG_LIMIT = 8 * 1024 * 1024  # a console this far behind is dropped; it can re-attach
 STOP_GRACE = (5.0, 5.0)  # seconds after SIGINT before SIGTERM, and after SIGTERM before SIGKILL
 DEBUGGER_CONTEXT_BYTES = 4096  # output before a debugger opened, replayed to a late bridge
 PROMPTS = ("ipdb>", "(Pdb)", "(pdb)")
 _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07]*\x07|\x1b.")
-
-
-@dataclass(eq=False)
-class Client:
-    """One connected probe or console."""
-
-    role: str
-    rank: int
-    writer: asyncio.StreamWriter
-    pid: int = 0
-    closed: bool = field(default=False)
-
-    def send(self, frame: bytes) -> None:
-        if self.closed:
-            return
-        transport = self.writer.transport
-        if transport.is_closing():
-            self.closed = True
-            return
-        if transport.get_write_buffer_size() > CONSOLE_BACKLOG_LIMIT:
-            log.warning("dropping a %s that fell too far behind", self.role)
-            self.close()
-            return
-        self.writer.write(frame)
-
-    def close(self) -> None:
-        self.closed = True
-        with contextlib.suppress(Exception):
-            self.writer.close()
 
 
 class Supervisor:
@@ -116,6 +86,7 @@ class Supervisor:
         self.options: dict[str, Any] = dict(meta.get("options") or {})
         """The run's options (``tuidebug run`` flags), for the supervisor's extensions."""
         self.probes: set[Client] = set()
+        self._rank_pids: dict[int, int] = {}  # a job's ranks as they said hello: rank -> pid
         self.consoles: set[Client] = set()
         self._links_watched = False  # what the probes' links were last told (_pace_links)
         self.bridges: set[Client] = set()
@@ -137,8 +108,11 @@ class Supervisor:
         self.rank_output: job.RankOutput | None = None
         self.debugger_rank = 0  # the rank whose pty a bridge talks to
         self._recent_by_rank: dict[int, bytearray] = {}
+        # More than one node (nodes.py): node 0's supervisor gathers the others' ranks.
+        self.nodes = nodes.for_run(self, self.launch, paths.run_id)
         if self.launch is not None:
-            self.ranks = job.RankCoordinator(self._send_to_ranks, self._say)
+            send = nodes.coordinator_send(self.nodes, self._send_to_ranks)
+            self.ranks = job.RankCoordinator(send, self._say)
             self.rank_output = job.RankOutput(self._output_log)
 
     # --- lifecycle -----------------------------------------------------------------------------
@@ -154,6 +128,8 @@ class Supervisor:
         finally:
             os.umask(old_umask)
         os.chmod(self.paths.socket, 0o600)
+        if self.nodes is not None:
+            await self.nodes.start()
 
         env = dict(os.environ)  # the supervisor was started with the user's environment
         env["TUIDEBUG_SOCKET"] = str(self.paths.socket)
@@ -186,6 +162,8 @@ class Supervisor:
             code = 128 - code  # killed by a signal: report it the way a shell does (SIGINT: 130)
         await self._drain_pty()
         await self._drain_probes()
+        if self._ranks_alive():
+            await self._outlive_launcher(code)
         # Stored before the end is announced: `tuidebug check` reads the history as soon as
         # meta.json says the run is over (it counted 4 of 60 steps of a fast script before).
         self.store.flush()
@@ -197,6 +175,8 @@ class Supervisor:
         # Give consoles a moment to read the final state, then close everything.
         await asyncio.sleep(0.2)
         server.close()
+        if self.nodes is not None:
+            await self.nodes.close()
         for client in list(self.probes | self.consoles | self.bridges):
             client.close()
         with contextlib.suppress(FileNotFoundError):
@@ -213,6 +193,27 @@ class Supervisor:
         while self.probes and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
 
+    async def _outlive_launcher(self, code: int) -> None:
+        """torchrun ended while ranks still run: it was killed (it ends its ranks before it
+        exits otherwise), and each rank is in a session of its own, so they train on. They are
+        not left orphaned and unseen: the run lasts until their probes hang up, and a stop
+        signals them itself (``_stop_escalating``)."""
+        ranks = ", ".join(str(r) for r in sorted(self._ranks_alive()))
+        how = f"killed by signal {code - 128}" if code > 128 else f"exit code {code}"
+        self._say(
+            "error",
+            f"the launcher (torch.distributed.run) ended ({how}) while ranks {ranks} still run: "
+            "the run lasts until they end; stopping the run stops them",
+        )
+        while self._ranks_alive():
+            await asyncio.sleep(0.1)
+
+    def _ranks_alive(self) -> list[int]:
+        """The ranks of a job whose process lives. The process tells, not the connection: a
+        forked worker may hold a dead rank's, and a rank may hang up and then hang in its
+        exit (gloo's teardown waiting for a peer)."""
+        return [rank for rank, pid in self._rank_pids.items() if pid_alive(pid)]
+
     def _finish(self, code: int) -> None:
         self.exit_code = code
         self.ended = time.time()
@@ -227,28 +228,34 @@ class Supervisor:
 
     def request_stop(self) -> None:
         """Stop the script as Ctrl-C would, escalating to SIGTERM and SIGKILL if it lingers."""
-        if self.process is None or self.process.poll() is not None or self.stop_requested:
+        if self.process is None or self.stop_requested or not self._running():
             return
         self.stop_requested = True
         asyncio.get_running_loop().create_task(self._stop_escalating())
 
+    def _running(self) -> bool:
+        """The script runs, or (a job whose launcher was killed) some of its ranks do."""
+        launcher = self.process is not None and self.process.poll() is None
+        return launcher or bool(self._ranks_alive())
+
     async def _stop_escalating(self) -> None:
         signals = (signal.SIGINT, signal.SIGTERM, signal.SIGKILL)
         for sig, wait in zip(signals, (*STOP_GRACE, 0.0), strict=True):
-            if self.process.poll() is not None:
+            if not self._running():
                 return
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, sig)
-            if sig == signal.SIGKILL and self.ranks is not None:
+            launcher = self.process.poll() is None
+            if launcher:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, sig)
+            if self.ranks is not None and (sig == signal.SIGKILL or not launcher):
                 # torchrun starts each rank in a session of its own: killing torchrun alone
-                # would leave them running.
-                for probe in list(self.probes):
-                    if probe.pid > 0:
-                        with contextlib.suppress(ProcessLookupError, PermissionError):
-                            os.killpg(probe.pid, sig)
+                # would leave them running; without torchrun, nobody else signals them.
+                for rank in self._ranks_alive():
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.killpg(self._rank_pids[rank], sig)
             if wait:
                 deadline = time.monotonic() + wait
-                while time.monotonic() < deadline and self.process.poll() is None:
+                while time.monotonic() < deadline and self._running():
                     await asyncio.sleep(0.1)
 
     async def _flush_periodically(self) -> None:
@@ -293,6 +300,8 @@ class Supervisor:
 
     def _on_output(self, data: bytes, rank: int = 0) -> None:
         """Fan out the script's output, and notice a debugger prompt nobody announced."""
+        if self.nodes is not None:
+            self.nodes.on_output(data, rank)
         recent = (
             self._recent_output if rank == 0 else self._recent_by_rank.setdefault(rank, bytearray())
         )
@@ -377,17 +386,24 @@ class Supervisor:
             log.info("closing a connection: %s", error)
         finally:
             if client is not None:
-                if client in self.probes and self.ranks is not None:
-                    self.publish(self.ranks.on_gone(client.rank, self.stop_requested))
-                self.probes.discard(client)
-                self.consoles.discard(client)
-                self.bridges.discard(client)
-                client.close()
-                self._pace_links()
-                if self.held and not self.consoles:
-                    self._release()
+                self._drop_client(client)
             else:
                 writer.close()
+
+    def _drop_client(self, client: Client) -> None:
+        """Forget a client that hung up (a probe's: its rank's end is recorded)."""
+        if client in self.probes:
+            if self.ranks is not None:
+                self.publish(self.ranks.on_gone(client.rank, self.stop_requested))
+            if self.nodes is not None:
+                self.nodes.probe_gone(client)
+        self.probes.discard(client)
+        self.consoles.discard(client)
+        self.bridges.discard(client)
+        client.close()
+        self._pace_links()
+        if self.held and not self.consoles:
+            self._release()
 
     async def _read_hello(
         self, reader: asyncio.StreamReader, decoder: codec.FrameDecoder
@@ -405,7 +421,11 @@ class Supervisor:
         self.probes.add(client)
         client.send(self._pace_frame())
         if self.ranks is not None:
+            if client.pid > 0:
+                self._rank_pids[client.rank] = client.pid
             self.ranks.on_hello(client.rank)
+        if self.nodes is not None:
+            self.nodes.probe_joined(client)
         if self.state == "starting":
             self.state = "running"
             self._write_meta()
@@ -474,6 +494,8 @@ class Supervisor:
 
     def _on_probe_message(self, client: Client, message: Message) -> None:
         message.rank = client.rank  # a probe speaks for its own rank only
+        if self.nodes is not None:
+            self.nodes.from_probe(message)  # a node other than 0 relays it up (nodes.py)
         self._tell_listeners(message, True)
         if self.ranks is not None and self._on_rank_message(client.rank, message):
             return
@@ -619,6 +641,8 @@ class Supervisor:
 
     def _on_console_message(self, message: Message) -> None:
         self._tell_listeners(message, False)
+        if self.nodes is not None and self.nodes.on_console(message):
+            return  # relayed to node 0, or to the node a debugger runs on (nodes.py)
         if isinstance(message, Command):
             if message.name == "stop-run":
                 self.request_stop()

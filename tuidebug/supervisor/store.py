@@ -9,6 +9,7 @@ A console that attaches late, or a run opened after it ended, is fed from here.
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +32,23 @@ CREATE TABLE IF NOT EXISTS events (
 );
 """
 
+TAIL_ROWS = 1000  # how far back ``tail`` looks for the last loss
+# SQLite stores a float NaN as NULL, which reads back as "no loss": a diverged run would look
+# like one that reported nothing (invisible to the ratchet, --expect, ls and --compare). So a
+# NaN loss is stored as this text (a REAL column keeps text that is no number as text) and
+# read back as NaN; infinities are REAL values SQLite keeps. Histories written before this
+# hold NULL there, read as no loss, as they always were.
+NAN_TEXT = "nan"
+
+
+def _stored_loss(loss: float | None) -> float | str | None:
+    return NAN_TEXT if loss is not None and math.isnan(loss) else loss
+
+
+def _read_loss(value: float | str | None) -> float | None:
+    return math.nan if isinstance(value, str) else value
+
+
 _encode = msgspec.msgpack.Encoder().encode
 _decode_scalars = msgspec.msgpack.Decoder(dict[str, float]).decode
 
@@ -47,14 +65,14 @@ class HistoryStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
-        self._rows: list[tuple[int, int, float, float | None, bytes | None]] = []
+        self._rows: list[tuple[int, int, float, float | str | None, bytes | None]] = []
         self._events: list[bytes] = []
         self.steps_written = 0
 
     def add_points(self, rank: int, points: list[StepPoint]) -> None:
         """Buffer step points of ``rank`` for the next flush."""
         self._rows.extend(
-            (rank, p.step, p.time, p.loss, _encode(p.scalars) if p.scalars else None)
+            (rank, p.step, p.time, _stored_loss(p.loss), _encode(p.scalars) if p.scalars else None)
             for p in points
         )
 
@@ -92,10 +110,28 @@ class HistoryStore:
                 return
             by_rank: dict[int, list[StepPoint]] = {}
             for rank, step, time, loss, scalars in rows:
-                point = StepPoint(step, time, loss, _decode_scalars(scalars) if scalars else {})
+                point = StepPoint(
+                    step, time, _read_loss(loss), _decode_scalars(scalars) if scalars else {}
+                )
                 by_rank.setdefault(rank, []).append(point)
             for rank, points in by_rank.items():
                 yield Steps(rank=rank, step=points[-1].step, points=points)
+
+    def tail(self, rank: int = 0) -> tuple[int | None, float | None]:
+        """(last step, last loss) of ``rank``, read from the end of the table: at most
+        ``TAIL_ROWS`` rows, never the whole history (``tuidebug ls`` reads this for every run).
+        The loss is the last one reported (NaN included: a run that diverged shows nan)."""
+        last = self._db.execute(
+            "SELECT step FROM steps WHERE rank = ? ORDER BY rowid DESC LIMIT 1", (rank,)
+        ).fetchone()
+        loss = self._db.execute(
+            "SELECT loss FROM (SELECT loss FROM steps WHERE rank = ? ORDER BY rowid DESC LIMIT ?)"
+            " WHERE loss IS NOT NULL LIMIT 1",
+            (rank, TAIL_ROWS),
+        ).fetchone()
+        return (None if last is None else int(last[0])), (
+            None if loss is None else _read_loss(loss[0])
+        )
 
     def iter_event_bodies(self) -> Iterator[bytes]:
         """The stored events' msgpack bodies, oldest first."""

@@ -20,12 +20,15 @@ MAX_DIFF_ROWS = 200
 
 
 class CheckpointConfig(Message):
-    """Where this run saves checkpoints and how (sent once when the probe starts)."""
+    """Where this run saves checkpoints and how (sent when the probe starts, and again when a
+    framework's trainer starts: ``framework`` then names it, and ``folder`` is where that
+    framework writes its own checkpoints, which save now and restore go through)."""
 
     folder: str = ""
     save_every: int = 0
     keep: int = 0
     resume: str = ""
+    framework: str = ""  # "", "lightning" or "transformers"
 
 
 class CheckpointSaved(Message):

@@ -9,6 +9,9 @@ optimizer-state bytes and the allocator's out-of-memory moment.
   optimizer's state grows: bytes of each parameter, its gradient and its optimizer state.
 - :class:`OomMoment` is sent from the CUDA allocator's out-of-memory observer, the instant an
   allocation fails (before the exception reaches the script); stored in the history.
+- :class:`MemorySnapshotStarted` / :class:`MemorySnapshotResult`: a CUDA memory snapshot asked
+  for with ``Command("memory-snapshot", args={"steps": K})`` (allocation history recorded for K
+  steps), and its top allocation sites.
 
 The OOM report itself is not a message: the console builds it when a ``ScriptError`` says "out of
 memory", from the latest allocator figures, the ``OomMoment`` and the layer shapes it already
@@ -28,6 +31,9 @@ __all__ = [
     "AllocatorStats",
     "DeviceMemory",
     "GpuStats",
+    "MemorySite",
+    "MemorySnapshotResult",
+    "MemorySnapshotStarted",
     "OomMoment",
     "ParamMemory",
     "ProcessStats",
@@ -97,3 +103,58 @@ class OomMoment(Message):
     requested: int  # bytes the failing allocation asked for
     device_allocated: int = 0  # bytes the allocator had on that device
     device_free: int = 0  # bytes the driver said were free
+
+
+class MemorySnapshotStarted(Message):
+    """Allocation history is being recorded for the next ``steps`` steps (from ``step``'s
+    boundary)."""
+
+    retention: ClassVar[str] = "latest"
+
+    steps: int
+
+
+class MemorySite(msgspec.Struct, array_like=True):
+    """One allocation site of a snapshot: where the script asked for the memory.
+
+    ``site`` is the innermost frame outside torch, the standard library and the probe's own
+    wrappers ("train.py:42 in forward"); ``user`` is False when there was none (then it is the
+    innermost frame, or the probe's own code). Bytes are the allocator's (rounded) block sizes.
+    """
+
+    site: str
+    live: int  # bytes live at the end of the recording (the snapshot's active blocks)
+    peak: int  # most bytes of this site live at once during the recording
+    allocs: int  # allocations during the recording
+    allocated: int  # bytes allocated during the recording, freed or not
+    user: bool = True
+
+
+class MemorySnapshotResult(Message):
+    """A finished snapshot: the pickle's path (``torch.cuda.memory._snapshot()``, what
+    https://pytorch.org/memory_viz opens) and its top allocation sites by peak bytes.
+
+    ``step`` is the last recorded step, ``first`` the first. ``live``/``reserved``: bytes
+    allocated / held by the allocator's segments at the end; ``peak``: most bytes allocated at
+    once during the recording; ``before``: bytes live at the end that were allocated before the
+    recording began (no stack: the model's parameters, usually). ``unavailable`` is the calm
+    reason nothing was recorded (no CUDA in the process); ``error`` a failure.
+    """
+
+    retention: ClassVar[str] = "latest"
+
+    first: int
+    path: str = ""
+    file_bytes: int = 0
+    sites: list[MemorySite] = msgspec.field(default_factory=list)
+    live: int = 0
+    reserved: int = 0
+    peak: int = 0
+    before: int = 0
+    allocs: int = 0
+    entries: int = 0  # trace entries read (alloc, free, segment ... events)
+    truncated: bool = False  # the history's ring buffer was full: the oldest events are lost
+    wall: float = 0.0  # seconds from the first recorded step's start to the last one's end
+    overhead: float = 0.0  # seconds spent taking, writing and reading the snapshot
+    unavailable: str = ""
+    error: str = ""

@@ -22,6 +22,8 @@ MESSAGE_MODULES = (
     "tuidebug.wire.hparam_messages",
     "tuidebug.wire.stack_messages",
     "tuidebug.wire.phase_messages",
+    "tuidebug.wire.node_messages",
+    "tuidebug.wire.loop_messages",
 )
 
 

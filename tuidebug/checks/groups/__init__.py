@@ -9,6 +9,7 @@ from __future__ import annotations
 from tuidebug.checks.groups.architecture import ArchitectureRules
 from tuidebug.checks.groups.base import RuleGroup
 from tuidebug.checks.groups.data import DataRules
+from tuidebug.checks.groups.dataset import DatasetRules
 from tuidebug.checks.groups.gradients import GradientRules
 from tuidebug.checks.groups.losses import LossRules
 from tuidebug.checks.groups.modes import ModeRules
@@ -16,6 +17,7 @@ from tuidebug.checks.groups.modes import ModeRules
 GROUPS: tuple[type[RuleGroup], ...] = (
     ModeRules,
     DataRules,
+    DatasetRules,
     GradientRules,
     ArchitectureRules,
     LossRules,

@@ -7,13 +7,18 @@ importing engine.py.
 
 Cost: ``on_loss`` runs on every step and ``on_forward`` on every forward of a root model inside
 a window; the engine calls them only on the groups that override them. Keep them to float tests
-and the few tensor reductions a rule needs. ``on_settled`` sees every root-model forward of the
-run (not only a window's), in batches, once its backward had time to come.
+and the few tensor reductions a rule needs. ``on_eval_forward`` runs outside windows, on any
+step, for the forwards that look like evaluations when they start: bound its work per step.
+``on_settled`` sees every root-model forward of the run (not only a window's), in batches,
+once its backward had time to come.
 """
 
 from __future__ import annotations
 
+import weakref
 from typing import TYPE_CHECKING, Any, Protocol
+
+import torch
 
 if TYPE_CHECKING:
     from torch import nn
@@ -54,17 +59,23 @@ class Forward:
 
     ``training`` is the model's own mode (for a DataParallel / DistributedDataParallel wrapper,
     the wrapped module's); ``got_grad``: a backward reached its output; ``step``: the step it
-    belongs to (the engine's step count when it ran).
+    belongs to (the engine's step count when it ran); ``consumer``: the forward of another root
+    model that took its output as input (a GAN's generator feeding its discriminator, an encoder
+    its head), told by the storage the two tensors share, while the output lives.
     """
 
     __slots__ = (
+        "consumer",
         "fingerprint",
         "got_grad",
         "grad_enabled",
         "inference",
         "model",
+        "output",
         "requires_grad",
+        "rerun",
         "step",
+        "summary",
         "training",
     )
 
@@ -84,6 +95,14 @@ class Forward:
         self.requires_grad = False
         self.got_grad = False
         self.fingerprint: tuple[Any, ...] | None = None
+        # The dataset rules' digest of the input (row hashes, per-feature numbers; never the
+        # data), judged once the record is settled and its kind known.
+        self.summary: Any = None
+        # Called with the very tensor the model's last training forward got (not equal rows: the
+        # same object): a metric on the batch just trained, or the probe's NaN replay.
+        self.rerun = False
+        self.output: weakref.ref[torch.Tensor] | None = None  # with two root models or more
+        self.consumer: Forward | None = None
 
     def reached(self, _grad: Any) -> None:
         """The gradient hook on the forward's output: a backward reached it."""
@@ -96,6 +115,11 @@ class Forward:
         if self.got_grad:
             return "train" if self.training else "eval-mode-train"
         return "eval-graph" if self.grad_enabled and self.requires_grad else "eval"
+
+
+def input_tensors(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[torch.Tensor]:
+    """The tensors a root model was called with, positional first, then keywords in order."""
+    return [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
 
 
 def _fmt(value: float) -> str:
@@ -128,6 +152,12 @@ class RuleGroup:
 
     def on_forward(self, record: Forward, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """A root model's forward starts inside a window (runs per forward: keep it cheap)."""
+
+    def on_eval_forward(
+        self, record: Forward, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        """A root model's forward starts outside a window with grad off, in inference mode or
+        in eval mode (an evaluation, most likely): on any step, so bound the work per step."""
 
     def on_disarm(self) -> None:
         """The window's hooks are removed (also on failure): put back what was patched for it."""

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.utils.data.dataloader import _BaseDataLoaderIter
 
-from tuidebug.checks.groups.base import Engine, Forward, RuleGroup
+from tuidebug.checks.groups.base import Engine, Forward, RuleGroup, input_tensors
 from tuidebug.probe import runtime
 from tuidebug.probe.phases import PhaseClock
 
@@ -38,7 +38,7 @@ class DataRules(RuleGroup):
 
     def on_forward(self, record: Forward, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         name = record.model
-        tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
+        tensors = input_tensors(args, kwargs)
         floats = [t for t in tensors[:4] if t.is_floating_point() and t.numel()]
         if floats:
             finite = torch.stack([torch.isfinite(t).all() for t in floats])

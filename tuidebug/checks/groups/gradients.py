@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import weakref
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -21,9 +22,59 @@ UPDATE_SAMPLE_WEIGHTS = 8
 # gradients) before their non-finite gradients count: an fp16 scaler skips a few first steps
 # while it finds its scale; a NaN born in the model makes it skip every one.
 SKIPPED_WINDOWS = 5
+# update-ratio ignores the windows of the first steps (all sampled, 1-4): weights still at their
+# initial scale move by a large share in healthy runs (tests/checks/corpus: word_language_model's
+# median ratio is 0.10-0.17 at steps 2-6 and 0.03 at step 11; regression's 0.9, 0.18, 0.11 at
+# steps 2-4), and a warmup from zero makes them tiny; the rule judges from step 6 on.
+UPDATE_FIRST_JUDGED_STEP = 5
+# Far above, the ratio is judged with the loss: a step too large makes the run worse than where
+# it started, so at least UPDATE_WORSE of the last UPDATE_LOSSES losses are not below the first
+# one (the untrained model's; a non-finite loss is not below). Weights that travel from their
+# initial scale to a far solution make large updates for tens of steps while the loss falls
+# (tests/checks/corpus' regression.py: hand-written SGD moves |w| 1.4 -> 6.8 over 60 steps,
+# ratios 0.41 and 0.10 at steps 11 and 16, 3 and 4 of the 10 losses before them not below the
+# first; on 60 seeds of it simulated for 200 steps the ratio alone fired in about half, this in
+# 5). Told by neither the weights' norm, their travel nor the direction of the updates: those
+# of demos/bugs/huge_updates.py (Adam at lr 0.5: 10 of 10 losses above the first, from step 2
+# on) grow and travel alike. Far below needs no loss: the weights barely move.
+UPDATE_LOSSES = 10
+UPDATE_WORSE = 8
 _SCHEDULER_CLASS: Any = getattr(torch.optim.lr_scheduler, "LRScheduler", None) or getattr(
     torch.optim.lr_scheduler, "_LRScheduler", None
 )
+# Every DataLoader iterator's base class (private: looked up, not imported, like the above).
+_LOADER_ITER_CLASS: Any = getattr(torch.utils.data.dataloader, "_BaseDataLoaderIter", None)
+# Optimizers whose update does not grow with the gradient's scale (they divide by a running
+# norm of it, or use its sign): a gradient much larger than its weight is no danger by itself
+# there (a loss summed over the batch, as pytorch/examples' VAE has, makes every gradient
+# large; mnist's Adadelta sees |grad| 11x |weight| at step 2, tests/checks/corpus), so
+# exploding-gradients judges their parameters' gradients only when not finite;
+# update-ratio judges the steps they take. SGD and unknown optimizers keep the ratio test.
+_SCALE_FREE_OPTIMIZERS = tuple(
+    getattr(torch.optim, name)
+    for name in (
+        "Adam",
+        "AdamW",
+        "Adamax",
+        "NAdam",
+        "RAdam",
+        "Adadelta",
+        "Adagrad",
+        "RMSprop",
+        "Rprop",
+        "SparseAdam",
+        "LBFGS",
+        "Muon",
+    )
+    if hasattr(torch.optim, name)
+)
+_SCALE_FREE_NAMES = ("Adafactor", "Lion", "Adam8bit", "AdamW8bit", "PagedAdamW", "FusedAdam")
+
+
+def _scale_free(optimizer: Any) -> bool:
+    return isinstance(optimizer, _SCALE_FREE_OPTIMIZERS) or type(optimizer).__name__.startswith(
+        _SCALE_FREE_NAMES
+    )
 
 
 class GradientRules(RuleGroup):
@@ -51,41 +102,54 @@ class GradientRules(RuleGroup):
         self._weights_before: list[tuple[str, nn.Parameter, torch.Tensor]] = []
         self._ratios_low = 0
         self._ratios_high = 0
+        self._first_loss: float | None = None
+        self._recent_losses: deque[float] = deque(maxlen=UPDATE_LOSSES)
         self._lr_zero_since: int | None = None
         self._optimizer_checked_at = 0
-        self._stepped = False  # an optimizer stepped in the open window
+        self._stepped: set[int] = set()  # ids of the optimizers that stepped in the window
         self._watching_steps = False  # ... and optimizers were known to watch for it
+        self._window_source: str | None = None  # how boundaries were found when it opened
         self._skipped_windows = 0  # windows in a row with no optimizer step (see above)
-        self._original_scheduler_init: Any = None
+        # The most batches an epoch of the script's DataLoaders has (read as each iterator is
+        # made): a scheduler stepped once an epoch is not "never stepped" before an epoch ends
+        # (pytorch/examples' mnist: StepLR after each 40-batch epoch, tests/checks/corpus).
+        self._epoch_batches = 0
+        self._patches: list[tuple[Any, str, Any, Any]] = []
+        if _LOADER_ITER_CLASS is not None:
+            self._patches.append(_after_call(_LOADER_ITER_CLASS, "__init__", self._loader_seen))
         if _SCHEDULER_CLASS is not None:
-            self._original_scheduler_init = _SCHEDULER_CLASS.__init__
-            group = self
-
-            def scheduler_init(sched: Any, *args: Any, **kwargs: Any) -> None:
-                group._original_scheduler_init(sched, *args, **kwargs)
-                group._scheduler_seen(sched)
-
-            self._patched_scheduler_init = scheduler_init
-            _SCHEDULER_CLASS.__init__ = scheduler_init
+            self._patches.append(_after_call(_SCHEDULER_CLASS, "__init__", self._scheduler_seen))
 
     def on_window_open(self, step: int, models: dict[str, nn.Module]) -> None:
         if models:
             self._watch_grads(models)
             self._snapshot_weights(models)
-        self._stepped = False
+        self._stepped = set()
+        self._window_source = self.engine.source()
         optimizers = self.engine.optimizers_live()
         self._watching_steps = bool(optimizers)
         for optimizer in optimizers:
             self.engine.hook(optimizer.register_step_pre_hook(self._on_optimizer_step))
 
-    def _on_optimizer_step(self, _optimizer: Any, _args: Any, _kwargs: Any) -> None:
-        self._stepped = True
+    def _on_optimizer_step(self, optimizer: Any, _args: Any, _kwargs: Any) -> None:
+        self._stepped.add(id(optimizer))
+
+    def on_loss(self, step: int, loss: float) -> None:
+        if self._first_loss is None:
+            self._first_loss = loss
+        else:
+            self._recent_losses.append(loss)
 
     def on_window_close(self, step: int, elapsed: float) -> None:
         grad_watch, self._grad_watch = self._grad_watch, []
         grad_refs, self._grad_refs = self._grad_refs, {}
         weights, self._weights_before = self._weights_before, []
-        self._check_grad_accumulation(grad_watch)
+        # A window whose boundaries changed kind (the first backward of a gradient
+        # accumulation ended a step until the first optimizer step told otherwise: nanoGPT's,
+        # tests/checks/corpus) began in the middle of a step: the gradient it found there is
+        # no previous step's.
+        if self.engine.source() == self._window_source:
+            self._check_grad_accumulation(grad_watch)
         # No optimizer step in the window: the update was skipped (GradScaler on inf
         # gradients, probe/amp.py): its gradients are the scaler's business, for a while.
         skipped = self._watching_steps and not self._stepped
@@ -104,11 +168,10 @@ class GradientRules(RuleGroup):
             self._check_optimizer_coverage()
 
     def on_remove(self) -> None:
-        if (
-            self._original_scheduler_init is not None
-            and _SCHEDULER_CLASS.__init__ is self._patched_scheduler_init
-        ):
-            _SCHEDULER_CLASS.__init__ = self._original_scheduler_init
+        for cls, name, original, patched in self._patches:
+            if getattr(cls, name) is patched:
+                setattr(cls, name, original)
+        self._patches = []
 
     def _watch_grads(self, models: dict[str, nn.Module]) -> None:
         """Gradient hooks: which parameters get one, and what each backward adds to a few."""
@@ -157,9 +220,23 @@ class GradientRules(RuleGroup):
     def _check_grad_accumulation(
         self, watch: list[tuple[str, nn.Parameter, torch.Tensor | None, list[Any]]]
     ) -> None:
+        # Another optimizer's turn (pytorch/examples' dcgan, tests/checks/corpus): a GAN's
+        # generator step backpropagates through the discriminator too, whose gradients then sit
+        # on top of its own step's until its next zero_grad, and its optimizer does not step in
+        # this window: its parameters are not judged here. A parameter no optimizer owns is
+        # (its gradients pile up: param-not-in-optimizer's variants). In a window where no
+        # watched optimizer's step was seen (a skipped AMP step; dcgan's step-3 window, both
+        # optimizers live, neither step seen by the window's hooks) no update is known to
+        # have applied these gradients: nothing is judged.
+        if self._watching_steps and not self._stepped:
+            return
+        optimizers = self.engine.optimizers_live() if self._stepped else []
+        stepped = {id(p) for o in optimizers if id(o) in self._stepped for p in _params(o)}
+        idle = {id(p) for o in optimizers if id(o) not in self._stepped for p in _params(o)}
+        idle -= stepped
         for name, param, before, contributions in watch:
             grad = param.grad
-            if before is None or grad is None or not contributions:
+            if before is None or grad is None or not contributions or id(param) in idle:
                 continue
             added = (
                 torch.stack(contributions).sum(0) if len(contributions) > 1 else contributions[0]
@@ -194,12 +271,17 @@ class GradientRules(RuleGroup):
             self._backward_windows += 1
         names: list[str] = []
         pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
+        scale_free: list[bool] = []  # the parameter's optimizer does not scale with its grad
+        by_scale_free = {
+            id(p) for opt in self.engine.optimizers_live() if _scale_free(opt) for p in _params(opt)
+        }
         for name, model in self.engine.models_live().items():
             for pname, param in model.named_parameters():
                 grad = grads.get(id(param))
                 if grad is not None and param.ndim >= 2 and grad.shape == param.shape:
                     names.append(f"{name}.{pname}")
                     pairs.append((grad.detach(), param.detach()))
+                    scale_free.append(id(param) in by_scale_free)
         if len(pairs) < 1:
             return
         gnorms = torch._foreach_norm([g.float() for g, _ in pairs])
@@ -207,10 +289,11 @@ class GradientRules(RuleGroup):
         values = torch.stack([*gnorms, *wnorms]).tolist()
         g_list, w_list = values[: len(pairs)], values[len(pairs) :]
         explode = self.config.option("exploding-gradients", "ratio", 10.0)
-        for name, g, w in zip(names, g_list, w_list, strict=True):
+        for name, free, g, w in zip(names, scale_free, g_list, w_list, strict=True):
             if skipped and not math.isfinite(g):
                 continue  # not applied: the scaler skipped this update
-            if not math.isfinite(g) or (w > 0 and g / w > explode):
+            large = w > 0 and g / w > explode and not free
+            if not math.isfinite(g) or large:
                 self.alert(
                     "exploding-gradients",
                     f"{name}: |grad| {_fmt(g)} against |weight| {_fmt(w)} at step "
@@ -237,7 +320,7 @@ class GradientRules(RuleGroup):
                 )
 
     def _check_updates(self, weights: list[tuple[str, nn.Parameter, torch.Tensor]]) -> None:
-        if not weights or self.engine.window_step < 2:
+        if not weights or self.engine.window_step < UPDATE_FIRST_JUDGED_STEP:
             return
         deltas = torch._foreach_norm([(p.detach() - w0).float() for _, p, w0 in weights])
         norms = torch._foreach_norm([w0.float() for _, _, w0 in weights])
@@ -253,15 +336,32 @@ class GradientRules(RuleGroup):
             return  # no update in this window (lr-zero / param-no-grad say why)
         self._ratios_low = self._ratios_low + 1 if median < low else 0
         self._ratios_high = self._ratios_high + 1 if median > high else 0
-        if self._ratios_low >= 2 or self._ratios_high >= 2:
+        worse = self._losses_not_below_first()
+        if self._ratios_low >= 2 or (self._ratios_high >= 2 and worse is not False):
             side = "below" if median < low else "above"
+            loss = ""
+            if side == "above" and worse:
+                loss = (
+                    f"; {worse} of the last {len(self._recent_losses)} losses not below the "
+                    f"first ({_fmt(self._first_loss or 0.0)})"
+                )
             self.alert(
                 "update-ratio",
                 f"the median update/weight ratio is {median:.1e} at step "
                 f"{self.engine.window_step}, far {side} ~1e-3",
                 evidence=f"ratios over {len(ratios)} weights: min {ratios[0]:.1e}, median "
-                f"{median:.1e}, max {ratios[-1]:.1e}",
+                f"{median:.1e}, max {ratios[-1]:.1e}{loss}",
             )
+
+    def _losses_not_below_first(self) -> int | bool | None:
+        """How many recent losses are not below the first (a count, when it makes the run
+        worse than its start), False when the loss is falling, None with too few losses (no
+        loss reported: the ratio is judged alone)."""
+        first, recent = self._first_loss, self._recent_losses
+        if first is None or len(recent) < UPDATE_LOSSES // 2:
+            return None
+        worse = sum(1 for value in recent if not value <= first)
+        return worse if worse >= UPDATE_WORSE * len(recent) / UPDATE_LOSSES else False
 
     def _check_lr(self, step: int) -> None:
         optimizers = self.engine.optimizers_live()
@@ -286,7 +386,10 @@ class GradientRules(RuleGroup):
                 )
         else:
             self._lr_zero_since = None
-        after = int(self.config.option("lr-never-changes", "steps", 30))
+        # A scheduler stepped once an epoch first moves when the first epoch ends.
+        after = max(
+            int(self.config.option("lr-never-changes", "steps", 30)), self._epoch_batches + 2
+        )
         for ref, epoch0, step0 in self._schedulers:
             sched = ref()
             if sched is None or type(sched).__name__ == "ReduceLROnPlateau":
@@ -307,11 +410,21 @@ class GradientRules(RuleGroup):
         except Exception as error:
             self.engine.fail(error)
 
+    def _loader_seen(self, iterator: Any) -> None:
+        try:
+            batches = len(iterator)
+        except TypeError:  # an IterableDataset: no length, no epoch to wait for
+            return
+        except Exception as error:
+            self.engine.fail(error)
+            return
+        self._epoch_batches = max(self._epoch_batches, int(batches))
+
     def _check_optimizer_coverage(self) -> None:
         optimizers = self.engine.optimizers_live()
         if not optimizers:
             return
-        covered = {id(p) for opt in optimizers for g in opt.param_groups for p in g["params"]}
+        covered = {id(p) for opt in optimizers for p in _params(opt)}
         for name, model in self.engine.models_live().items():
             missing = [
                 pname
@@ -350,3 +463,21 @@ class GradientRules(RuleGroup):
                     layer=missing[0].rsplit(".", 1)[0] if "." in missing[0] else "",
                     evidence=f"never reached by backward: {shown}",
                 )
+
+
+def _params(optimizer: Any) -> list[Any]:
+    return [p for group in optimizer.param_groups for p in group["params"]]
+
+
+def _after_call(cls: Any, name: str, then: Callable[[Any], None]) -> tuple[Any, str, Any, Any]:
+    """Wrap ``cls.name`` (a method) to call ``then(self)`` after it; (cls, name, original,
+    wrapper), for ``on_remove`` to put the original back if the wrapper is still there."""
+    original = getattr(cls, name)
+
+    def wrapper(obj: Any, *args: Any, **kwargs: Any) -> Any:
+        result = original(obj, *args, **kwargs)
+        then(obj)
+        return result
+
+    setattr(cls, name, wrapper)
+    return cls, name, original, wrapper

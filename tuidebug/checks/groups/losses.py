@@ -24,9 +24,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from tuidebug.checks.groups.base import Engine, RuleGroup, _fmt
+from tuidebug.checks.groups.labels import LabelTally, per_sample, training_call
 from tuidebug.wire.check_messages import OverfitResult
 
 BROADCAST_WARNING = "will likely lead to incorrect results due to broadcasting"
+RAREST_SEEN = 8  # missing-class: the fewest labels of the rarest class seen (see _judge_labels)
 
 
 def _library_folders() -> tuple[str, ...]:
@@ -78,6 +80,8 @@ class LossRules(RuleGroup):
         "labels-out-of-range",
         "loss-broadcast",
         "overfit-failed",
+        "constant-labels",
+        "missing-class",
     )
 
     def __init__(self, engine: Engine) -> None:
@@ -93,6 +97,7 @@ class LossRules(RuleGroup):
         self._user_modules = _UserModules()
         self._initial: tuple[int, float] | None = None  # (classes, loss) of the first CE call
         self._initial_checked = False
+        self._labels = LabelTally()
         self._original_showwarning = warnings.showwarning
         # A bound method is a new object on each access: keep the one installed, to compare.
         self._showwarning_hook = self._showwarning
@@ -112,6 +117,8 @@ class LossRules(RuleGroup):
 
     def on_window_close(self, step: int, elapsed: float) -> None:
         self._check_initial_loss()
+        if not self.engine.overfit_batch:  # one batch replayed: no sample of the labels
+            self._judge_labels()
 
     def on_finish(self) -> None:
         if self.engine.overfit_batch:
@@ -142,7 +149,27 @@ class LossRules(RuleGroup):
         if n >= 20 and n % 10 == 0:
             self._loss_trend(step)
 
+    def _interleaved_objectives(self) -> bool:
+        """Whether each step's loss is a different player's: two or more optimizers over
+        disjoint parameters, nearly every step (each optimizer step) with a loss of its own.
+        A GAN's discriminator and generator (pytorch/examples' dcgan), an actor and a critic:
+        the series interleaves objectives that need not fall (a GAN at equilibrium keeps both
+        near constant), so the trend rules, which compare its start with its end, stay out.
+        Two optimizers on one loss (Muon and AdamW) give one loss per two steps: still judged."""
+        optimizers = self.engine.optimizers_live()
+        if len(optimizers) < 2 or self._loss_count < 0.75 * self.engine.step:
+            return False
+        seen: set[int] = set()
+        for optimizer in optimizers:
+            params = {id(p) for group in optimizer.param_groups for p in group["params"]}
+            if params & seen:
+                return False
+            seen |= params
+        return True
+
     def _loss_trend(self, step: int) -> None:
+        if self._interleaved_objectives():
+            return
         first = sum(self._first_losses) / len(self._first_losses)
         recent = sum(self._recent) / len(self._recent)
         factor = self.config.option("loss-diverging", "factor", 3.0)
@@ -224,7 +251,9 @@ class LossRules(RuleGroup):
             values.append(kwargs.get("target"))
         return values[0], values[1]
 
-    def _check_labels(self, fname: str, classes: int, target: Any, ignore_index: int) -> None:
+    def _check_labels(
+        self, fname: str, inp: torch.Tensor, classes: int, target: Any, ignore_index: int
+    ) -> None:
         if not isinstance(target, torch.Tensor) or target.is_floating_point() or not target.numel():
             return
         valid = target[target != ignore_index]
@@ -232,7 +261,13 @@ class LossRules(RuleGroup):
             return
         bounds = torch.stack([valid.min(), valid.max()]).tolist()
         low, high = int(bounds[0]), int(bounds[1])
-        if low < 0 or high >= classes:
+        in_range = low >= 0 and high < classes
+        if training_call(inp):
+            count = valid if in_range and per_sample(inp, target) else None
+            self._labels.add(
+                fname, classes, self.engine.window_step, low, high, valid.numel(), count
+            )
+        if not in_range:
             self.alert(
                 "labels-out-of-range",
                 f"{fname} gets class labels {low}..{high} but the input has {classes} classes "
@@ -246,7 +281,7 @@ class LossRules(RuleGroup):
         if not isinstance(inp, torch.Tensor) or inp.ndim < 1 or not inp.numel():
             return None
         classes = inp.shape[1] if inp.ndim >= 2 else inp.shape[0]
-        self._check_labels(fname, classes, target, int(kwargs.get("ignore_index", -100)))
+        self._check_labels(fname, inp, classes, target, int(kwargs.get("ignore_index", -100)))
         grad_fn = type(inp.grad_fn).__name__ if inp.grad_fn is not None else ""
         stats = torch.stack(
             [inp.min(), inp.max(), (inp.sum(dim=1 if inp.ndim >= 2 else 0) - 1).abs().max()]
@@ -276,7 +311,7 @@ class LossRules(RuleGroup):
         if not isinstance(inp, torch.Tensor) or inp.ndim < 1 or not inp.numel():
             return
         classes = inp.shape[1] if inp.ndim >= 2 else inp.shape[0]
-        self._check_labels(fname, classes, target, int(kwargs.get("ignore_index", -100)))
+        self._check_labels(fname, inp, classes, target, int(kwargs.get("ignore_index", -100)))
         hi = float(inp.detach().max())
         if hi > 1e-3:
             self.alert(
@@ -286,10 +321,12 @@ class LossRules(RuleGroup):
                 evidence=f"input max {_fmt(hi)}",
             )
 
-    def _binary_targets(self, fname: str, target: Any) -> None:
+    def _binary_targets(self, fname: str, inp: Any, target: Any) -> None:
         if not isinstance(target, torch.Tensor) or not target.numel():
             return
         lo, hi = torch.stack([target.min(), target.max()]).float().tolist()
+        if training_call(inp):
+            self._labels.add(fname, 0, self.engine.window_step, lo, hi, target.numel())
         if lo < 0 or hi > 1:
             self.alert(
                 "labels-out-of-range",
@@ -302,7 +339,7 @@ class LossRules(RuleGroup):
         inp, target = self._loss_args(args, kwargs)
         if not isinstance(inp, torch.Tensor) or not inp.numel():
             return
-        self._binary_targets(fname, target)
+        self._binary_targets(fname, inp, target)
         grad_fn = type(inp.grad_fn).__name__ if inp.grad_fn is not None else ""
         lo, hi = torch.stack([inp.min(), inp.max()]).tolist()
         if "Sigmoid" in grad_fn or (lo >= 0 and hi <= 1 and inp.numel() >= 64):
@@ -315,8 +352,8 @@ class LossRules(RuleGroup):
             )
 
     def _check_bce(self, fname: str, *args: Any, **kwargs: Any) -> None:
-        _inp, target = self._loss_args(args, kwargs)
-        self._binary_targets(fname, target)
+        inp, target = self._loss_args(args, kwargs)
+        self._binary_targets(fname, inp, target)
 
     def _check_kl_div(self, fname: str, *args: Any, **kwargs: Any) -> None:
         _inp, target = self._loss_args(args, kwargs)
@@ -383,6 +420,51 @@ class LossRules(RuleGroup):
                 place="cross_entropy",
                 evidence=f"step 1 loss {_fmt(value)}, expected ~{_fmt(expected)}",
             )
+
+    def _judge_labels(self) -> None:
+        """constant-labels and missing-class, from the training labels seen so far."""
+        for (fname, classes), seen in self._labels.seen.items():
+            steps = f"{len(seen.steps)} sampled steps"
+            if seen.constant:
+                if len(seen.steps) >= 3 and seen.count >= 64:
+                    self.alert(
+                        "constant-labels",
+                        f"every training label given to {fname} is {_fmt(seen.first)} "
+                        f"({seen.count} labels in {steps})",
+                        place=fname,
+                        evidence=f"min = max = {_fmt(seen.first)} in every call"
+                        + (f"; the input has {classes} classes" if classes else ""),
+                    )
+                continue
+            counts = seen.per_class
+            if counts is None:
+                continue
+            total = int(counts.sum())
+            least = int(self.config.option("missing-class", "labels", 500))
+            per_class = self.config.option("missing-class", "per_class", 20)
+            if total < max(least, per_class * classes):
+                continue
+            absent = [c for c, n in enumerate(counts.tolist()) if n == 0]
+            # A class is judged missing only when every class that came, came often: had it been
+            # as common as the rarest one seen (>= RAREST_SEEN of `total`), `total` draws miss
+            # it with a chance under e^-RAREST_SEEN. Labels with a long tail (a language
+            # model's next words, Zipf: pytorch/examples' word_language_model, tests/checks/
+            # corpus/) have classes seen once or twice, and an absent one is just rarer still.
+            rarest = min((n for n in counts.tolist() if n > 0), default=0)
+            if absent and rarest >= RAREST_SEEN:
+                shown = ", ".join(str(c) for c in absent[:10]) + (
+                    ", ..." if len(absent) > 10 else ""
+                )
+                self.alert(
+                    "missing-class",
+                    f"class{'es' if len(absent) > 1 else ''} {shown} of 0..{classes - 1} never "
+                    f"appear{'' if len(absent) > 1 else 's'} in the training labels of {fname} "
+                    f"({total} labels in {steps})",
+                    place=fname,
+                    evidence=f"{len(absent)} of {classes} classes (the input's width) with no "
+                    f"label; the most frequent class has {int(counts.max())}, the rarest seen "
+                    f"{rarest}",
+                )
 
     def _overfit_verdict(self) -> None:
         if not self._first_losses:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from tuidebug.ckpt.errors import CheckpointError, UnreadableCheckpoint
+from tuidebug.ckpt.rng import rank_state_files
 
 # --------------------------------------------------------------------------- data types
 
@@ -44,6 +45,7 @@ class CheckpointInfo:
     loss: float | None = None
     status: Status = "ok"
     reason: str = ""
+    ranks: int = 0  # files of per-rank generators beside it (a torchrun job's: CKPT.ranks/)
 
 
 @dataclass
@@ -291,7 +293,8 @@ def _base_info(p: Path, fmt: str, is_dir: bool = False) -> CheckpointInfo:
         size, mtime = 0, 0.0
     if is_dir:
         size = _folder_size(p)
-    return CheckpointInfo(str(p), p.name, fmt, size, mtime, is_dir=is_dir)
+    ranks = len(rank_state_files(p))
+    return CheckpointInfo(str(p), p.name, fmt, size, mtime, is_dir=is_dir, ranks=ranks)
 
 
 def _folder_size(p: Path) -> int:

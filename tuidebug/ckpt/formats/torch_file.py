@@ -89,14 +89,22 @@ def _classify_unpickling(path: Path, kind: str, exc: BaseException) -> Checkpoin
 
 
 def safe_torch_load(
-    path: str | os.PathLike[str], *, mmap: bool = True, map_location: Any = "cpu"
+    path: str | os.PathLike[str],
+    *,
+    mmap: bool = True,
+    map_location: Any = "cpu",
+    numpy_arrays: bool = False,
 ) -> Any:
     """``torch.load(weights_only=True)`` with every failure turned into a CheckpointError.
 
     ``mmap`` is used for zip-format files (all torch >= 1.6 saves); legacy files are loaded
     without it. There is no fallback to full unpickling: a file that needs it raises
-    :class:`UnsafeCheckpoint`.
+    :class:`UnsafeCheckpoint`. ``numpy_arrays`` also admits numpy's array and dtype
+    constructors (what Hugging Face's ``rng_state.pth`` holds, numpy's generator state; the
+    Trainer loads it with the same list): they build plain arrays and call nothing else.
     """
+    import contextlib
+
     import torch
 
     p = Path(path)
@@ -107,14 +115,20 @@ def safe_torch_load(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            if p.name.lower().endswith(".safetensors"):
-                # torch.load hands "*.safetensors" paths to safetensors by name; this file's
-                # content is torch, so pass an open file (no mmap for this odd case)
-                with open(p, "rb") as f:
-                    return torch.load(f, map_location=map_location, weights_only=True)
-            return torch.load(
-                p, map_location=map_location, weights_only=True, mmap=mmap and kind == "zip"
+            allowed = (
+                torch.serialization.safe_globals(_numpy_array_globals())
+                if numpy_arrays
+                else contextlib.nullcontext()
             )
+            with allowed:
+                if p.name.lower().endswith(".safetensors"):
+                    # torch.load hands "*.safetensors" paths to safetensors by name; this
+                    # file's content is torch, so pass an open file (no mmap for this case)
+                    with open(p, "rb") as f:
+                        return torch.load(f, map_location=map_location, weights_only=True)
+                return torch.load(
+                    p, map_location=map_location, weights_only=True, mmap=mmap and kind == "zip"
+                )
     except pickle.UnpicklingError as exc:
         raise _classify_unpickling(p, kind, exc) from None
     except MemoryError:
@@ -127,6 +141,16 @@ def safe_torch_load(
                 f"{p.name}: not a torch or safetensors file (unrecognised content)"
             ) from None
         raise UnreadableCheckpoint(f"{p.name}: corrupt or truncated ({_one_line(exc)})") from None
+
+
+def _numpy_array_globals() -> list[Any]:
+    """numpy's array reconstructor, array and dtype classes (empty without numpy)."""
+    try:
+        import numpy as np
+    except ImportError:
+        return []
+    core = getattr(np, "_core", None) or np.core  # numpy 2 renamed np.core
+    return [core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
 
 
 def load_unsafe(

@@ -28,6 +28,7 @@ from textual.widgets import DataTable, Footer, Static
 
 from tuidebug.console.extensions import SendCommand
 from tuidebug.console.screens.prompt import PromptScreen
+from tuidebug.units import fmt_bytes
 from tuidebug.wire.checkpoint_messages import CheckpointDiff
 from tuidebug.wire.messages import Command
 
@@ -39,20 +40,31 @@ if TYPE_CHECKING:
 COLUMNS = ("name", "format", "step", "epoch", "loss", "size", "time", "status")
 TREE_LINES = 400  # detail lines drawn (the rest is summed up in one line)
 DIFF_ROWS = 30
+# What a restore of a framework's own checkpoint puts back into its live trainer, and what not
+# (tuidebug/integrations/lightning_restore.py, hf_restore.py; docs/checkpoints.md).
+FRAMEWORK_RESTORES = {
+    "lightning": (
+        "Lightning",
+        "the module's weights, the optimizers, the LR schedulers, the grad scaler, the step "
+        "counters (global_step) and the RNG states if the .ckpt has them (tuidebug's save now "
+        "adds them)",
+    ),
+    "transformers": (
+        "the Trainer",
+        "the model's weights, the optimizer, the LR scheduler, the grad scaler, "
+        "trainer_state.json (global_step, log history) and the RNG states",
+    ),
+}
+FRAMEWORK_FORMATS = {"lightning": "lightning", "hf": "transformers"}
+NOT_RESTORED = (
+    "Not restored: the data loader's position (the running epoch goes on with its next batch), "
+    "the epoch counter, callbacks' states."
+)
 UNSAFE_RISK = (
     "This file needs full unpickling: loading it would RUN CODE FROM THE FILE, with your "
     "permissions, inside the training process. Only do this for a file you made yourself or "
     "fully trust."
 )
-
-
-def human_size(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} TB"
 
 
 def _when(mtime: float) -> str:
@@ -74,7 +86,7 @@ def row_cells(info: CheckpointInfo) -> tuple[str | Text, ...]:
         f"{info.step:,}" if info.step is not None else "",
         f"{info.epoch}" if info.epoch is not None else "",
         f"{info.loss:.4g}" if info.loss is not None else "",
-        human_size(info.size),
+        fmt_bytes(info.size),
         _when(info.mtime),
         status,
     )
@@ -97,7 +109,7 @@ def tree_lines(node: KeyNode, limit: int = TREE_LINES) -> list[Text]:
                 shape = "×".join(str(s) for s in t.shape) or "scalar"
                 line.append(child.name)
                 line.append(f"  {shape} {t.dtype}", style="cyan")
-                line.append(f"  {human_size(t.nbytes)}", style="bright_black")
+                line.append(f"  {fmt_bytes(t.nbytes)}", style="bright_black")
             elif child.kind == "value":
                 line.append(child.name)
                 line.append(f" = {child.value}", style="bright_black")
@@ -105,7 +117,7 @@ def tree_lines(node: KeyNode, limit: int = TREE_LINES) -> list[Text]:
                 line.append(child.name + "/", style="bold")
                 if child.numel:
                     line.append(
-                        f"  {child.numel:,} values, {human_size(child.nbytes)}",
+                        f"  {child.numel:,} values, {fmt_bytes(child.nbytes)}",
                         style="bright_black",
                     )
             lines.append(line)
@@ -121,7 +133,7 @@ def detail_text(d: CheckpointDetail) -> Text:
     info = d.info
     text = Text()
     text.append(f"{info.name}", style="bold")
-    text.append(f"  {info.format}  {human_size(info.size)}\n", style="bright_black")
+    text.append(f"  {info.format}  {fmt_bytes(info.size)}\n", style="bright_black")
     facts = []
     if info.step is not None:
         facts.append(f"step {info.step:,}")
@@ -130,7 +142,7 @@ def detail_text(d: CheckpointDetail) -> Text:
     if info.loss is not None:
         facts.append(f"loss {info.loss:.6g}")
     facts.append(f"{d.param_count:,} parameters")
-    facts.append(f"{human_size(d.tensor_bytes)} of tensors")
+    facts.append(f"{fmt_bytes(d.tensor_bytes)} of tensors")
     text.append(" · ".join(facts) + "\n")
     for key in ("script", "args", "reason", "host", "torch"):
         if key in d.metadata and d.metadata[key] not in (None, "", []):
@@ -275,6 +287,7 @@ class CheckpointsScreen(Screen[None]):
         self._restore_seen: CheckpointRestored | None = None
         self._listed_once = False
         self._save_seen: object = None
+        self._followed: str | None = None  # the run's folder last followed (see sync)
 
     def compose(self) -> ComposeResult:
         yield Static("", id="ckpt-title")
@@ -298,10 +311,15 @@ class CheckpointsScreen(Screen[None]):
         if state.version == self._version and self._listed_once:
             return
         self._version = state.version
-        if self.folder is None and state.folder:
+        moved = state.folder is not None and state.folder != self._followed
+        if moved and self.folder in (None, self._followed):
+            # The run's folder, or the one a framework's trainer saves in now (the Trainer's
+            # output_dir), unless the user opened another one.
             self.folder = state.folder
+        if moved:
+            self._followed = state.folder
         self._update_title()
-        if not self._listed_once or state.last_save is not self._save_seen:
+        if moved or not self._listed_once or state.last_save is not self._save_seen:
             # Only a new file changes the listing; diffs and refusals keep the detail pane.
             self._save_seen = state.last_save
             self.load_listing()
@@ -319,20 +337,28 @@ class CheckpointsScreen(Screen[None]):
         restore = state.last_restore
         if restore is not None and restore is not self._restore_seen:
             self._restore_seen = restore
+            name = os.path.basename(restore.path)
             if not restore.ok:
-                body = Text(f"restore of {os.path.basename(restore.path)} refused\n", "bold red")
+                body = Text(f"restore of {name} refused\n", "bold red")
                 body.append(f"{restore.error}\n")
                 for line in restore.problems:
                     body.append(f"  {line}\n", style="red")
-                for note in restore.notes:
-                    body.append(f"  note: {note}\n", style="yellow")
-                self._show(body)
+            else:
+                body = Text(f"restored {name}: now at step {restore.step:,}\n", "bold green")
+                if restore.restored:
+                    body.append(f"restored: {', '.join(restore.restored)}\n")
+            for note in restore.notes:
+                body.append(f"  note: {note}\n", style="yellow")
+            self._show(body)
 
     def _update_title(self) -> None:
         text = Text("Checkpoints  ", style="bold")
         text.append(self.folder or "(the run has not said where it saves yet)")
         config = self.state.config
         if config is not None and self.folder == config.folder:
+            if config.framework in FRAMEWORK_RESTORES:
+                owner = FRAMEWORK_RESTORES[config.framework][0]
+                text.append(f"  · {owner}'s checkpoints", style="bright_black")
             if config.save_every:
                 text.append(f"  · every {config.save_every:,} steps", style="bright_black")
             if config.keep:
@@ -487,6 +513,15 @@ class CheckpointsScreen(Screen[None]):
             f"scheduler, grad scaler and RNG states at the next step boundary, and set the "
             f"run's step back to {step}.\n\nA checkpoint that does not fit changes nothing."
         )
+        config = self.state.config
+        framework = FRAMEWORK_FORMATS.get(info.format)
+        if config is not None and framework is not None and config.framework == framework:
+            owner, what = FRAMEWORK_RESTORES[framework]
+            body = (
+                f"Load {info.name} ({step}) through {owner} at the next step boundary: {what}. "
+                f"The run's step goes back to {step}.\n\n{NOT_RESTORED}\n\n"
+                "A checkpoint that does not fit changes nothing."
+            )
         self.app.push_screen(ConfirmScreen(f"Restore {info.name}?", body), confirmed)
 
     def _guarded(self, info: CheckpointInfo, what: str, go: Any) -> None:

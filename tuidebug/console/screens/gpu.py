@@ -1,9 +1,10 @@
 """The GPU & memory screen (key G): every GPU in detail, the torch allocator per rank and
 device, the run's processes, where activation memory goes, and the OOM report.
 
-Keys: ``R`` resets the allocator's peak (the peak since start is kept), ``S`` saves a CUDA
-memory snapshot for https://pytorch.org/memory_viz, ``escape`` goes back; the app's ``d`` opens
-the post-mortem debugger when the run is held after the error.
+Keys: ``R`` resets the allocator's peak (the peak since start is kept), ``S`` records the next
+3 steps' CUDA allocations and saves a memory snapshot (for https://pytorch.org/memory_viz; the
+section shows its top allocation sites), ``escape`` goes back; the app's ``d`` opens the
+post-mortem debugger when the run is held after the error.
 """
 
 from __future__ import annotations
@@ -18,13 +19,16 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 
 from tuidebug.console.extensions import SendCommand
-from tuidebug.console.formatting import fmt_bytes
 from tuidebug.console.memory_model import GpuState, LayerMemory
 from tuidebug.console.widgets.gpu_panel import GpuPanel
 from tuidebug.gpu.history import sparkline
+from tuidebug.memory_cli import site_table, summary_lines
+from tuidebug.units import fmt_bytes
 from tuidebug.wire.messages import Command
 
 TOP = 6  # layers listed per ranking: enough to choose what to checkpoint, fits 80x24 with GPUs
+SNAPSHOT_STEPS = 3  # steps a snapshot records: a few KB of stack per allocation, keep it short
+SITES = 8  # allocation sites listed
 
 
 class GpuScreen(Screen[None]):
@@ -39,7 +43,7 @@ class GpuScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "back", "Back"),
         Binding("R", "reset_peak", "Reset peak"),
-        Binding("S", "memory_snapshot", "Save CUDA snapshot"),
+        Binding("S", "memory_snapshot", f"CUDA snapshot ({SNAPSHOT_STEPS} steps)"),
     ]
 
     def __init__(self, state: GpuState, send: SendCommand) -> None:
@@ -48,6 +52,7 @@ class GpuScreen(Screen[None]):
         self.send = send
         self._shown = -1
         self._layers_shown = -1
+        self.asked = 0  # steps of the snapshot asked for from here (0: none yet)
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="gpu-body"):
@@ -56,6 +61,7 @@ class GpuScreen(Screen[None]):
             panel.history = self.state.history  # the state's history: the chart survives
             yield panel
             yield Static(id="gpu-allocator", classes="gpu-section")
+            yield Static(id="gpu-snapshot", classes="gpu-section")
             yield Static(id="gpu-layers", classes="gpu-section")
         yield Footer()
 
@@ -75,6 +81,7 @@ class GpuScreen(Screen[None]):
             panel.own_pids = frozenset(state.gpu.own_pids)
             panel.snapshot = state.gpu.snapshot
         self.query_one("#gpu-allocator", Static).update(self._allocator())
+        self.query_one("#gpu-snapshot", Static).update(self._snapshot())
         self.query_one("#gpu-layers", Static).update(self._layers())
         oom = self.query_one("#gpu-oom", Static)
         if state.oom is not None:
@@ -85,7 +92,7 @@ class GpuScreen(Screen[None]):
 
     def _allocator(self) -> Text:
         state = self.state
-        out = Text("torch allocator", style="bold underline")
+        out = _title("torch allocator")
         if not state.allocator:
             out.append("\n  no CUDA memory in use by the script (CUDA not initialised)", "dim")
         for rank in sorted(state.allocator):
@@ -112,9 +119,43 @@ class GpuScreen(Screen[None]):
                 )
         return out
 
+    def _snapshot(self) -> Text:
+        state = self.state
+        out = _title("CUDA memory snapshot")
+        recording = state.recording()
+        result = state.latest_snapshot()
+        if recording:
+            started = state.snapshot_started[recording[0]]
+            out.append(
+                f"\n  recording the allocations of steps {started.step + 1}-"
+                f"{started.step + started.steps} (rank {', '.join(map(str, recording))})..."
+            )
+            return out
+        if result is None:
+            if self.asked:
+                out.append(f"\n  asked for {self.asked} steps: recording starts at the next step")
+            else:
+                out.append(
+                    f"\n  S: record the next {SNAPSHOT_STEPS} steps' allocations and show where "
+                    "the memory goes",
+                    style="dim",
+                )
+            return out
+        calm = bool(result.unavailable)
+        for line in summary_lines(result):
+            out.append(f"\n  {line}", style="dim" if calm else "red" if result.error else "")
+        if calm or result.error or not result.sites:
+            return out
+        head, rows = site_table(result, SITES)
+        out.append(f"\n    {head}  site", style="bold")
+        for row, site in zip(rows, result.sites, strict=False):
+            out.append(f"\n    {row}  ")
+            out.append(site.site, style="bold" if site.user else "dim")
+        return out
+
     def _layers(self) -> Text:
         state = self.state
-        out = Text("activation memory", style="bold underline")
+        out = _title("activation memory")
         ranks = state.ranks
         if not ranks:
             out.append("\n  waiting for a sampled step of the layers sampler", style="dim")
@@ -189,8 +230,19 @@ class GpuScreen(Screen[None]):
         self.notify("asked every rank to reset its peak memory")
 
     def action_memory_snapshot(self) -> None:
-        self.send(Command(name="memory-snapshot", rank=-1))
-        self.notify("asked every rank for a CUDA memory snapshot")
+        self.asked = SNAPSHOT_STEPS
+        self.send(Command(name="memory-snapshot", rank=-1, args={"steps": str(SNAPSHOT_STEPS)}))
+        self.notify(f"asked every rank for a CUDA memory snapshot of {SNAPSHOT_STEPS} steps")
+        self._shown = -1
+        self.sync()
+
+
+def _title(title: str) -> Text:
+    """A section's text, starting with its underlined title (only the title: a Text's own
+    style would underline every line appended to it)."""
+    out = Text()
+    out.append(title, style="bold underline")
+    return out
 
 
 def _rows(rows: list[LayerMemory], *, saving: bool) -> Text:

@@ -28,6 +28,7 @@ KEYS = [
     ("e", "pause every K steps (0: off)"),
     ("b", "pause when a condition holds: loss > 5, loss nonfinite, grad_norm > 10, step == 500"),
     ("l", "loss chart: linear / log scale"),
+    ("v", "loss chart: compare with another run (its loss on the same axes), or none"),
     ("o", "the script's full output"),
     (
         "k",

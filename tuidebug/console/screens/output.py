@@ -3,6 +3,10 @@
 For a job of several ranks every line carries its rank's mark (``[rank 1]``, ``[torchrun]`` for
 the launcher's own) and ``k`` cycles which lines show: every rank's, then rank 0's, 1's, ...,
 then the launcher's. For a single process the key is off and lines are shown as written.
+
+Lines a progress bar still redraws in place (the line being written, and the rows a bar moved
+back up to: ``TerminalText.live``) show below the log, as they are now, and join the log once
+settled, so a redrawn bar is one line here too.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ class OutputScreen(Screen[None]):
     DEFAULT_CSS = """
     OutputScreen #output-filter { height: 1; padding: 0 1; display: none; }
     OutputScreen.-job #output-filter { display: block; }
+    OutputScreen #output-live { height: auto; max-height: 8; padding: 0 1; }
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -39,12 +44,14 @@ class OutputScreen(Screen[None]):
         """Every rank's lines (a job); None: ``text`` alone."""
         self.rank: int | None = None
         """The rank whose lines show (None: every rank's)."""
-        self._written = 0  # lines (TerminalText or RankedText .completed) already shown
+        self._written = 0  # settled lines (TerminalText.settled, RankedText.completed) shown
         self._job = False
+        self._live: list[str] | None = None  # the live lines shown below the log
 
     def compose(self) -> ComposeResult:
         yield Static(id="output-filter")
         yield RichLog(id="full-output", max_lines=self.text.lines.maxlen, wrap=False)
+        yield Static(id="output-live")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -62,7 +69,7 @@ class OutputScreen(Screen[None]):
         return True
 
     def sync(self) -> None:
-        """Append the lines completed since the last call."""
+        """Append the lines settled since the last call; redraw the live ones."""
         if self.job != self._job:
             self._job = self.job
             self.set_class(self._job, "-job")
@@ -71,14 +78,30 @@ class OutputScreen(Screen[None]):
             return
         if self._job:
             self._append_ranked()
+            self._show_live()
             return
-        new = self.text.completed - self._written
-        if new <= 0:
+        text = self.text
+        new = text.settled - self._written
+        if new > 0:
+            log = self.query_one(RichLog)
+            end = len(text.lines) - min(text.reach, len(text.lines))
+            for i in range(max(0, end - new), end):
+                log.write(Text.from_ansi(text.lines[i], no_wrap=True))
+            self._written = text.settled
+        self._show_live()
+
+    def _show_live(self) -> None:
+        """The lines still redrawn in place, under the log (the filter's ranks', marked)."""
+        if self._job and self.ranked is not None:
+            lines = [marked(rank, line) for rank, line in self.ranked.live(self.rank)]
+        else:
+            lines = self.text.live()
+        if lines == self._live:
             return
-        log = self.query_one(RichLog)
-        for line in list(self.text.lines)[-min(new, len(self.text.lines)) :]:
-            log.write(Text.from_ansi(line, no_wrap=True))
-        self._written = self.text.completed
+        self._live = lines
+        live = self.query_one("#output-live", Static)
+        live.display = bool(lines)  # nothing redrawn: the log takes the whole screen
+        live.update(Text("\n").join(Text.from_ansi(line, no_wrap=True) for line in lines))
 
     def _append_ranked(self) -> None:
         ranked = self.ranked
@@ -108,6 +131,7 @@ class OutputScreen(Screen[None]):
             for rank, line in self.ranked.select(self.rank):
                 log.write(Text.from_ansi(marked(rank, line), no_wrap=True))
             self._written = self.ranked.completed
+            self._show_live()
         else:
             self.sync()
 

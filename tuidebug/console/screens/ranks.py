@@ -6,7 +6,8 @@ a rank whose median step time is more than ``STRAGGLER_RATIO`` times the other l
 median, or, in a job whose collectives keep every rank's step time even (DDP), whose own work
 (its step time less backward, where the others wait for it) is; its row says by how much
 ("slow x1.8", "slow x1.8 (own work)"): ``ranks_state.RanksState.straggler``.
-Enter shows the highlighted rank's loss on the dashboard's chart and header; Escape goes back.
+Enter shows the highlighted rank's loss on the dashboard's chart and header (and makes it
+the rank `d` opens the debugger in); d there opens it in the highlighted rank; Escape goes back.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ TIME_REFRESH = 1.0  # seconds: "waiting 12s" counts up without a message
 STATE_STYLES = {
     "running": "green",
     "paused": "bold black on yellow",
+    "in debugger": "bold white on magenta",
     "held": "bold white on red",
     "finished": "blue",
     "starting": "yellow",
@@ -83,6 +85,10 @@ def rank_cells(ranks: RanksState, state: RankState, now: float) -> dict[str, Tex
     }
 
 
+def _widths_settled() -> None:
+    """Nothing: the table's idle handler, run after this callback, measures the new cells."""
+
+
 def summary_text(ranks: RanksState) -> Text:
     """One line over the table: ranks, how many live, the job's median step time, stragglers."""
     states = ranks.ordered()
@@ -118,6 +124,7 @@ class RanksScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "back", "Back"),
         Binding("enter", "show_rank", "Chart this rank"),
+        Binding("d", "debug_rank", "Debugger in this rank"),
     ]
 
     def __init__(self, ranks: RanksState) -> None:
@@ -127,6 +134,7 @@ class RanksScreen(Screen[None]):
         self._version = -1
         self._refreshed = 0.0
         self._summary: Text | None = None
+        self._table: DataTable[Text] | None = None  # the table the cells were written into
 
     def compose(self) -> ComposeResult:
         yield Static(id="ranks-summary")
@@ -138,24 +146,40 @@ class RanksScreen(Screen[None]):
         return self.query_one("#ranks-table", DataTable)
 
     def on_mount(self) -> None:
-        # The app keeps this screen and pushes it again after a dismiss, which composes a new
-        # table: nothing of the last one is shown.
-        self._cells = {}
-        self._version = -1
-        self._summary = None
-        for key, label in COLUMNS:
-            self.table.add_column(label, key=key)
         self.table.focus()
         self.sync()
+
+    def _fresh_table(self) -> DataTable[Text] | None:
+        """The table to write into, set up when it is a new one (None: not composed yet).
+
+        The app keeps this screen and pushes it again after a dismiss, which composes a new,
+        empty table. The app's frame timer can call ``sync`` before this screen's ``on_mount``
+        (seen live: updating a cell of a row the new table lacked crashed the console), so the
+        table itself says whether what was written is still on screen."""
+        tables = self.query("#ranks-table").results(DataTable)
+        table = next(tables, None)
+        if table is None:
+            return None
+        if table is not self._table:
+            self._table = table
+            self._cells = {}
+            self._version = -1
+            self._summary = None
+            for key, label in COLUMNS:
+                table.add_column(label, key=key)
+        return table
 
     def sync(self, now: float | None = None) -> None:
         """Write the cells that changed (once per frame; at least once a second for timers)."""
         now = time.time() if now is None else now
+        table = self._fresh_table()
+        if table is None:
+            return
         ranks = self.ranks
         if ranks.version == self._version and now - self._refreshed < TIME_REFRESH:
             return
         self._version, self._refreshed = ranks.version, now
-        table = self.table
+        updated = False
         for state in ranks.ordered():
             cells = rank_cells(ranks, state, now)
             shown = self._cells.get(state.rank)
@@ -165,7 +189,13 @@ class RanksScreen(Screen[None]):
                 for key, _ in COLUMNS:
                     if cells[key] != shown[key]:
                         table.update_cell(str(state.rank), key, cells[key], update_width=True)
+                        updated = True
             self._cells[state.rank] = cells
+        if updated:
+            # The table widens a column for a longer cell only when its own message queue
+            # next runs dry; with no message for it (a paused job) "in debugger" stayed cut
+            # to "in deb" in paused's width. A callback is such a message.
+            table.call_later(_widths_settled)
         summary = summary_text(ranks)
         if summary != self._summary:
             self._summary = summary
@@ -186,6 +216,14 @@ class RanksScreen(Screen[None]):
         self.ranks.version += 1
         self.notify(f"the loss chart and header show rank {rank} (k cycles)")
         self.dismiss()
+
+    async def action_debug_rank(self) -> None:
+        """Choose the highlighted rank (as Enter does) and open the debugger in it (app's d)."""
+        rank = self.selected_rank()
+        if rank is not None:
+            self.ranks.shown = rank
+            self.ranks.version += 1
+        await self.app.run_action("debug")
 
     def on_data_table_row_selected(self, _event: DataTable.RowSelected) -> None:
         self.action_show_rank()

@@ -11,9 +11,9 @@ from rich.console import Group
 from rich.text import Text
 from textual.widgets import Static
 
-from tuidebug.console.formatting import fmt_bytes
 from tuidebug.console.memory_model import GpuState
 from tuidebug.console.widgets.gpu_panel import GpuPanelView
+from tuidebug.units import fmt_bytes
 
 __all__ = ["GpuSummary", "allocator_line", "fmt_bytes"]
 

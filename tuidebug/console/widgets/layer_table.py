@@ -18,9 +18,9 @@ from rich.text import Text
 from textual.widgets import DataTable
 from textual.widgets.data_table import CellKey, ColumnKey, RowKey
 
-from tuidebug.console.formatting import fmt_bytes
 from tuidebug.console.layers_model import LayerRow, LayersModel
 from tuidebug.console.widgets.loss_chart import format_number
+from tuidebug.units import fmt_bytes
 
 __all__ = ["ANOMALY_STYLES", "COLUMNS", "LayerTable", "SortCell"]
 

@@ -14,6 +14,15 @@ cell, the smoothed colour wins, since it is the line people read.
 Honesty rules: NaN/inf values are flagged with a red ``×`` on the x axis and counted in the
 footer; with a log scale, values <= 0 cannot be placed, so bars reaching below zero are clipped
 at the bottom, columns entirely <= 0 are skipped, and the footer says so.
+
+Overlay (``tuidebug run --compare RUN``): another run's loss, a static history, drawn as its
+smoothed line in a third colour on the same axes, aligned by step. The y range covers both
+curves. The x range is the union of both (not the live run's alone): early in a run the whole
+other curve shows, and the live line advances along it, which is the comparison people make
+("am I below last time at this step?"). A legend row at the top names both runs. Cell colours,
+when series share a cell: the live smoothed line, then the overlay, then the live raw bars.
+A live run whose steps went back (a restore) continues its x axis past the rewind (see
+``history``); the overlay stays aligned with the first stretch, where x is the step.
 """
 
 from __future__ import annotations
@@ -159,10 +168,12 @@ class LossChartRenderable:
         log_scale: Logarithmic y axis (values <= 0 are clipped or skipped, and counted).
         show_raw: Draw the raw series as per-column min–max bars.
         show_smoothed: Draw the smoothed series as a line.
-        step_range: Inclusive x range to show; the whole history when None.
+        step_range: Inclusive x range to show; the whole history (and overlay) when None.
         axes: Draw y labels, the x axis and its labels (drops itself when too small).
-        raw_style, smoothed_style, axis_style, marker_style, nonfinite_style: Styles; named
-            colours by default so the chart degrades to 16-colour terminals.
+        overlay: Another run's loss (static), drawn as its smoothed line; see the module doc.
+        live_label, overlay_label: The legend's names of the two runs (with an overlay only).
+        raw_style, smoothed_style, axis_style, marker_style, nonfinite_style, overlay_style:
+            Styles; named colours by default so the chart degrades to 16-colour terminals.
     """
 
     def __init__(
@@ -176,11 +187,15 @@ class LossChartRenderable:
         show_smoothed: bool = True,
         step_range: tuple[int, int] | None = None,
         axes: bool = True,
+        overlay: MinMaxHistory | None = None,
+        live_label: str = "",
+        overlay_label: str = "",
         raw_style: StyleType = "cyan",
         smoothed_style: StyleType = "bright_magenta",
         axis_style: StyleType = "bright_black",
         marker_style: StyleType = "yellow",
         nonfinite_style: StyleType = "bold red",
+        overlay_style: StyleType = "green",
         base_style: StyleType = "",
     ) -> None:
         self.history = history
@@ -191,6 +206,12 @@ class LossChartRenderable:
         self.show_smoothed = show_smoothed
         self.step_range = step_range
         self.axes = axes
+        self.overlay = overlay if overlay is not None and len(overlay) else None
+        self.live_label = live_label
+        self.overlay_label = overlay_label
+        self.overlay_style = (
+            Style.parse(overlay_style) if isinstance(overlay_style, str) else overlay_style
+        )
         self.raw_style = Style.parse(raw_style) if isinstance(raw_style, str) else raw_style
         self.smoothed_style = (
             Style.parse(smoothed_style) if isinstance(smoothed_style, str) else smoothed_style
@@ -213,15 +234,39 @@ class LossChartRenderable:
 
     # -- helpers -----------------------------------------------------------------------------
 
-    def _columns(self, dot_cols: int) -> tuple[list[Column | None], list[Column | None], list[int]]:
-        history = self.history
+    def _view(self) -> tuple[int, int] | None:
+        """The x range drawn: the zoom, else the union of the live series' and the overlay's."""
+        if self.step_range is not None:
+            return self.step_range
+        ranges = [
+            r
+            for r in (
+                self.history.x_range() if self.history is not None else None,
+                self.overlay.x_range() if self.overlay is not None else None,
+            )
+            if r is not None
+        ]
+        if not ranges:
+            return None
+        return min(r[0] for r in ranges), max(r[1] for r in ranges)
+
+    def _columns(
+        self, dot_cols: int, view: tuple[int, int] | None
+    ) -> tuple[list[Column | None], list[Column | None], list[int], list[Column | None]]:
+        """(raw, smoothed, NaN counts) of the live series and the overlay's smoothed columns,
+        all on the same x mapping (``view``), so a step lands in the same column in both."""
+        history, overlay = self.history, self.overlay
+        empty: list[Column | None] = [None] * dot_cols
+        over = overlay.downsample(dot_cols, view, smoothed=True) if overlay is not None else empty
         if history is None or not len(history):
-            empty: list[Column | None] = [None] * dot_cols
-            return empty, list(empty), [0] * dot_cols
-        return history.downsample_all(dot_cols, self.step_range)
+            return empty, list(empty), [0] * dot_cols, over
+        return (*history.downsample_all(dot_cols, view), over)
 
     def _y_range(
-        self, raw: Sequence[Column | None], smooth: Sequence[Column | None]
+        self,
+        raw: Sequence[Column | None],
+        smooth: Sequence[Column | None],
+        over: Sequence[Column | None] = (),
     ) -> tuple[float, float] | None:
         """(lo, hi) of what is drawn, in the transformed space (log10 with log_scale)."""
         lo, hi = math.inf, -math.inf
@@ -241,8 +286,8 @@ class LossChartRenderable:
                 else:
                     lo = min(lo, col.min)
                     hi = max(hi, col.max)
-        if self.show_smoothed:
-            for col in smooth:
+        for line in (smooth if self.show_smoothed else (), over):
+            for col in line:
                 if col is None or (log and col.mean <= 0):
                     continue
                 lo = min(lo, col.mean)
@@ -291,18 +336,48 @@ class LossChartRenderable:
     def render_lines(self, width: int, height: int) -> list[list[Segment]]:
         """Draw the chart as ``height`` lines of Segments, each ``width`` cells wide."""
         width, height = max(1, width), max(1, height)
+        if self.overlay is not None and self.axes and width >= 16 and height >= 6:
+            # The legend takes the top row; the chart is drawn in the rest.
+            return [self._legend(width), *self._render_chart(width, height - 1)]
+        return self._render_chart(width, height)
+
+    def _legend(self, width: int) -> list[Segment]:
+        """One row naming the live run and the overlaid one, each in its line's colour,
+        right-aligned. When both names do not fit, the live run is "this run" (the header
+        names it), then the other run's name is cut."""
+        empty = self.history is None or not len(self.history)
+        gap = 2
+        entries: list[tuple[str, Style]] = []
+        for live in (self.live_label or "this run", "this run"):
+            live += " (no steps yet)" if empty else ""
+            entries = [("━━ " + live, self.smoothed_style)]
+            entries.append(("━━ vs " + self.overlay_label, self.overlay_style))
+            if sum(len(text) for text, _ in entries) + gap <= width:
+                break
+        room = width - len(entries[0][0]) - gap
+        if len(entries[1][0]) > room:
+            entries[1] = (entries[1][0][: max(0, room - 1)] + "…", entries[1][1])
+        canvas = _Canvas(width, 1, self.base_style)
+        col = max(0, width - sum(len(text) for text, _ in entries) - gap)
+        for text, style in entries:
+            canvas.text(0, col, text, style)
+            col += len(text) + gap
+        return canvas.segments()[0]
+
+    def _render_chart(self, width: int, height: int) -> list[list[Segment]]:
         history = self.history
         axes = self.axes and width >= 16 and height >= 4
         plot_rows = height - 2 if axes else height
         max_ticks = max(2, min(8, plot_rows // 2 + 1))
+        view = self._view()
 
         # The y range does not depend on the column count (every bucket lands in some column),
         # so a first guess of the label width gives the range, the range gives the labels, and
         # the columns are recomputed only if the guess was wrong.
         label_w = 7 if axes else 0
         plot_cols = max(1, width - label_w - (1 if axes else 0))
-        raw, smooth, nonfinite = self._columns(plot_cols * 2)
-        y_range = self._y_range(raw, smooth)
+        raw, smooth, nonfinite, over = self._columns(plot_cols * 2, view)
+        y_range = self._y_range(raw, smooth, over)
         ticks: list[tuple[float, str]] = []
         if axes and y_range is not None:
             ticks = self._ticks(y_range[0], y_range[1], max_ticks)
@@ -310,7 +385,7 @@ class LossChartRenderable:
             if new_w != label_w:
                 label_w = new_w
                 plot_cols = max(1, width - label_w - 1)
-                raw, smooth, nonfinite = self._columns(plot_cols * 2)
+                raw, smooth, nonfinite, over = self._columns(plot_cols * 2, view)
         left = label_w + 1 if axes else 0
 
         canvas = _Canvas(width, height, self.base_style)
@@ -318,11 +393,13 @@ class LossChartRenderable:
         dot_rows = plot_rows * 4
         raw_bits = [[0] * plot_cols for _ in range(plot_rows)]
         smooth_bits = [[0] * plot_cols for _ in range(plot_rows)]
+        over_bits = [[0] * plot_cols for _ in range(plot_rows)]
 
         message = ""
         if history is None or not len(history):
-            message = "no data yet"
-        elif y_range is None:
+            # With an overlay there is a curve to show: the legend says this run has no steps.
+            message = "" if self.overlay is not None else "no data yet"
+        elif self._y_range(raw, smooth) is None:
             if history.nonfinite_total and history.finite_range() is None:
                 message = f"no finite values ({history.nonfinite_total} NaN/inf)"
             elif self.log_scale:
@@ -331,8 +408,10 @@ class LossChartRenderable:
                 message = "raw and smoothed both hidden"
             else:
                 message = "nothing to draw"
-        else:
-            clipped = self._plot(raw, smooth, y_range, dot_rows, raw_bits, smooth_bits)
+        if y_range is not None:
+            clipped = self._plot(
+                raw, smooth, over, y_range, dot_rows, raw_bits, smooth_bits, over_bits
+            )
             if clipped:
                 notes.append(("values ≤0 clipped (log)", self.marker_style))
 
@@ -340,16 +419,22 @@ class LossChartRenderable:
         if total_nonfinite:
             notes.insert(0, (f"{total_nonfinite} NaN/inf", self.nonfinite_style))
 
-        # Braille cells.
-        raw_style, smooth_style = self.raw_style, self.smoothed_style
+        # Braille cells: one colour a cell, the live smoothed line first, then the overlay.
+        raw_style, smooth_style, over_style = (
+            self.raw_style,
+            self.smoothed_style,
+            self.overlay_style,
+        )
         for r in range(plot_rows):
             chars, styles = canvas.chars[r], canvas.styles[r]
-            rb, sb = raw_bits[r], smooth_bits[r]
+            rb, sb, ob = raw_bits[r], smooth_bits[r], over_bits[r]
             for c in range(plot_cols):
-                bits = rb[c] | sb[c]
+                bits = rb[c] | sb[c] | ob[c]
                 if bits:
                     chars[left + c] = chr(_BRAILLE_BASE + bits)
-                    styles[left + c] = smooth_style if sb[c] else raw_style
+                    styles[left + c] = (
+                        smooth_style if sb[c] else (over_style if ob[c] else raw_style)
+                    )
 
         if message:
             row = max(0, (plot_rows - 1) // 2)
@@ -358,7 +443,16 @@ class LossChartRenderable:
 
         if axes:
             self._draw_axes(
-                canvas, history, ticks, y_range, plot_rows, plot_cols, label_w, nonfinite, notes
+                canvas,
+                history,
+                view,
+                ticks,
+                y_range,
+                plot_rows,
+                plot_cols,
+                label_w,
+                nonfinite,
+                notes,
             )
         elif total_nonfinite:
             # No axis row to flag them on: mark the NaN columns in the bottom row.
@@ -371,12 +465,14 @@ class LossChartRenderable:
         self,
         raw: Sequence[Column | None],
         smooth: Sequence[Column | None],
+        over: Sequence[Column | None],
         y_range: tuple[float, float],
         dot_rows: int,
         raw_bits: list[list[int]],
         smooth_bits: list[list[int]],
+        over_bits: list[list[int]],
     ) -> int:
-        """Set the dots of both series; returns how many columns were clipped by the log axis."""
+        """Set the dots of every series; returns how many columns the log axis clipped."""
         lo, hi = y_range
         scale = (dot_rows - 1) / (hi - lo)
         bottom = dot_rows - 1
@@ -422,28 +518,34 @@ class LossChartRenderable:
                 span(raw_bits, dc, r_top, r_bot)
                 prev_last = col.last if (not log or col.last > 0) else None
 
-        if self.show_smoothed:
+        def line(columns: Sequence[Column | None], bits: list[list[int]]) -> None:
+            # A one-dot line through the columns' means.
             prev_row: int | None = None
-            for dc, col in enumerate(_fill_gaps(smooth)):
+            for dc, col in enumerate(_fill_gaps(columns)):
                 if col is None or (log and col.mean <= 0):
                     prev_row = None
                     continue
                 r = row_of(col.mean)
                 if prev_row is None or prev_row == r:
-                    span(smooth_bits, dc, r, r)
+                    span(bits, dc, r, r)
                 elif r > prev_row:
                     # Steep stretches are drawn in this column, from just past the previous
                     # row, so the line stays connected and one dot thin.
-                    span(smooth_bits, dc, prev_row + 1, r)
+                    span(bits, dc, prev_row + 1, r)
                 else:
-                    span(smooth_bits, dc, r, prev_row - 1)
+                    span(bits, dc, r, prev_row - 1)
                 prev_row = r
+
+        if self.show_smoothed:
+            line(smooth, smooth_bits)
+        line(over, over_bits)
         return clipped
 
     def _draw_axes(
         self,
         canvas: _Canvas,
         history: MinMaxHistory | None,
+        view: tuple[int, int] | None,
         ticks: list[tuple[float, str]],
         y_range: tuple[float, float] | None,
         plot_rows: int,
@@ -475,11 +577,20 @@ class LossChartRenderable:
 
         # x labels: first and last step of the view.
         occupied: list[tuple[int, int]] = []
-        if history is not None and len(history):
-            x_range = self.step_range or history.x_range()
-            assert x_range is not None
-            first = format_step(history.step_at(x_range[0]))
-            last = format_step(history.step_at(x_range[1]))
+        live_end = history.x_range() if history is not None else None
+        if view is not None:
+            x_range = view
+
+            def step_of(x: int) -> int:
+                # Past the live run's last point the x is the overlay's step (see module doc).
+                if history is None or live_end is None:
+                    return x
+                if self.overlay is not None and x > live_end[1]:
+                    return x
+                return history.step_at(x)
+
+            first = format_step(step_of(x_range[0]))
+            last = format_step(step_of(x_range[1]))
             canvas.text(label_row, left, first, self.base_style)
             occupied.append((left, left + len(first)))
             if x_range[1] != x_range[0]:
@@ -489,10 +600,10 @@ class LossChartRenderable:
 
             # Markers: a dotted line through empty plot cells, a ▲ on the axis, the label below.
             dot_cols = plot_cols * 2
-            for marker in history.markers:
-                if not (x_range[0] <= marker.x <= x_range[1]):
+            for marker in history.markers if history is not None else []:
+                if history is None or not (x_range[0] <= marker.x <= x_range[1]):
                     continue
-                col = history.x_column(marker.x, dot_cols, self.step_range) // 2
+                col = history.x_column(marker.x, dot_cols, x_range) // 2
                 if not 0 <= col < plot_cols:
                     continue
                 for r in range(plot_rows):
@@ -567,6 +678,7 @@ class LossChart(Widget):
         "loss-chart--axis",
         "loss-chart--marker",
         "loss-chart--nonfinite",
+        "loss-chart--overlay",
     }
     """
     | Class | Description |
@@ -576,6 +688,7 @@ class LossChart(Widget):
     | `loss-chart--axis` | Axis lines and messages. |
     | `loss-chart--marker` | Event markers (restore, save...). |
     | `loss-chart--nonfinite` | NaN/inf flags and count. |
+    | `loss-chart--overlay` | Another run's smoothed loss (`--compare`) and its legend. |
     """
 
     DEFAULT_CSS = """
@@ -600,6 +713,10 @@ class LossChart(Widget):
         color: $error;
         text-style: bold;
     }
+    LossChart > .loss-chart--overlay {
+        color: $success;
+        text-style: bold;
+    }
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -619,7 +736,13 @@ class LossChart(Widget):
     version = reactive(0)
     """Bumped by the owner after appending to :attr:`history`; a change repaints."""
     step_range = reactive[tuple[int, int] | None](None)
-    """Inclusive x range to show (a zoom); the whole history when None."""
+    """Inclusive x range to show (a zoom); the whole history (and overlay) when None."""
+    overlay = reactive[MinMaxHistory | None](None)
+    """Another run's loss, drawn with the live one (static: assigning it repaints once)."""
+    overlay_label = reactive("")
+    """The legend's name of the overlaid run."""
+    live_label = reactive("")
+    """The legend's name of the live run (shown only with an overlay)."""
 
     def __init__(
         self,
@@ -659,11 +782,15 @@ class LossChart(Widget):
             show_raw=self.show_raw,
             show_smoothed=self.show_smoothed,
             step_range=self.step_range,
+            overlay=self.overlay,
+            live_label=self.live_label,
+            overlay_label=self.overlay_label,
             raw_style=style("loss-chart--raw"),
             smoothed_style=style("loss-chart--smoothed"),
             axis_style=style("loss-chart--axis"),
             marker_style=style("loss-chart--marker"),
             nonfinite_style=style("loss-chart--nonfinite"),
+            overlay_style=style("loss-chart--overlay"),
         )
 
     def render(self) -> WidgetRenderResult:

@@ -58,11 +58,17 @@ class StatusBanner(Widget):
         state = model.state
         took = format_duration(model.elapsed())
         if state == "paused" and model.paused is not None:
+            keys = "\np/r resume · n one step · d debugger (ipdb here) · g run to step"
+            if model.debugger is not None:  # the terminal came back from it with Ctrl-]
+                keys = (
+                    f"\nd: back to the debugger, still open in {model.debugger_place()}"
+                    " · c there continues the run"
+                )
             return Text.assemble(
                 ("paused", "bold yellow"),
                 f" at step {model.paused.step:,}: {model.paused.reason}\n",
                 (model.paused.where or "", "dim"),
-                ("\np/r resume · n one step · d debugger (ipdb here) · g run to step", "bold"),
+                (keys, "bold"),
             )
         if state == "finished":
             return Text.assemble(

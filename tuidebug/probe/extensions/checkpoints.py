@@ -35,11 +35,15 @@ import math
 import sys
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from tuidebug.ckpt.errors import one_line
+from tuidebug.ckpt.formats.dcp import is_dcp_folder
 from tuidebug.probe.observer import Observer
 from tuidebug.probe.schedulers import scheduler_types as lr_scheduler_types
+from tuidebug.units import fmt_bytes
 from tuidebug.wire.checkpoint_messages import (
     MAX_DIFF_ROWS,
     CheckpointConfig,
@@ -51,20 +55,12 @@ from tuidebug.wire.messages import Command, Notice, StepPoint
 
 if TYPE_CHECKING:
     from tuidebug.ckpt.diff import StateDiff
+    from tuidebug.ckpt.save import SaveResult
     from tuidebug.probe.probe import Probe
 
 log = logging.getLogger("tuidebug.probe")
 
 SEND_WAIT = 0.5  # seconds a restore waits for its message to leave before the run goes on
-
-
-def _one_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0][:300]}" if text else type(error).__name__
-
-
-def _size(n: int) -> str:
-    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.1f} KB"
 
 
 def _names(prefix: str, objects: list[Any]) -> dict[str, Any]:
@@ -104,6 +100,27 @@ class CheckpointExtra(Protocol):
         ...
 
 
+@dataclass
+class FrameworkRestore:
+    """A framework's own checkpoint, loaded and checked against its live trainer, ready to be
+    applied: what an integration's ``framework_restorer`` returns (tuidebug/integrations/)."""
+
+    step: int
+    """The step the run is at once it is applied (the checkpoint's)."""
+    apply: Callable[[], list[str]]
+    """Puts it into the live trainer (training thread, at a boundary); returns more notes."""
+    restored: list[str]
+    """What goes back, one entry per part ("model weights", "1 LR scheduler(s)"...)."""
+    notes: list[str] = field(default_factory=list)
+    """What does not go back, and the fit check's notes."""
+
+
+FrameworkRestorer = Callable[[str, bool], "FrameworkRestore | None"]
+"""(path, unsafe) -> the checkpoint ready to apply, or None when ``path`` is not the
+framework's kind (the generic restore takes it). Raises a ``CheckpointError`` (``DoesNotFit``
+with the diff) to refuse, having changed nothing."""
+
+
 class CheckpointsObserver(Observer):
     """Saves, restores and diffs for one probe."""
 
@@ -123,6 +140,10 @@ class CheckpointsObserver(Observer):
         Lightning ``.ckpt``, a Hugging Face ``checkpoint-N``), which it resumes from. Called on
         the training thread with (folder, reason); the integration reports the outcome with
         :meth:`framework_saved`, at once or when the framework has written it."""
+        self.framework_restorer: FrameworkRestorer | None = None
+        """Set beside ``framework_saver``: a restore (and ``--resume``) of the framework's own
+        checkpoint goes through the live trainer (its step counters, schedulers, precision
+        plugin), see :class:`FrameworkRestore`."""
         self.extras: list[CheckpointExtra] = []
         """Other extensions' state saved in the metadata and given back at a restore."""
         self._seen_model = False
@@ -170,27 +191,23 @@ class CheckpointsObserver(Observer):
             try:
                 self.framework_saver(self.folder or "", reason)
             except Exception as error:  # a failed save is a message, not the end of the run
-                self.framework_saved(self.folder or "", reason, step, error=_one_line(error))
+                self.framework_saved(self.folder or "", reason, step, error=one_line(error))
+            return
+        if self._sharded():
+            self._save_sharded(reason)  # every rank writes its own shards
             return
         if probe.rank != 0:
             return  # ranks hold the same replicated state; rank 0 writes it once
         if self.folder is None:
-            self._saved(
-                CheckpointSaved(
-                    step=step,
-                    ok=False,
-                    path="",
-                    reason=reason,
-                    error="no checkpoint folder (use --checkpoint-dir)",
-                )
-            )
+            self._saved(self._no_folder(step, reason))
             return
+        loss = self._step_loss(step)
+        from tuidebug.ckpt.save import SaveResult
+
         try:
             from tuidebug.ckpt import save_now
 
             objects = self.collect()
-            point = self._last_point
-            loss = point.loss if point is not None and point.step == step else None
             result = save_now(
                 self.folder,
                 models=objects["models"],
@@ -200,33 +217,112 @@ class CheckpointsObserver(Observer):
                 loaders=objects["loaders"],
                 step=step,
                 epoch=objects["epoch"],
-                metadata={
-                    "loss": loss,
-                    "time": time.time(),
-                    "script": sys.argv[0] if sys.argv else "",
-                    "args": list(sys.argv[1:]),
-                    "reason": reason,
-                    **self._extra_metadata(),
-                },
+                metadata=self._save_metadata(reason, loss),
                 keep=self.keep,
             )
-            message = CheckpointSaved(
-                step=step,
-                ok=result.ok,
-                path=result.path,
-                reason=reason,
-                error=result.error,
-                size=result.size,
-                sha256=result.sha256,
-                seconds=result.seconds,
-                loss=loss,
-                removed=list(result.removed),
-            )
         except Exception as error:  # a failed save is a message, not the end of the run
-            message = CheckpointSaved(
-                step=step, ok=False, path=self.folder, reason=reason, error=_one_line(error)
+            result = SaveResult(ok=False, path=self.folder, error=one_line(error))
+        self._saved(self._saved_message(step, reason, loss, result))
+
+    def _save_metadata(self, reason: str, loss: float | None) -> dict[str, Any]:
+        return {
+            "loss": loss,
+            "time": time.time(),
+            "script": sys.argv[0] if sys.argv else "",
+            "args": list(sys.argv[1:]),
+            "reason": reason,
+            **self._extra_metadata(),
+        }
+
+    def _step_loss(self, step: int) -> float | None:
+        """The loss of ``step`` when its point is the last one seen (a save's metadata)."""
+        point = self._last_point
+        return point.loss if point is not None and point.step == step else None
+
+    @staticmethod
+    def _no_folder(step: int, reason: str) -> CheckpointSaved:
+        return CheckpointSaved(
+            step=step,
+            ok=False,
+            path="",
+            reason=reason,
+            error="no checkpoint folder (use --checkpoint-dir)",
+        )
+
+    @staticmethod
+    def _saved_message(
+        step: int, reason: str, loss: float | None, result: SaveResult
+    ) -> CheckpointSaved:
+        return CheckpointSaved(
+            step=step,
+            ok=result.ok,
+            path=result.path,
+            reason=reason,
+            error=result.error,
+            size=result.size,
+            sha256=result.sha256,
+            seconds=result.seconds,
+            loss=loss,
+            removed=list(result.removed),
+        )
+
+    def _sharded(self) -> bool:
+        """A model under FSDP or with DTensor parameters (the same answer on every rank)."""
+        from tuidebug.probe.sharding import is_sharded
+
+        return is_sharded(self.probe.models().values())
+
+    def _save_sharded(self, reason: str) -> None:
+        """A save of every rank's shards (ckpt/sharded.py): collective, so every rank reaches
+        its agreement step, whatever failed before; rank 0 reports the checkpoint."""
+        from tuidebug.ckpt.save import SaveResult
+        from tuidebug.ckpt.sharded import agree, save_sharded
+
+        probe = self.probe
+        step = probe.step
+        if self.folder is None:  # the same on every rank: nobody enters a collective
+            if probe.rank == 0:
+                self._saved(self._no_folder(step, reason))
+            return
+        loss = self._step_loss(step)
+        try:
+            objects = self.collect()
+            metadata = self._save_metadata(reason, loss)
+        except Exception as error:
+            agree(one_line(error))  # the others refuse with this rank's reason
+            result = SaveResult(ok=False, path=self.folder, error=one_line(error))
+        else:
+            result = save_sharded(
+                self.folder,
+                models=objects["models"],
+                optimizers=objects["optimizers"],
+                schedulers=objects["schedulers"],
+                scaler=objects["scaler"],
+                loaders=objects["loaders"],
+                step=step,
+                epoch=objects["epoch"],
+                metadata=metadata,
+                keep=self.keep,
             )
-        self._saved(message)
+        if probe.rank == 0:
+            self._saved(self._saved_message(step, reason, loss, result))
+        elif not result.ok:
+            self._notice("error", f"rank {probe.rank}: shards not saved: {result.error}")
+
+    def framework_folder(self, folder: str, framework: str) -> None:
+        """Where the framework writes its own checkpoints while its trainer trains (the
+        Trainer's ``output_dir``; the run's folder for Lightning): consoles list that folder."""
+        self.probe.send(
+            CheckpointConfig(
+                rank=self.probe.rank,
+                step=self.probe.step,
+                folder=folder,
+                save_every=self.every,
+                keep=self.keep or 0,
+                resume=self.pending_resume or "",
+                framework=framework,
+            )
+        )
 
     def framework_saved(
         self, path: str, reason: str, step: int, *, error: str = "", seconds: float = 0.0
@@ -284,9 +380,25 @@ class CheckpointsObserver(Observer):
             )
             return False
 
-        try:
-            from tuidebug.ckpt import DoesNotFit, apply_training_state
+        from tuidebug.ckpt import DoesNotFit, RestoreError, apply_training_state
 
+        try:
+            restorer = self.framework_restorer
+            framework = restorer(path, unsafe) if restorer is not None else None
+            if framework is not None:
+                self._each_extra("before_restore")
+                try:
+                    more = framework.apply()
+                except Exception as error:  # the check passed: this failed part way
+                    raise RestoreError(
+                        f"restore failed part way ({one_line(error)}); the live state may be mixed"
+                    ) from error
+                notes = [*framework.notes, *more]
+                return self._applied(
+                    path, kind, before, framework.step, framework.restored, notes, discarded, {}
+                )
+            if self._sharded() or is_dcp_folder(Path(path)):
+                return self._restore_sharded(path, kind, before, discarded, refuse)
             state = self._load(path, unsafe)
             objects = self.collect()
             if not objects["models"]:
@@ -295,30 +407,89 @@ class CheckpointsObserver(Observer):
             # the loop started (--resume through tuidebug.attach), see the module docstring.
             loaders = objects["loaders"] if kind == "resume" and probe.step == 0 else None
             self._each_extra("before_restore")
-            try:
-                step = apply_training_state(
-                    state,
-                    models=objects["models"],
-                    optimizers=objects["optimizers"],
-                    schedulers=objects["schedulers"],
-                    scaler=objects["scaler"],
-                    loaders=loaders,
-                )
-            except DoesNotFit as error:
-                return refuse(
-                    "the checkpoint does not fit the live model; nothing was changed",
-                    diff_lines(error.diff),
-                    list(error.diff.notes),
-                )
+            step = apply_training_state(
+                state,
+                models=objects["models"],
+                optimizers=objects["optimizers"],
+                schedulers=objects["schedulers"],
+                scaler=objects["scaler"],
+                loaders=loaders,
+            )
+        except DoesNotFit as error:  # raised before anything was changed
+            return refuse(
+                "the checkpoint does not fit the live model; nothing was changed",
+                diff_lines(error.diff),
+                list(error.diff.notes),
+            )
         except Exception as error:  # CheckpointError subclasses, and anything else
-            return refuse(_one_line(error))
+            return refuse(one_line(error))
         if state.get("format") == "state_dict":
             step = before  # bare weights say nothing of the step
         restored = self._what(state, objects, loaders)
         notes = []
         if objects["loaders"] and not loaders:
             notes.append("data loaders keep their live position (a running epoch is not rewound)")
-        probe.step = step
+        metadata = state.get("metadata") or {}
+        return self._applied(path, kind, before, step, restored, notes, discarded, metadata)
+
+    def _restore_sharded(
+        self,
+        path: str,
+        kind: str,
+        before: int,
+        discarded: int,
+        refuse: Callable[[str, list[str] | None, list[str] | None], bool],
+    ) -> bool:
+        """Every rank's shards back (ckpt/sharded.py); collective like the save."""
+        from tuidebug.ckpt import DoesNotFit
+        from tuidebug.ckpt.sharded import agree, restore_sharded
+
+        probe = self.probe
+        try:
+            objects = self.collect()
+        except Exception as error:
+            agree(one_line(error))
+            return refuse(one_line(error), None, None)
+        loaders = objects["loaders"] if kind == "resume" and probe.step == 0 else None
+        self._each_extra("before_restore")
+        try:
+            state = restore_sharded(
+                path,
+                models=objects["models"],
+                optimizers=objects["optimizers"],
+                schedulers=objects["schedulers"],
+                scaler=objects["scaler"],
+                loaders=loaders,
+            )
+        except DoesNotFit as error:  # on every rank before anything was changed
+            return refuse(
+                "the checkpoint does not fit the live model; nothing was changed",
+                diff_lines(error.diff),
+                list(error.diff.notes),
+            )
+        except Exception as error:
+            return refuse(one_line(error), None, None)
+        restored = self._what(state, objects, loaders)
+        notes = []
+        if objects["loaders"] and not loaders:
+            notes.append("data loaders keep their live position (a running epoch is not rewound)")
+        metadata = state.get("metadata") or {}
+        step = int(state.get("step") or 0)
+        return self._applied(path, kind, before, step, restored, notes, discarded, metadata)
+
+    def _applied(
+        self,
+        path: str,
+        kind: str,
+        before: int,
+        step: int,
+        restored: list[str],
+        notes: list[str],
+        discarded: int,
+        metadata: Mapping[str, Any],
+    ) -> bool:
+        """A restore went in: the run is at ``step`` now; say so, then the extras' turn."""
+        self.probe.step = step
         self._restored(
             CheckpointRestored(
                 step=step,
@@ -331,7 +502,7 @@ class CheckpointsObserver(Observer):
                 discarded=discarded,
             )
         )
-        self._each_extra("after_restore", state.get("metadata") or {})
+        self._each_extra("after_restore", metadata)
         return True
 
     def diff(self, path: str, unsafe: bool = False) -> None:
@@ -345,7 +516,11 @@ class CheckpointsObserver(Observer):
             if not models:
                 raise RuntimeError("no model seen yet")
             if len(models) == 1:
-                live = flatten_tensors(next(iter(models.values())).state_dict())
+                from tuidebug.ckpt.framework_state import fill_tied_weights
+
+                model = next(iter(models.values()))
+                fill_tied_weights(saved, model)  # a tensor saved once for two keys (HF's)
+                live = flatten_tensors(model.state_dict())
             else:
                 live = flatten_tensors({n: m.state_dict() for n, m in models.items()})
             d = diff_state_dicts(saved, live)
@@ -356,7 +531,7 @@ class CheckpointsObserver(Observer):
                     step=self.probe.step,
                     path=path,
                     ok=False,
-                    error=_one_line(error),
+                    error=one_line(error),
                 )
             )
             return
@@ -453,7 +628,13 @@ class CheckpointsObserver(Observer):
 
     @staticmethod
     def _load(path: str, unsafe: bool) -> dict[str, Any]:
-        from tuidebug.ckpt import load_training_state
+        from tuidebug.ckpt import UnreadableCheckpoint, load_training_state
+
+        if Path(path).is_dir():  # no framework restorer took it (formats/hf.py, dcp.py)
+            raise UnreadableCheckpoint(
+                f"{Path(path).name}: a checkpoint folder is restored only into a live Hugging "
+                "Face Trainer that is training in this run"
+            )
 
         if not unsafe:
             return load_training_state(path)
@@ -517,7 +698,7 @@ class CheckpointsObserver(Observer):
         self.probe.send(message)
         name = Path(message.path).name
         if message.ok:
-            text = f"saved {name} (step {message.step:,}, {_size(message.size)})"
+            text = f"saved {name} (step {message.step:,}, {fmt_bytes(message.size)})"
             self._notice("info", text)
         else:
             self._notice("error", f"save failed: {message.error}")
@@ -528,7 +709,14 @@ class CheckpointsObserver(Observer):
         name = Path(message.path).name
         verb = "resumed from" if message.kind == "resume" else "restored"
         if message.ok:
-            self._notice("info", f"{verb} {name}: now at step {message.step:,}")
+            # What went back and what did not, in the notice itself (a framework's restore
+            # leaves the data loader's position and more: docs/checkpoints.md).
+            text = f"{verb} {name}: now at step {message.step:,}"
+            if message.restored:
+                text += f"; restored {', '.join(message.restored)}"
+            if message.notes:
+                text += "; " + "; ".join(message.notes)
+            self._notice("info", text)
         else:
             first = f" ({message.problems[0]})" if message.problems else ""
             self._notice("error", f"{verb} {name} refused: {message.error}{first}")

@@ -28,6 +28,13 @@ class LayersObserver(Observer):
         self.probe = probe
 
     def on_model(self, name: str, module: Any) -> None:
+        from tuidebug.probe.sharding import is_sharded
+
+        if is_sharded([module]):
+            # Its parameters are DTensors (FSDP2) or flat shards (FSDP1): a norm or a
+            # read-back of one may be a collective, which one rank's sample must never start.
+            self.sampler.stop("a sharded model (FSDP/DTensor) is not sampled")
+            return
         self.sampler.add_model(name, module)
 
     def on_optimizer(self, optimizer: Any) -> None:

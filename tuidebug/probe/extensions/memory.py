@@ -19,30 +19,54 @@ exception and sends ``ScriptError``; extensions get no error hook). So:
   layers by activation memory from the layers sampler's shapes.
 
 Console commands: ``memory-reset-peak`` (torch.cuda.reset_peak_memory_stats on every device in
-use; the peak since start is kept here across resets) and ``memory-snapshot`` (args: ``path``, a
-file; default ``cuda_memory_snapshot_<pid>_<n>.pickle`` in the run folder when the options carry
-``run_folder``, else in the script's working directory): dumps
-``torch.cuda.memory._dump_snapshot`` for the PyTorch memory viewer, and starts recording
-allocation history so the next snapshot has a timeline.
+use; the peak since start is kept here across resets) and ``memory-snapshot`` (args: ``steps``,
+default 3, at most ``MAX_SNAPSHOT_STEPS``; ``path``, a file, optional). It is a gate action, so
+it runs on the training thread at a step boundary: allocation history is recorded from there
+(``torch.cuda.memory._record_memory_history``, Python stacks) for exactly the next K steps; at
+the K-th boundary the snapshot is taken, recording stops (``enabled=None``: it ends by itself,
+or when the script ends), the pickle is written to ``<run folder>/memory/snapshot-<first>-
+<last>-rank<R>.pickle`` (what ``_dump_snapshot`` writes, and https://pytorch.org/memory_viz
+opens) and a ``MemorySnapshotResult`` goes to the console with the top allocation sites
+(``probe/memory_sites.py``). Without CUDA in the process the answer is the same message with a
+calm ``unavailable`` reason, and nothing is recorded. Recording history costs a Python stack
+per allocation while it runs, and taking the snapshot costs time at the last boundary (the
+result says how much); it changes nothing the training computes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import pickle
 import sys
+import sysconfig
 import time
 import weakref
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tuidebug.probe.memory_sites import summarize_snapshot
 from tuidebug.probe.observer import Observer
-from tuidebug.wire.gpu_messages import AllocatorStats, DeviceMemory, OomMoment, ParamMemory
+from tuidebug.wire.gpu_messages import (
+    AllocatorStats,
+    DeviceMemory,
+    MemorySnapshotResult,
+    MemorySnapshotStarted,
+    OomMoment,
+    ParamMemory,
+)
 from tuidebug.wire.messages import Command, Notice, StepPoint
 
 if TYPE_CHECKING:
     from tuidebug.probe.probe import Probe
 
+log = logging.getLogger("tuidebug.probe")
+
 HISTORY_ENTRIES = 100_000  # allocation events kept by _record_memory_history (the viewer's default)
+DEFAULT_SNAPSHOT_STEPS = 3
+MAX_SNAPSHOT_STEPS = 50  # a few KB of stack per allocation: more steps make a huge pickle
+NO_CUDA = "CUDA is not initialised in this process (a CPU run?): no CUDA memory to snapshot"
 
 
 def _describe_batch(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
@@ -71,8 +95,11 @@ class MemoryObserver(Observer):
     def __init__(self, probe: Probe, interval: float = 1.0, folder: str | None = None) -> None:
         self.probe = probe
         self.interval = interval
-        self.folder = folder  # where memory snapshots go by default (None: the cwd)
-        self._snapshots = 0
+        self.folder = folder  # the run folder: snapshots go to its memory/ (None: the cwd)
+        self._left = 0  # steps of allocation history still to record (0: not recording)
+        self._first = 0
+        self._started = 0.0
+        self._path = ""  # where the snapshot goes, when the command named a file
         self._next = 0.0
         self._models: list[weakref.ref[Any]] = []
         self._optimizers: list[weakref.ref[Any]] = []
@@ -82,7 +109,6 @@ class MemoryObserver(Observer):
         self._peak: dict[int, int] = {}  # peak since start, across resets
         self._totals: dict[int, int] = {}
         self._oom_attached = False
-        self._recording = False  # allocation history is being recorded (for the snapshot)
         self._state_sent = -1  # how many parameter tensors had optimizer state when last sent
 
     # --- observer hooks ---------------------------------------------------------------------
@@ -94,7 +120,9 @@ class MemoryObserver(Observer):
         self._optimizers.append(weakref.ref(optimizer))
 
     def on_boundary(self, step: int, point: StepPoint, now: float) -> str | None:
-        if now < self._next:  # every step lands here: one float compare, nothing else
+        if self._left:  # a snapshot is recording: count its steps down
+            self._snapshot_step(step, now)
+        if now < self._next:  # every step lands here: an int test, a float compare, nothing else
             return None
         self._next = now + self.interval
         self._maybe_send_param_memory(step)
@@ -108,6 +136,9 @@ class MemoryObserver(Observer):
 
     def close(self) -> None:
         self._disarm_batch_hook()
+        if self._left:  # the script ends while recording: the snapshot has the steps it got
+            self._left = 0
+            self._finish_snapshot(self.probe.step, time.perf_counter())
 
     # --- allocator figures ------------------------------------------------------------------
 
@@ -166,32 +197,108 @@ class MemoryObserver(Observer):
     # --- memory snapshot --------------------------------------------------------------------
 
     def snapshot(self, command: Command) -> None:
+        """The ``memory-snapshot`` action: record the next K steps' allocations, then dump."""
+        try:
+            steps = int(command.args.get("steps", DEFAULT_SNAPSHOT_STEPS))
+        except ValueError:
+            steps = DEFAULT_SNAPSHOT_STEPS
+        steps = max(1, min(MAX_SNAPSHOT_STEPS, steps))
+        if self._left:
+            self._notice("warning", f"a memory snapshot is recording ({self._left} steps left)")
+            return
+        self._first = self.probe.step  # nothing recorded (yet): the answer names this step
         if not _cuda_ready():
-            self._notice("warning", "CUDA is not initialised in this process: no memory snapshot")
+            self._send_snapshot(unavailable=NO_CUDA)
             return
         import torch
 
-        self._snapshots += 1
-        path = command.args.get("path") or os.path.join(
-            self.folder or os.getcwd(),
-            f"cuda_memory_snapshot_{os.getpid()}_{self._snapshots}.pickle",
-        )
-        recording = self._recording
         try:
-            torch.cuda.memory._dump_snapshot(path)
-        except Exception as error:
-            self._notice("error", f"memory snapshot failed: {error}")
+            # Python stacks only (C++ unwinding costs far more per allocation); a fresh history,
+            # so the trace is these K steps and nothing older.
+            torch.cuda.memory._record_memory_history(
+                enabled="all",
+                context="all",
+                stacks="python",
+                max_entries=HISTORY_ENTRIES,
+                clear_history=True,
+            )
+        except Exception as error:  # an odd build: the run matters more than the snapshot
+            self._send_snapshot(error=f"allocation history did not start: {error!r}")
             return
-        text = f"memory snapshot saved: {path} (open it at https://pytorch.org/memory_viz)"
-        if not recording:
-            try:
-                # From now on allocations are recorded, so the next snapshot has a timeline.
-                torch.cuda.memory._record_memory_history(max_entries=HISTORY_ENTRIES)
-                self._recording = True
-                text += "; allocation history recording now: save again later for a timeline"
-            except Exception as error:
-                text += f"; history recording unavailable ({error})"
-        self._notice("info", text)
+        self._first = self.probe.step + 1
+        self._left = steps
+        self._path = str(command.args.get("path") or "")
+        self._started = time.perf_counter()
+        self.probe.send(
+            MemorySnapshotStarted(rank=self.probe.rank, step=self.probe.step, steps=steps)
+        )
+
+    def _snapshot_step(self, step: int, now: float) -> None:
+        self._left -= 1
+        if not self._left:
+            self._finish_snapshot(step, now)
+
+    def _finish_snapshot(self, step: int, now: float) -> None:
+        """Take the snapshot, stop recording, write the pickle, send the top sites."""
+        import torch
+
+        wall = now - self._started
+        taking = time.perf_counter()
+        try:
+            # _dump_snapshot is exactly _snapshot() + pickle.dump: done here in two steps, so the
+            # one dict read from the allocator is both written and summarized.
+            data = torch.cuda.memory._snapshot()
+        except Exception as error:
+            self._stop_recording()
+            self._send_snapshot(step=step, error=f"the snapshot failed: {error!r}")
+            return
+        self._stop_recording()
+        try:
+            path = self._snapshot_path(step)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.name + ".tmp")
+            with open(tmp, "wb") as f:
+                pickle.dump(data, f)
+            os.replace(tmp, path)  # a reader never sees half a snapshot
+            summary = summarize_snapshot(
+                data, internal=_internal_folders(torch), own=[_own_folder()], cwd=os.getcwd()
+            )
+            traces = data.get("device_traces") or ()
+            self._send_snapshot(
+                step=step,
+                path=str(path),
+                file_bytes=path.stat().st_size,
+                **summary.fields(),
+                truncated=any(len(t) >= HISTORY_ENTRIES for t in traces),
+                wall=wall,
+                overhead=time.perf_counter() - taking,
+            )
+        except Exception as error:
+            self._send_snapshot(step=step, error=f"writing the snapshot failed: {error!r}")
+
+    def _snapshot_path(self, step: int) -> Path:
+        if self._path:
+            return Path(self._path)
+        folder = Path(self.folder) / "memory" if self.folder else Path.cwd()
+        return folder / f"snapshot-{self._first}-{step}-rank{self.probe.rank}.pickle"
+
+    def _stop_recording(self) -> None:
+        import torch
+
+        try:
+            torch.cuda.memory._record_memory_history(enabled=None)
+        except Exception:  # it was started by us a few steps ago: failing now is odd, not fatal
+            log.warning("tuidebug: stopping the allocation history failed", exc_info=True)
+
+    def _send_snapshot(self, step: int | None = None, **fields: Any) -> None:
+        self.probe.send(
+            MemorySnapshotResult(
+                rank=self.probe.rank,
+                step=self.probe.step if step is None else step,
+                first=self._first,
+                **fields,
+            )
+        )
 
     # --- OOM observer -----------------------------------------------------------------------
 
@@ -320,6 +427,19 @@ def _cuda_ready() -> bool:
         return bool(torch.cuda.is_initialized())
     except Exception:
         return False
+
+
+def _internal_folders(torch: Any) -> list[str]:
+    """Folders whose frames are not an allocation site: torch's package, the standard library."""
+    paths = sysconfig.get_paths()
+    return [os.path.dirname(torch.__file__), paths["stdlib"], paths["platstdlib"]]
+
+
+def _own_folder() -> str:
+    """The tuidebug package (the probe's wrappers and hooks), spelled as its frames are."""
+    import tuidebug
+
+    return os.path.dirname(tuidebug.__file__)
 
 
 def install(probe: Probe, options: dict[str, Any]) -> None:

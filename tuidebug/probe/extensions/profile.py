@@ -4,8 +4,9 @@ run folder, and the top operators by self time for the console (issue 18, item 2
 Console command ``profile`` (args: ``steps``, default 5, at most ``MAX_STEPS``). It is a gate
 action, so it runs on the training thread at a step boundary: the capture starts there and
 covers exactly the next K steps; at the K-th boundary the profiler stops, the trace is written
-to ``<run folder>/profiles/profile-<first>-<last>.json`` and a ``ProfileResult`` is sent (the
-top operators by self time, and each captured step's phases from the step-time breakdown). The
+to ``<run folder>/profiles/profile-<first>-<last>.json`` (``-rank<R>`` before ``.json`` in a
+job: every rank captures) and a ``ProfileResult`` is sent (the top operators by self time, and
+each captured step's phases from the step-time breakdown). The
 capture ends by itself at the K-th step, or when the script ends. A profiler records, it
 changes nothing that training computes.
 
@@ -176,7 +177,10 @@ class ProfileObserver(Observer):
         profiler.stop()
         folder = Path(self.folder or tempfile.mkdtemp(prefix="tuidebug-profile-"))
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"profile-{self._first}-{step}.json"
+        # Every rank of a job captures the same steps into the same run folder: one file each.
+        probe = self.probe
+        rank = f"-rank{probe.rank}" if probe.world_size > 1 else ""
+        path = folder / f"profile-{self._first}-{step}{rank}.json"
         tmp = path.with_suffix(".json.tmp")
         profiler.export_chrome_trace(str(tmp))
         os.replace(tmp, path)  # a reader never sees half a trace

@@ -11,7 +11,6 @@ rank it sends ``rank-rng-restore``: each rank sets its generators from its own f
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tuidebug.wire.messages import Command, Notice
@@ -20,12 +19,6 @@ if TYPE_CHECKING:
     from tuidebug.probe.probe import Probe
 
 RNG_SAVE, RNG_RESTORE = "rank-rng-save", "rank-rng-restore"
-FORMAT = "tuidebug-rank-rng"
-
-
-def rank_file(checkpoint: str, rank: int) -> Path:
-    """Where rank ``rank`` keeps its generators for ``checkpoint``."""
-    return Path(f"{checkpoint}.ranks") / f"rank-{rank}.pt"
 
 
 class RankRng:
@@ -35,22 +28,16 @@ class RankRng:
         self.probe = probe
 
     def save(self, command: Command) -> None:
-        from tuidebug.ckpt.rng import capture_rng_states
-        from tuidebug.ckpt.save import atomic_save
+        from tuidebug.ckpt.save import save_rank_state
 
         probe = self.probe
-        checkpoint = command.args.get("path", "")
-        target = rank_file(checkpoint, probe.rank)
         try:
-            target.parent.mkdir(exist_ok=True)
-            state = {
-                "format": FORMAT,
-                "rank": probe.rank,
-                "world_size": probe.world_size,
-                "step": probe.step,
-                "rng": capture_rng_states(),
-            }
-            result = atomic_save(state, target, manifest=False)
+            result = save_rank_state(
+                command.args.get("path", ""),
+                rank=probe.rank,
+                world_size=probe.world_size,
+                step=probe.step,
+            )
             error = "" if result.ok else result.error
         except Exception as failure:  # a failed save is a notice, never the end of the run
             error = f"{type(failure).__name__}: {failure}"
@@ -60,19 +47,15 @@ class RankRng:
             self._notice("info", f"rank {probe.rank}: RNG states saved at step {probe.step:,}")
 
     def restore(self, command: Command) -> None:
-        from tuidebug.ckpt.rng import restore_rng_states
+        from tuidebug.ckpt.rng import rank_state_file, read_rank_state, restore_rng_states
 
         probe = self.probe
-        source = rank_file(command.args.get("path", ""), probe.rank)
+        source = rank_state_file(command.args.get("path", ""), probe.rank)
         if not source.is_file():
             self._notice("warning", f"rank {probe.rank}: no RNG states of its own at {source}")
             return
         try:
-            import torch
-
-            state = torch.load(source, weights_only=True)
-            if not isinstance(state, dict) or state.get("format") != FORMAT:
-                raise ValueError("not a rank RNG file")
+            state = read_rank_state(source)
             notes = restore_rng_states(state["rng"])
         except Exception as failure:
             self._notice("error", f"rank {probe.rank}: RNG states not restored: {failure}")

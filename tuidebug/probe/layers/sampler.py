@@ -403,6 +403,10 @@ class LayerSampler(_Hooks, _Measuring, _Finishing, _Tripwire, _Forensics):
     def _send(self, message: Message) -> None:
         self._send_fn(message)
 
+    def stop(self, reason: str) -> None:
+        """Stop for good (hooks out, one warning line): the model is not one to sample."""
+        self._disable(reason)
+
     def _disable(self, reason: str) -> None:
         if self.disabled:
             return
