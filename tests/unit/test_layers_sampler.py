@@ -893,3 +893,26 @@ def test_probe_side_imports_neither_textual_nor_rich() -> None:
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_stopping_inside_the_optimizer_hook_does_not_break_the_step() -> None:
+    """The tripwire's check fails inside the optimizer's step pre-hook: the sampler stops, and
+    the script's own pre-hook after ours still runs (removing ours from the dict torch iterates
+    raised "OrderedDict mutated during iteration" into optimizer.step()). Hooks go at close."""
+    model = _mlp()
+
+    def broken_loss() -> Any:
+        raise ZeroDivisionError
+
+    sampler = LayerSampler(lambda _m: None, 0, every=1000, loss_source=broken_loss)
+    sampler.add_model("model", model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sampler.add_optimizer(opt)
+    seen: list[int] = []
+    opt.register_step_pre_hook(lambda *_: seen.append(1))
+    _train(model, sampler, 3, opt=opt)
+    assert sampler.disabled
+    assert seen == [1, 1, 1]
+    sampler.close()
+    assert len(opt._optimizer_step_pre_hooks) == 1  # the script's own
+    _assert_no_hooks(model)

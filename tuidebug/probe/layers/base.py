@@ -216,6 +216,7 @@ class _SamplerState:
         self._trip_retargeted = False
         self._tripped: tuple[int, str, str] | None = None  # (step, kind, detail), replay pending
         self._opt_hooks: list[RemovableHandle] = []  # a step pre-hook per optimizer
+        self._in_optimizer_hook = False  # inside _on_optimizer_pre (tripwire.py)
         self._stepped = True  # an optimizer stepped since the last boundary (or none is known)
         self._replaying = False
         self._pause_pending = False

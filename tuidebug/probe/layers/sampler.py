@@ -253,7 +253,7 @@ class LayerSampler(_Hooks, _Measuring, _Finishing, _Tripwire, _Forensics):
                 model.pre_hook = root.register_forward_pre_hook(
                     self._on_root_call, with_kwargs=True
                 )
-        for ref in self._optimizers:
+        for ref in self._optimizers if not self._opt_hooks else ():  # kept: _remove_trip_hooks
             optimizer = ref()
             if optimizer is not None:
                 self._opt_hooks.append(optimizer.register_step_pre_hook(self._on_optimizer_pre))

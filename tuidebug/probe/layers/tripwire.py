@@ -68,9 +68,15 @@ class _Tripwire(_SamplerState):
                 )
 
     def _remove_trip_hooks(self) -> None:
-        handles = [*self._trip_handles.values(), *self._opt_hooks]
+        handles = [*self._trip_handles.values()]
         self._trip_handles = {}
-        self._opt_hooks = []
+        # torch iterates the optimizer's pre-hook dict while our hook runs: removing an entry
+        # then would raise "OrderedDict mutated during iteration" into the script's
+        # optimizer.step() whenever a hook follows ours. Ours stay, inert (the sampler is
+        # disabled or suspended), until the next removal outside the hook (close()).
+        if not self._in_optimizer_hook:
+            handles += self._opt_hooks
+            self._opt_hooks = []
         for handle in handles:
             if handle is not None:
                 try:
@@ -92,11 +98,15 @@ class _Tripwire(_SamplerState):
         if self.disabled or self._replaying:
             return
         self._stepped = True
-        if self._tripped is None and self.forensics is None:  # _armed(), inlined: every step
-            self._check_tripwire(self._step + 1)
-        if self._tripped is not None:
-            self._replay()
-            self.schedule.next_step = 0  # the next boundary plans the next sample
+        self._in_optimizer_hook = True
+        try:
+            if self._tripped is None and self.forensics is None:  # _armed(), inlined
+                self._check_tripwire(self._step + 1)
+            if self._tripped is not None:
+                self._replay()
+                self.schedule.next_step = 0  # the next boundary plans the next sample
+        finally:
+            self._in_optimizer_hook = False
 
     def _check_tripwire(self, step: int) -> None:
         """Check the loss the probe holds and the watched gradients of ``step`` (the running
