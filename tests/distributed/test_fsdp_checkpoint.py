@@ -23,6 +23,7 @@ from test_torchrun import Console, ended, rng_notices, span_losses, start_job
 
 from tuidebug.ckpt.cli import main as cli_main
 from tuidebug.wire.checkpoint_messages import CheckpointRestored, CheckpointSaved
+from tuidebug.wire.messages import Notice
 
 FSDP = ROOT / "tests" / "scripts" / "fsdp_steady.py"
 ROUNDTRIP = ROOT / "tests" / "scripts" / "fsdp_roundtrip.py"
@@ -54,6 +55,10 @@ def test_fsdp2_save_and_restore_on_every_rank_bit_for_bit(
             at = {p.step for p in paused.values()}
             assert len(at) == 1, paused
             a = at.pop()
+            # The checks run without the rules that read parameters (a DTensor's read-back
+            # made the whole engine stop, loss rules included).
+            sharded = {n.rank for n in console.of(Notice, 0) if "is sharded" in n.text}
+            assert sharded == {0, 1}
 
             mark = len(console.messages)
             console.send("ckpt-save")
@@ -97,6 +102,7 @@ def test_fsdp2_save_and_restore_on_every_rank_bit_for_bit(
 
     asyncio.run(asyncio.wait_for(drive(), 120))
     assert ended(paths)["state"] == "stopped"
+    assert "checks stopped" not in paths.pty_log.read_text()
     saved = saved_at[0]
     folder = Path(saved.path)
     shards = sorted(p.name for p in folder.iterdir())

@@ -59,8 +59,9 @@ from tuidebug.checks.groups import GROUPS
 from tuidebug.checks.groups.base import Forward, RuleGroup
 from tuidebug.checks.rules import RULES
 from tuidebug.probe.observer import Observer
+from tuidebug.probe.sharding import is_sharded
 from tuidebug.wire.check_messages import Alert, ChecksDone
-from tuidebug.wire.messages import Message, StepPoint
+from tuidebug.wire.messages import Message, Notice, StepPoint
 
 log = logging.getLogger("tuidebug.probe")
 
@@ -150,6 +151,7 @@ class ChecksEngine(Observer):
         # input (Forward.consumer); kept only once there are two root models.
         self._produced: dict[str, Forward] = {}
         self._optimizers: list[weakref.ref[Any]] = []
+        self.sharded = False  # a root model is sharded (_shard_notice)
         # Window state.
         self._armed = False
         self.window_step = 0
@@ -176,6 +178,8 @@ class ChecksEngine(Observer):
         if self.failed:
             return
         try:
+            if not self.sharded and is_sharded([module]):
+                self._shard_notice(name)
             self._models[name] = weakref.ref(module)
             if id(module) not in self._root_handles:
                 self._root_handles[id(module)] = [
@@ -188,6 +192,21 @@ class ChecksEngine(Observer):
                 group.on_model(name, module)
         except Exception as error:
             self.fail(error)
+
+    def _shard_notice(self, name: str) -> None:
+        """A sharded root model: the rules that read parameter values stay off (reading a
+        DTensor, a norm or a read-back, may be a collective: one rank's check would hang the
+        others, and ``tolist`` refuses it); the loss, data and mode rules still run."""
+        self.sharded = True
+        self._send(
+            Notice(
+                rank=self.rank,
+                step=self.step,
+                level="info",
+                text=f"checks: {name} is sharded (FSDP/DTensor): the gradient and weight "
+                "rules are off for this run; the loss, data and mode rules run",
+            )
+        )
 
     def on_optimizer(self, optimizer: Any) -> None:
         if not self.failed:

@@ -36,6 +36,7 @@ class Engine(Protocol):
     config: ChecksConfig
     overfit_batch: bool
     overfit_replayed: int
+    sharded: bool  # a root model is sharded (FSDP/DTensor): read no parameter's values
 
     def alert(
         self, rule: str, message: str, place: str = "", layer: str = "", evidence: str = ""

@@ -121,7 +121,7 @@ class GradientRules(RuleGroup):
             self._patches.append(_after_call(_SCHEDULER_CLASS, "__init__", self._scheduler_seen))
 
     def on_window_open(self, step: int, models: dict[str, nn.Module]) -> None:
-        if models:
+        if models and not self.engine.sharded:
             self._watch_grads(models)
             self._snapshot_weights(models)
         self._stepped = set()
