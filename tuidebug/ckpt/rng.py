@@ -151,3 +151,13 @@ def read_rank_state(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(state, dict) or state.get("format") != RANK_STATE_FORMAT:
         raise ValueError(f"{Path(path).name} is not a rank RNG file")
     return state
+
+
+def restore_rank_rng(checkpoint: str | os.PathLike[str], rank: int) -> list[str] | None:
+    """Set this rank's generators from its own file beside ``checkpoint``: what
+    :func:`restore_rng_states` noted, or None when there is no such file (a checkpoint of one
+    process, or saved before the job wrote rank files). Raises when the file is unreadable."""
+    source = rank_state_file(checkpoint, rank)
+    if not source.is_file():
+        return None
+    return restore_rng_states(read_rank_state(source)["rng"])

@@ -437,7 +437,8 @@ def save_rank_state(
     """
     target = rank_state_file(checkpoint, rank)
     try:
-        target.parent.mkdir(exist_ok=True)
+        # parents: under --save-every a rank may get here before rank 0 made the folder
+        target.parent.mkdir(parents=True, exist_ok=True)
         state = capture_rank_state(rank, world_size, step)
     except Exception as exc:
         return SaveResult(ok=False, path=str(target.absolute()), step=step, error=one_line(exc))

@@ -177,7 +177,33 @@ class CheckpointsObserver(Observer):
             self.restore(path, kind="resume", discarded=step)
         elif self.every and step % self.every == 0:
             self.save("every")
+            if self.probe.world_size > 1 and self.framework_saver is None:
+                self._save_rank_rng(step)
         return None
+
+    def _save_rank_rng(self, step: int) -> None:
+        """A job's ``--save-every``: every rank writes its own generators beside the checkpoint
+        of this step, as the supervisor has them do after a save now (rank_rng.py), so that
+        either resumes exactly. Each rank on its own, at the same step: no collective, no
+        message unless it failed (one notice per rank per save would flood the console)."""
+        if self.folder is None:
+            return
+        from tuidebug.ckpt.save import default_name, save_rank_state
+        from tuidebug.ckpt.sharded import sharded_name
+
+        name = sharded_name(step) if self._sharded() else default_name(step)
+        try:
+            result = save_rank_state(
+                Path(self.folder) / name,
+                rank=self.probe.rank,
+                world_size=self.probe.world_size,
+                step=step,
+            )
+            error = "" if result.ok else result.error
+        except Exception as failure:  # a failed save is a notice, never the end of the run
+            error = one_line(failure)
+        if error:
+            self._notice("error", f"rank {self.probe.rank}: RNG states not saved: {error}")
 
     # --- actions (training thread) ------------------------------------------------------------
 
@@ -395,7 +421,15 @@ class CheckpointsObserver(Observer):
                     ) from error
                 notes = [*framework.notes, *more]
                 return self._applied(
-                    path, kind, before, framework.step, framework.restored, notes, discarded, {}
+                    path,
+                    kind,
+                    before,
+                    framework.step,
+                    framework.restored,
+                    notes,
+                    discarded,
+                    {},
+                    own_rng=False,  # the framework's checkpoint has every rank's
                 )
             if self._sharded() or is_dcp_folder(Path(path)):
                 return self._restore_sharded(path, kind, before, discarded, refuse)
@@ -487,9 +521,12 @@ class CheckpointsObserver(Observer):
         notes: list[str],
         discarded: int,
         metadata: Mapping[str, Any],
+        own_rng: bool = True,
     ) -> bool:
         """A restore went in: the run is at ``step`` now; say so, then the extras' turn."""
         self.probe.step = step
+        if own_rng and kind == "resume" and self.probe.world_size > 1:
+            notes = [*notes, *self._own_rng(path)]
         self._restored(
             CheckpointRestored(
                 step=step,
@@ -504,6 +541,21 @@ class CheckpointsObserver(Observer):
         )
         self._each_extra("after_restore", metadata)
         return True
+
+    def _own_rng(self, path: str) -> list[str]:
+        """A job's ``--resume``: this rank's own generators, from beside the checkpoint (the
+        checkpoint holds rank 0's). A console's restore has the supervisor ask every rank
+        instead, once all restored (supervisor/ranks.py). Returns the restore's notes."""
+        from tuidebug.ckpt.rng import restore_rank_rng
+
+        rank = self.probe.rank
+        try:
+            notes = restore_rank_rng(path, rank)
+        except Exception as failure:
+            return [f"rank {rank}: RNG states not restored: {one_line(failure)}"]
+        if notes is None:
+            return [f"rank {rank}: no RNG states of its own beside the checkpoint"]
+        return [f"rank {rank}: its own RNG states restored", *notes]
 
     def diff(self, path: str, unsafe: bool = False) -> None:
         """Compare a checkpoint's model weights with the live model; send the sorted result."""

@@ -47,18 +47,18 @@ class RankRng:
             self._notice("info", f"rank {probe.rank}: RNG states saved at step {probe.step:,}")
 
     def restore(self, command: Command) -> None:
-        from tuidebug.ckpt.rng import rank_state_file, read_rank_state, restore_rng_states
+        from tuidebug.ckpt.rng import rank_state_file, restore_rank_rng
 
         probe = self.probe
-        source = rank_state_file(command.args.get("path", ""), probe.rank)
-        if not source.is_file():
-            self._notice("warning", f"rank {probe.rank}: no RNG states of its own at {source}")
-            return
+        path = command.args.get("path", "")
         try:
-            state = read_rank_state(source)
-            notes = restore_rng_states(state["rng"])
+            notes = restore_rank_rng(path, probe.rank)
         except Exception as failure:
             self._notice("error", f"rank {probe.rank}: RNG states not restored: {failure}")
+            return
+        if notes is None:
+            source = rank_state_file(path, probe.rank)
+            self._notice("warning", f"rank {probe.rank}: no RNG states of its own at {source}")
             return
         suffix = f" ({'; '.join(notes)})" if notes else ""
         self._notice("info", f"rank {probe.rank}: RNG states restored{suffix}")
