@@ -6,7 +6,6 @@ losses after the resume equal the first job's, bit for bit. Before, only rank 0'
 
 from __future__ import annotations
 
-
 from test_torchrun import ended, start_job, stored
 
 from tuidebug.ckpt.rng import rank_state_files
