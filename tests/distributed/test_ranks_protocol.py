@@ -216,3 +216,41 @@ def test_the_log_marks_every_line_with_its_rank_and_reads_back_per_rank(tmp_path
         Output(rank=1, data=b"half\n"),
     ]
     assert marked_output(b"ne\n" + text)[0] == Output(rank=1, data=b"rank one\n")
+
+
+def test_while_a_rank_is_in_the_debugger_the_others_are_not_released() -> None:
+    """p, n, r, s, restore and another d wait for the debugged rank: released, the others
+    would run into their next collective and hang there. c in ipdb resumes every rank."""
+    job = Job(2)
+    for rank in (0, 1):
+        job.coordinator.on_paused(rank, 30)
+    job.coordinator.on_console(Command(name="debug", rank=1))
+    job.coordinator.on_debugger_opened(1)
+    sent = len(job.sent)
+    for name, args in (
+        ("resume", {}),
+        ("step", {}),
+        ("run-to", {"step": "40"}),
+        ("ckpt-save", {}),
+        ("ckpt-restore", {"path": "x.pt"}),
+        ("debug", {}),
+    ):
+        assert job.coordinator.on_console(Command(name=name, rank=-1, args=args))
+        assert job.said[-1][0] == "warning" and "rank 1 is in the debugger" in job.said[-1][1]
+    assert len(job.sent) == sent  # nothing reached a rank
+    assert not job.coordinator.on_console(Command(name="break-on", rank=-1))  # harmless: sent
+    job.coordinator.on_debugger_closed(1, continued=True)
+    assert job.sent[-1] == (-1, Command(name="resume", rank=-1))
+    for rank in (0, 1):
+        job.coordinator.on_resumed(rank)
+    job.coordinator.on_console(Command(name="step", rank=-1))  # no debugger: a pause now
+    assert job.last().name == PAUSE_AT
+
+
+def test_a_debugged_rank_that_ends_frees_the_others() -> None:
+    job = Job(2)
+    job.coordinator.on_debugger_opened(0)
+    job.coordinator.on_gone(0, stop_requested=False)
+    assert job.coordinator.debugging is None
+    job.coordinator.on_console(Command(name="resume", rank=-1))
+    assert job.sent[-1] == (-1, Command(name="resume", rank=-1))

@@ -33,6 +33,15 @@ def squeezed(screen: str) -> str:
     return " ".join(screen.replace("▌", " ").split())
 
 
+def wait_words(term: Tmux, words: str, timeout: float = 8) -> str:
+    """Wait for ``words`` on the screen, wrapped or not (a toast shows for 10 s)."""
+    deadline = time.monotonic() + timeout
+    while words not in squeezed(screen := term.screen()):
+        assert time.monotonic() < deadline, f"no {words!r}:\n{screen}"
+        time.sleep(0.1)
+    return screen
+
+
 def wait_bridged(term: Tmux) -> None:
     """Wait until the console has handed the terminal over (it left its alternate screen)."""
     deadline = time.monotonic() + 20
@@ -67,13 +76,15 @@ def test_debugger_in_rank_one_while_rank_zero_stays_paused(term: Tmux) -> None:
     term.keys("C-]")
     screen = term.wait_for(re.compile(r"^\W*1\s+in debugger", re.M), timeout=20)
     assert rank_row(screen, 0) == ("paused", held)  # the others stay paused
-    deadline = time.monotonic() + 8  # the toast shows for 10 s
-    while "still open in rank 1: d goes back to it" not in squeezed(screen):
-        assert time.monotonic() < deadline, f"no hint after Ctrl-]:\n{screen}"
-        time.sleep(0.1)
-        screen = term.screen()
+    wait_words(term, "still open in rank 1: d goes back to it")
     term.keys("Escape")
     screen = term.wait_for("back to the debugger, still open in rank 1", timeout=10)
+    # n now would take rank 0 into its next all-reduce without rank 1: refused, and said.
+    term.keys("n")
+    screen = wait_words(term, "rank 1 is in the debugger: go on there first")
+    time.sleep(0.5)
+    found = PAUSED_AT.search(term.screen())
+    assert found and int(found.group(1).replace(",", "")) == held, term.screen()
     term.keys("d")  # the dashboard's d: back to rank 1's debugger, not a new one in rank 0
     wait_bridged(term)
     screen = ipdb(term, "p ('back-in', rank)")

@@ -52,6 +52,8 @@ LAUNCHER_RANK = -1  # Output and Notice of the job itself, not of one rank
 PARTIAL_LINE_LIMIT = 4096  # a line this long without a newline is logged as it is
 
 SAVE, RESTORE = "ckpt-save", "ckpt-restore"  # the console's (probe/extensions/checkpoints.py)
+WAIT_FOR_DEBUGGER = frozenset({"resume", "step", "run-to", SAVE, RESTORE, "debug"})
+"""The console's commands a job refuses while one rank's debugger is open (on_console)."""
 
 Send = Callable[[int, Command], None]  # rank (-1: every rank), command
 Say = Callable[[str, str], None]  # level, text
@@ -76,6 +78,9 @@ class RankCoordinator:
         self._action: Command | None = None  # a save or restore waiting for the common pause
         self._resume_after = False  # the ranks ran before that save or restore: go on after
         self._saving = False  # a save sent: waiting for rank 0's CheckpointSaved
+        # The rank whose debugger is open: its training thread is inside ipdb (or the
+        # script's own pdb), so the others must not go on without it (see on_console).
+        self.debugging: int | None = None
 
     # --- from the probes ----------------------------------------------------------------------
 
@@ -114,8 +119,17 @@ class RankCoordinator:
         if self.target is None and not self.paused:
             self.pause(f"rank {rank}: {reason}")
 
+    def on_debugger_opened(self, rank: int) -> None:
+        self.debugging = rank
+
+    def debugger_gone(self, rank: int) -> None:
+        """Rank ``rank``'s debugger closed (however: the server calls this for every close)."""
+        if self.debugging == rank:
+            self.debugging = None
+
     def on_debugger_closed(self, rank: int, continued: bool) -> None:
         """The debugged rank went on by itself ("c" in ipdb): the others go on with it."""
+        self.debugger_gone(rank)
         if continued:
             self.resume()
 
@@ -151,6 +165,7 @@ class RankCoordinator:
     def on_gone(self, rank: int, stop_requested: bool) -> RankEnded:
         """The rank's probe hung up: how it ended, for the record."""
         self.connected.discard(rank)
+        self.debugger_gone(rank)
         self.paused.pop(rank, None)
         self._acks.pop(rank, None)
         reported = self._exits.pop(rank, None)
@@ -175,6 +190,16 @@ class RankCoordinator:
     def on_console(self, command: Command) -> bool:
         """Handle a console's command for the job; False: send it to the ranks as it is."""
         name = command.name
+        if self.debugging is not None and name in WAIT_FOR_DEBUGGER:
+            # Released, the other ranks would run into their next collective and wait there
+            # for the debugged one (a step or run-to would never complete; a sharded save would
+            # start its collectives without it). The console says so instead.
+            self._say(
+                "warning",
+                f"rank {self.debugging} is in the debugger: go on there first (d shows it; "
+                "c in ipdb resumes every rank)",
+            )
+            return True
         if name == "pause":
             # Idempotent, as for one process (probe/gate.py): the console sends "resume".
             if not self.all_paused():

@@ -619,6 +619,8 @@ class Supervisor:
         if message.kind != "prompt":
             self.prompt_debugger = False  # the probe announced it: it will say when it closes
         self.debugger_rank = message.rank
+        if self.ranks is not None:
+            self.ranks.on_debugger_opened(message.rank)
         recent = self._recent_by_rank.get(message.rank) if message.rank else None
         self.debugger_output = bytearray(self._recent_output if recent is None else recent)
         self.store.add_event(event_body(message))
@@ -626,6 +628,8 @@ class Supervisor:
 
     def _close_debugger(self, message: DebuggerClosed) -> None:
         self.debugger_output = None
+        if self.ranks is not None:
+            self.ranks.debugger_gone(message.rank)
         frame = codec.encode(message)
         self.store.add_event(event_body(message))
         self._broadcast(frame)
