@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from tuidebug.ckpt.diff import Mismatch, StateDiff, diff_state_dicts, dtype_name
 from tuidebug.ckpt.errors import DoesNotFit, RestoreError, UnreadableCheckpoint
+from tuidebug.ckpt.own_format import FORMAT_NAME
 from tuidebug.ckpt.rng import restore_rng_states
-from tuidebug.ckpt.save import FORMAT_NAME
 
 if TYPE_CHECKING:
     from torch import nn

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from tuidebug.ckpt.errors import SaveError, one_line
+from tuidebug.ckpt.own_format import FORMAT_NAME, FORMAT_VERSION
 from tuidebug.ckpt.rng import (
     capture_rank_state,
     capture_rng_states,
@@ -43,8 +44,6 @@ if TYPE_CHECKING:
     from torch import nn
     from torch.optim import Optimizer
 
-FORMAT_NAME = "tuidebug.training_state"
-FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 _LOCK_NAME = ".manifest.lock"
 _TMP_RE = re.compile(r"^\..+\.tmp\.(\d+)\.[0-9a-f]{8,}$")

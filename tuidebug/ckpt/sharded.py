@@ -48,9 +48,8 @@ from torch.distributed.checkpoint.planner import LoadItemType, LoadPlan, LoadPla
 from tuidebug.ckpt.diff import StateDiff, dtype_name
 from tuidebug.ckpt.errors import DoesNotFit, RestoreError, UnreadableCheckpoint, one_line
 from tuidebug.ckpt.formats.dcp import METADATA_FILE, STATE_FILE, read_dcp_metadata
+from tuidebug.ckpt.own_format import FORMAT_NAME, FORMAT_VERSION
 from tuidebug.ckpt.save import (
-    FORMAT_NAME,
-    FORMAT_VERSION,
     SaveResult,
     atomic_save,
     capture_rest,

@@ -180,7 +180,7 @@ def load_unsafe(
 
 def torch_object_format(obj: Any) -> str:
     """Which convention a loaded torch object follows: tuidebug, lightning or plain torch."""
-    from tuidebug.ckpt.save import FORMAT_NAME
+    from tuidebug.ckpt.own_format import FORMAT_NAME
 
     if isinstance(obj, Mapping):
         if obj.get("format") == FORMAT_NAME:
