@@ -444,6 +444,18 @@ def save_rank_state(
     return atomic_save(state, target, manifest=False)
 
 
+def rank_state_error(
+    checkpoint: str | os.PathLike[str], *, rank: int, world_size: int, step: int
+) -> str:
+    """:func:`save_rank_state` for a probe, whose run it must never end: the failure in one
+    line, or "" when the file was written."""
+    try:
+        result = save_rank_state(checkpoint, rank=rank, world_size=world_size, step=step)
+    except Exception as failure:
+        return one_line(failure)
+    return "" if result.ok else result.error
+
+
 def prune(folder: str | os.PathLike[str], keep: int) -> list[str]:
     """Keep the ``keep`` newest checkpoints recorded in the manifest; delete the older ones.
 

@@ -188,20 +188,16 @@ class CheckpointsObserver(Observer):
         message unless it failed (one notice per rank per save would flood the console)."""
         if self.folder is None:
             return
-        from tuidebug.ckpt.save import default_name, save_rank_state
+        from tuidebug.ckpt.save import default_name, rank_state_error
         from tuidebug.ckpt.sharded import sharded_name
 
         name = sharded_name(step) if self._sharded() else default_name(step)
-        try:
-            result = save_rank_state(
-                Path(self.folder) / name,
-                rank=self.probe.rank,
-                world_size=self.probe.world_size,
-                step=step,
-            )
-            error = "" if result.ok else result.error
-        except Exception as failure:  # a failed save is a notice, never the end of the run
-            error = one_line(failure)
+        error = rank_state_error(
+            Path(self.folder) / name,
+            rank=self.probe.rank,
+            world_size=self.probe.world_size,
+            step=step,
+        )
         if error:
             self._notice("error", f"rank {self.probe.rank}: RNG states not saved: {error}")
 

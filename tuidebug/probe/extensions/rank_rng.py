@@ -28,19 +28,15 @@ class RankRng:
         self.probe = probe
 
     def save(self, command: Command) -> None:
-        from tuidebug.ckpt.save import save_rank_state
+        from tuidebug.ckpt.save import rank_state_error
 
         probe = self.probe
-        try:
-            result = save_rank_state(
-                command.args.get("path", ""),
-                rank=probe.rank,
-                world_size=probe.world_size,
-                step=probe.step,
-            )
-            error = "" if result.ok else result.error
-        except Exception as failure:  # a failed save is a notice, never the end of the run
-            error = f"{type(failure).__name__}: {failure}"
+        error = rank_state_error(
+            command.args.get("path", ""),
+            rank=probe.rank,
+            world_size=probe.world_size,
+            step=probe.step,
+        )
         if error:
             self._notice("error", f"rank {probe.rank}: RNG states not saved: {error}")
         else:
